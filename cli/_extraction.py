@@ -1,0 +1,97 @@
+"""Options and flow shared by `repanalysis logits` and `repanalysis extract` (parsing + library calls)."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+OPTIONS = [
+    click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+                 help="Checkpoint: .pth/.pt (state_dict, DDP/compile prefixes, DeiT, Lightning, FFCV) or .safetensors."),
+    click.option("--arch", default=None, help="torchvision or timm model name (inferred from the checkpoint when omitted)."),
+    click.option("--data", default=None, help="Data set path (ImageFolder, ImageNet val + val_map.txt/LOC csv, "
+                 "CIFAR batches, MNIST IDX, .npz). Default: data.root from `repanalysis config`."),
+    click.option("--layout", default=None, help="Data layout (auto, imagefolder, imagenet-val, cifar10, cifar100, mnist, npz)."),
+    click.option("--split", default=None, help="Split for data sets that have several (train, test)."),
+    click.option("--class-order", default=None, type=click.Path(path_type=Path),
+                 help="File of class ids/names, line i = the model's class i."),
+    click.option("--labels-file", default=None, type=click.Path(path_type=Path),
+                 help="ImageNet val labels: val_map.txt or LOC_val_solution.csv (default: found beside the images)."),
+    click.option("--synsets-file", default=None, type=click.Path(path_type=Path),
+                 help="LOC_synset_mapping.txt (class index order) for LOC_val_solution.csv labels."),
+    click.option("--output", default=None, type=click.Path(path_type=Path), help="Output Dump folder or .pt file."),
+    click.option("--overwrite", is_flag=True, help="Replace an existing output."),
+    click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1)),
+    click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1."),
+    click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True),
+    click.option("--workers", default=None, type=click.IntRange(0), help="DataLoader workers (default: cores - 1, max 8)."),
+    click.option("--resolution", default=None, type=click.IntRange(1), help="Override: crop size fed to the model."),
+    click.option("--crop-ratio", default=None, type=float, help="Override: resolution / resize size (e.g. 0.875)."),
+    click.option("--interpolation", default=None, help="Override: bilinear, bicubic, nearest, lanczos."),
+    click.option("--mean", default=None, help="Override: comma-separated channel means."),
+    click.option("--std", default=None, help="Override: comma-separated channel stds."),
+    click.option("--skip-bad", is_flag=True, help="Skip unreadable images (recorded in meta.json) instead of failing."),
+    click.option("--trust-checkpoint", is_flag=True, help="Allow pickled code / TorchScript checkpoints (runs code from the file)."),
+    click.option("--quiet", is_flag=True, help="No progress bar."),
+]
+
+
+def extraction_options(fn):
+    for option in reversed(OPTIONS):
+        fn = option(fn)
+    return functools.wraps(fn)(fn)
+
+
+def run(kind: str, opts: dict, features: bool, feature_layer: str | None = None, feature_dtype: str = "float32"):
+    """Resolve defaults (config), load, extract; print a summary. Returns the Dump."""
+    import dataclasses
+
+    import repanalysis as ra
+    from repanalysis import config
+    from repanalysis.report import format_table
+
+    data, layout, split, class_order = opts["data"], opts["layout"], opts["split"], opts["class_order"]
+    if data is None:
+        d = config.default_data()
+        data, layout = d["spec"], layout or d["layout"]
+        split, class_order = split or d["split"], class_order or d["class_order"]
+    output = opts["output"] or config.default_output(opts["checkpoint"], kind)
+    log = (lambda m: None) if opts["quiet"] else (lambda m: click.echo(m, err=True))
+    lm = ra.load_model(opts["checkpoint"], opts["arch"], trust=opts["trust_checkpoint"], log=log)
+    overrides = {"resolution": opts["resolution"], "crop_ratio": opts["crop_ratio"],
+                 "interpolation": opts["interpolation"],
+                 "mean": _floats(opts["mean"], "--mean"), "std": _floats(opts["std"], "--std")}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    transform = dataclasses.replace(lm.transform, **overrides) if overrides else lm.transform
+    dump = ra.extract(lm, data, output, features=features, feature_layer=feature_layer,
+                      batch_size=opts["batch_size"], device=opts["device"], precision=opts["precision"],
+                      workers=opts["workers"], overwrite=opts["overwrite"], skip_bad=opts["skip_bad"],
+                      layout=layout or "auto", split=split, class_order=class_order, transform=transform,
+                      labels_file=opts["labels_file"], synsets_file=opts["synsets_file"],
+                      feature_dtype=feature_dtype, progress=not opts["quiet"], log=log)
+    click.echo(format_table([summary_row(dump)]))
+    click.echo(f"wrote {output}")
+    return dump
+
+
+def summary_row(dump) -> dict:
+    import numpy as np
+
+    acc = None
+    if dump.num_samples:
+        correct = 0
+        for _, chunk in dump.iter_chunks(("logits", "labels")):
+            correct += int((np.argmax(chunk["logits"], axis=1) == chunk["labels"]).sum())
+        acc = correct / dump.num_samples
+    return {"model": dump.name, "N": dump.num_samples, "K": dump.num_classes, "D": dump.feature_dim or "-",
+            "accuracy": acc}
+
+
+def _floats(text: str | None, flag: str):
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=flag) from None

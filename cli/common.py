@@ -1,0 +1,43 @@
+"""Options and helpers shared by sub-commands (parsing only; all computing happens in the library)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import click
+
+from repanalysis.errors import RepanalysisError
+
+
+def split_names(value: str | None) -> list[str] | None:
+    """'a,b , c' -> ['a', 'b', 'c']; None stays None."""
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def load_dumps(paths: Sequence[str], names: str | None = None):
+    """Open each input (Dump directory or seed .pt) with its display name from --names."""
+    from repanalysis.extract.store import load_dump
+
+    name_list = split_names(names)
+    if name_list is not None and len(name_list) != len(paths):
+        raise RepanalysisError(f"--names has {len(name_list)} names but {len(paths)} inputs were given; "
+                               "expected one name per input")
+    return [load_dump(p, name=(name_list[i] if name_list else None)) for i, p in enumerate(paths)]
+
+
+def echo_json(obj) -> None:
+    from repanalysis.extract.store import _json_default
+
+    click.echo(json.dumps(obj, indent=2, default=_json_default))
+
+
+def out_option(default: str):
+    return click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=default,
+                        show_default=True, help="Folder for figures and JSON.")
+
+
+names_option = click.option("--names", default=None, help="Comma-separated display names, one per input.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")

@@ -1,0 +1,94 @@
+"""Entry point: discovers sub-command modules, runs them, and turns errors into one line and an exit code."""
+from __future__ import annotations
+
+import errno
+import importlib
+import os
+import pkgutil
+import sys
+import warnings
+
+import click
+
+import repanalysis
+from repanalysis.errors import RepanalysisError
+
+_NOT_COMMANDS = {"main", "common"}
+
+
+class _Group(click.Group):
+    """Lists sub-commands by discovering modules in this package, importing each only when needed."""
+
+    def _names(self) -> dict[str, str]:
+        import repanalysis.cli as pkg
+
+        found = {}
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if info.name.startswith("_") or info.name in _NOT_COMMANDS:
+                continue
+            found[info.name.replace("_", "-")] = info.name
+        return found
+
+    def list_commands(self, ctx):
+        return sorted(self._names())
+
+    def get_command(self, ctx, cmd_name):
+        module = self._names().get(cmd_name)
+        if module is None:
+            return None
+        return importlib.import_module(f"repanalysis.cli.{module}").command
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120, "terminal_width": 120})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(repanalysis.__version__, prog_name="repanalysis")
+def cli(debug: bool) -> None:
+    """repanalysis: what a training loss did to an image classifier.
+
+    Extract logits and penultimate features once, then compare models on logit statistics,
+    feature geometry, calibration and Grad-CAM localisation.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("REPANALYSIS_DEBUG") == "1"
+    if not debug:
+        warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    try:
+        cli.main(args=argv, prog_name="repanalysis", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("interrupted; re-run the same command to resume where it stopped", 130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except RepanalysisError as exc:
+        if debug:
+            raise
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        _fail("interrupted; re-run the same command to resume where it stopped", 130)
+    except OSError as exc:
+        if debug:
+            raise
+        if exc.errno == errno.ENOSPC:
+            _fail(f"disk full while writing {exc.filename or 'output'}; free space and re-run to resume", 1)
+        _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
+    except Exception as exc:  # a bug, not bad input: still one line unless --debug
+        if debug:
+            raise
+        _fail(f"internal error ({type(exc).__name__}: {str(exc).strip()[:200]}); re-run with --debug for the "
+              "traceback and report it", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

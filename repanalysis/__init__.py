@@ -1,0 +1,47 @@
+"""repanalysis: what a training loss did to an image classifier.
+
+Three lines in a notebook::
+
+    import repanalysis as ra
+    dump = ra.extract(ra.load_model("model.pth"), "path/to/data", "runs/model")
+    print(dump.num_samples, dump.feature_dim)
+
+Flow: load -> extract -> Dump -> analyze (pure functions on arrays) -> Result -> plot / report.
+"""
+from __future__ import annotations
+
+from repanalysis import _compat
+
+_compat.apply()  # must run before anything imports torchvision (a no-op where it loads normally)
+
+__version__ = "0.1.0"
+
+from repanalysis.errors import RepanalysisError  # noqa: E402
+from repanalysis.extract.store import Dump, load_dump  # noqa: E402
+# Bound explicitly: the name would otherwise resolve to the repanalysis.extract sub-package.
+from repanalysis.extract.runner import extract  # noqa: E402
+
+_LAZY = {
+    "load_model": ("repanalysis.models.loading", "load_model"),
+    "open_dataset": ("repanalysis.data.datasets", "open_dataset"),
+    "analyze": ("repanalysis.analyze", None),
+    "plot": ("repanalysis.plot", None),
+    "report": ("repanalysis.report", None),
+    "train": ("repanalysis.train", None),
+}
+
+
+def __getattr__(name: str):
+    # Heavy sub-packages (torchvision, timm, matplotlib) load on first use, keeping `import repanalysis` fast.
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        module = importlib.import_module(module_name)
+        value = module if attr is None else getattr(module, attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'repanalysis' has no attribute {name!r}")
+
+
+__all__ = ["Dump", "load_dump", "extract", "RepanalysisError", "__version__", *_LAZY]

@@ -1,0 +1,77 @@
+"""Shared input handling for analyses: arrays in, validated torch tensors out, one-line errors.
+
+Every analysis accepts numpy arrays (memory maps included) or torch tensors and runs the same
+vectorised torch code on CPU or GPU (``device=None`` keeps CPU; pass "cuda" or use :func:`pick_device`).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from repanalysis.errors import DataError
+
+
+def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    """"auto" -> CUDA when available, else CPU; anything else is passed to torch.device."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def as_tensor(x, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> torch.Tensor:
+    """numpy / memmap / list / tensor -> tensor on ``device`` (CPU by default), optionally cast."""
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        t = torch.from_numpy(np.ascontiguousarray(np.asarray(x)))
+    if device is not None:
+        t = t.to(device)
+    if dtype is not None:
+        t = t.to(dtype)
+    return t
+
+
+def check_logits_labels(logits, labels, num_classes: int | None = None, *, device=None,
+                        dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate shapes and label range; return (logits [N, K] float, labels [N] int64).
+
+    Raises DataError naming the problem: logits not 2-D, length mismatch, labels outside [0, K).
+    """
+    logits_t = as_tensor(logits, device=device)
+    labels_t = as_tensor(labels, device=device)
+    if logits_t.ndim != 2:
+        raise DataError(f"logits must be 2-D [N, K]; got shape {tuple(logits_t.shape)}")
+    if labels_t.ndim != 1 or labels_t.shape[0] != logits_t.shape[0]:
+        raise DataError(f"labels must be 1-D with one entry per logits row ({logits_t.shape[0]}); "
+                        f"got shape {tuple(labels_t.shape)}")
+    if labels_t.is_floating_point():
+        if not torch.equal(labels_t, labels_t.round()):
+            raise DataError("labels must be integer class indices; got non-integer values")
+    labels_t = labels_t.long()
+    k = int(num_classes or logits_t.shape[1])
+    if k != logits_t.shape[1]:
+        raise DataError(f"logits have {logits_t.shape[1]} columns but the model has {k} classes")
+    if labels_t.numel():
+        lo, hi = int(labels_t.min()), int(labels_t.max())
+        if lo < 0 or hi >= k:
+            raise DataError(f"labels must lie in [0, {k - 1}] for {k} classes; found values in [{lo}, {hi}]")
+    return logits_t.to(dtype), labels_t
+
+
+def drop_nonfinite(logits: torch.Tensor, *others: torch.Tensor, what: str = "logits"):
+    """Remove rows whose logits hold NaN or inf, warning with the count.
+
+    Returns ``(logits, *others, n_dropped)``. Raises DataError when no row is left.
+    """
+    finite = torch.isfinite(logits).all(dim=1)
+    n_bad = int((~finite).sum())
+    if n_bad == 0:
+        return (logits, *others, 0)
+    n = logits.shape[0]
+    if n_bad == n:
+        raise DataError(f"all {n} rows of {what} contain NaN or inf; nothing to analyse")
+    warnings.warn(f"{n_bad} of {n} samples have NaN or inf {what}; they are excluded", RuntimeWarning,
+                  stacklevel=2)
+    return (logits[finite], *(o[finite] for o in others), n_bad)

@@ -1,0 +1,134 @@
+"""Evaluation transforms: resize the short side, centre-crop, normalise; and the same geometry for boxes.
+
+The transform is a small dataclass so that its parameters go into a Dump's meta.json and Grad-CAM can
+map boxes through exactly the resize and crop the image went through (x = columns, y = rows).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from repanalysis.errors import DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
+                   "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """PIL image -> normalised float tensor [C, H, W].
+
+    resolution: side of the square centre crop fed to the model (None: keep the image size, no resize).
+    crop_ratio: resize the short side to round(resolution / crop_ratio) before cropping (timm's
+    ``crop_pct``; 0.875 gives the classic 256 -> 224). channels: 3 converts to RGB, 1 to grayscale.
+    """
+
+    resolution: int | None = 224
+    crop_ratio: float = 0.875
+    interpolation: str = "bilinear"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    channels: int = 3
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        if self.interpolation not in _INTERPOLATIONS:
+            raise DataError(f"unknown interpolation {self.interpolation!r}; expected one of "
+                            f"{', '.join(sorted(_INTERPOLATIONS))}")
+        if not 0 < self.crop_ratio <= 1:
+            raise DataError(f"crop ratio must be in (0, 1]; got {self.crop_ratio}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise DataError(f"mean/std need {self.channels} values for {self.channels}-channel input; "
+                            f"got {len(self.mean)} and {len(self.std)}")
+
+    # --- geometry ---------------------------------------------------------------------------------
+    def resize_size(self, width: int, height: int) -> tuple[int, int]:
+        """(new_width, new_height) after resizing the short side to round(resolution / crop_ratio)."""
+        if self.resolution is None:
+            return width, height
+        short = int(math.floor(self.resolution / self.crop_ratio + 1e-6))
+        if width <= height:
+            return short, int(short * height / width)
+        return int(short * width / height), short
+
+    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) of the centre crop in resized-image pixels."""
+        rw, rh = self.resize_size(width, height)
+        if self.resolution is None:
+            return 0, 0, rw, rh
+        return self._crop_in_resized(rw, rh)
+
+    def map_boxes(self, boxes, width: int, height: int) -> np.ndarray:
+        """Map boxes [M, 4] (x0, y0, x1, y1 in original pixels) to model-input pixels, clipped to the crop.
+
+        Boxes that fall wholly outside the crop come back with zero area (x0 == x1 or y0 == y1).
+        """
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        rw, rh = self.resize_size(width, height)
+        sx, sy = rw / width, rh / height
+        left, top, right, bottom = self.crop_box(width, height)
+        out = np.empty_like(boxes)
+        out[:, [0, 2]] = boxes[:, [0, 2]] * sx - left
+        out[:, [1, 3]] = boxes[:, [1, 3]] * sy - top
+        out[:, [0, 2]] = out[:, [0, 2]].clip(0, right - left)
+        out[:, [1, 3]] = out[:, [1, 3]].clip(0, bottom - top)
+        return out
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the tensor this transform produces for an image of the given size."""
+        left, top, right, bottom = self.crop_box(width, height)
+        return right - left, bottom - top
+
+    # --- pixels -----------------------------------------------------------------------------------
+    def geometric(self, image: Image.Image) -> Image.Image:
+        """Resize and crop only (for overlays): the exact pixels the model sees, before normalising."""
+        image = image.convert("RGB" if self.channels == 3 else "L")
+        if self.resolution is None:
+            return image
+        rw, rh = self.resize_size(*image.size)
+        image = image.resize((rw, rh), _INTERPOLATIONS[self.interpolation])
+        return image.crop(self._crop_in_resized(rw, rh))
+
+    def _crop_in_resized(self, rw: int, rh: int) -> tuple[int, int, int, int]:
+        side = self.resolution
+        left = int(round((rw - side) / 2.0))
+        top = int(round((rh - side) / 2.0))
+        return left, top, left + side, top + side
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = self.geometric(image)
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        if array.ndim == 2:
+            array = array[:, :, None]
+        tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+        return (tensor - mean) / std
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvalTransform":
+        d = dict(d)
+        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        return cls(**d)
+
+
+def transform_from_timm_config(config: dict, **overrides) -> EvalTransform:
+    """Build the eval transform from a timm pretrained/data config (input_size, crop_pct, mean, std...)."""
+    size = config.get("input_size", (3, 224, 224))
+    params = dict(resolution=int(size[-1]), crop_ratio=float(config.get("crop_pct", 0.875) or 0.875),
+                  interpolation=str(config.get("interpolation", "bilinear") or "bilinear"),
+                  mean=tuple(config.get("mean", IMAGENET_MEAN)), std=tuple(config.get("std", IMAGENET_STD)),
+                  channels=int(size[0]))
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    return EvalTransform(**params)

@@ -1,0 +1,66 @@
+"""The demo: real CE / LS / MaxSup checkpoints on real MNIST digits, Dumps, then every analysis.
+
+``run_demo`` builds (or reuses) the checkpoints and Dumps, then runs each step module found in
+``repanalysis.demo.steps`` in ``ORDER``. A step module defines ``ORDER`` (int), ``TITLE`` (str) and
+``run(ctx: DemoContext) -> None``; adding an analysis to the demo means adding one such file.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from repanalysis.extract.store import Dump
+
+
+@dataclass
+class DemoContext:
+    """What the demo's steps get to work with.
+
+    out: the demo's output folder (figures/demo); each step writes under ``out / <its topic>``.
+    checkpoints: model name -> checkpoint path (CE, LS, MaxSup), all of architecture ``arch``.
+    dumps: model name -> split ("train", "test") -> complete Dump with logits, features, labels,
+        classifier weights and class names.
+    data: split -> path of the data set (an .npz of images and labels) the Dumps came from.
+    class_names: the data set's class names ("zero" ... "nine").
+    classes: a triplet of class names for 3-class projections/embeddings.
+    ood_data: path of an out-of-distribution .npz (real photo patches) for OOD analyses, if made.
+    ood_dumps: model name -> Dump of the OOD data set.
+    log: print function for the demo's console output.
+    """
+
+    out: Path
+    checkpoints: dict[str, Path]
+    dumps: dict[str, dict[str, Dump]]
+    data: dict[str, Path]
+    class_names: list[str]
+    classes: list[str] = field(default_factory=lambda: ["four", "seven", "nine"])
+    arch: str = "small_cnn"
+    ood_data: Path | None = None
+    ood_dumps: dict[str, Dump] = field(default_factory=dict)
+    device: str = "auto"
+    log: Callable[[str], None] = print
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.checkpoints)
+
+
+def discover_steps() -> list:
+    """Step modules in repanalysis.demo.steps, sorted by ORDER then name."""
+    import repanalysis.demo.steps as pkg
+
+    modules = [importlib.import_module(f"{pkg.__name__}.{info.name}")
+               for info in pkgutil.iter_modules(pkg.__path__) if not info.name.startswith("_")]
+    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
+
+
+def run_steps(ctx: DemoContext, only: list[str] | None = None) -> None:
+    for step in discover_steps():
+        short = step.__name__.rsplit(".", 1)[-1]
+        if only and short not in only:
+            continue
+        ctx.log(f"\n== {getattr(step, 'TITLE', short)} ==")
+        step.run(ctx)

@@ -1,0 +1,78 @@
+"""Builds the demo's context: real checkpoints (trained here, cached), Dumps of every split, OOD patches."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from repanalysis.demo import DemoContext
+from repanalysis.extract.store import load_dump
+
+
+def ood_patches(n: int = 1000, seed: int = 0) -> np.ndarray:
+    """Real out-of-distribution images for a digit model: 28x28 grayscale patches of scikit-image's photos."""
+    import skimage.data as sk
+    from PIL import Image
+
+    photos = [sk.astronaut(), sk.coffee(), sk.chelsea(), sk.rocket(), sk.camera(), sk.coins(), sk.moon(),
+              sk.page(), sk.text(), sk.brick(), sk.grass(), sk.gravel()]
+    gray = [np.asarray(Image.fromarray(p).convert("L")) for p in photos]
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, 28, 28), dtype=np.uint8)
+    which = rng.integers(0, len(gray), n)
+    sizes = rng.integers(28, 112, n)
+    for i in range(n):  # n crops of a few fixed photos: data preparation, not an analysis
+        img, s = gray[which[i]], int(min(sizes[i], *gray[which[i]].shape))
+        y = rng.integers(0, img.shape[0] - s + 1)
+        x = rng.integers(0, img.shape[1] - s + 1)
+        out[i] = np.asarray(Image.fromarray(img[y:y + s, x:x + s]).resize((28, 28), Image.BILINEAR))
+    return out
+
+
+def build_context(out: str | Path, *, epochs: int = 8, n_train: int = 4000, seed: int = 0,
+                  device: str = "auto", log=print, losses=("ce", "ls", "maxsup")) -> DemoContext:
+    """Train (or reuse) the checkpoints, extract Dumps for train/test/OOD, and return the DemoContext."""
+    import repanalysis as ra
+    from repanalysis.train import DIGIT_NAMES, make_demo_checkpoints
+    from repanalysis.train.trainer import write_npz
+
+    out = Path(out)
+    start = time.perf_counter()
+    log(f"checkpoints: training small CNNs on real MNIST digits ({n_train} train images, {epochs} epochs) "
+        f"or reusing {out / 'checkpoints'}")
+    checkpoints, data = make_demo_checkpoints(out, losses=losses, epochs=epochs, n_train=n_train, seed=seed,
+                                              log=log)
+    ood = out / "data" / "ood_photo_patches.npz"
+    if not ood.exists():
+        write_npz(ood, ood_patches(seed=seed), np.zeros(1000, dtype=np.int64), DIGIT_NAMES)
+    dumps: dict = {}
+    ood_dumps: dict = {}
+    for name, ckpt in checkpoints.items():
+        lm = ra.load_model(ckpt)
+        dumps[name] = {}
+        for split, path in list(data.items()) + [("ood", ood)]:
+            target = out / "dumps" / f"{ckpt.stem}_{split}"
+            if (target / "meta.json").exists() and load_dump(target, allow_incomplete=True).complete:
+                dump = load_dump(target, name=name)
+            else:
+                ra.extract(lm, path, target, device=device, progress=False, overwrite=True, batch_size=256,
+                           workers=0)
+                dump = load_dump(target, name=name)
+            if split == "ood":
+                ood_dumps[name] = dump
+            else:
+                dumps[name][split] = dump
+    log(f"checkpoints and Dumps ready in {time.perf_counter() - start:.1f}s")
+    return DemoContext(out=out, checkpoints=checkpoints, dumps=dumps, data=data, class_names=list(DIGIT_NAMES),
+                       ood_data=ood, ood_dumps=ood_dumps, device=device, log=log)
+
+
+def summary_rows(ctx: DemoContext) -> list[dict]:
+    rows = []
+    for name, splits in ctx.dumps.items():
+        for split, dump in splits.items():
+            acc = float((np.asarray(dump.logits).argmax(1) == np.asarray(dump.labels)).mean())
+            rows.append({"model": name, "split": split, "N": dump.num_samples, "K": dump.num_classes,
+                         "D": dump.feature_dim, "accuracy": acc})
+    return rows

@@ -1,0 +1,1 @@
+"""Demo steps: one module per analysis family (ORDER, TITLE, run(ctx))."""

@@ -1,0 +1,28 @@
+"""User-facing errors: each carries one line that says what was wrong and what was expected.
+
+The CLI prints ``error: <message>`` and exits non-zero without a traceback (unless --debug).
+Library users catch :class:`RepanalysisError`.
+"""
+from __future__ import annotations
+
+
+class RepanalysisError(Exception):
+    """Bad input or an unusable environment. ``str(err)`` is a single explanatory line."""
+
+    exit_code = 2
+
+
+class CheckpointError(RepanalysisError):
+    """A checkpoint that cannot be read, is unsafe to read, or does not fit the architecture."""
+
+
+class DataError(RepanalysisError):
+    """A data set, label file, box file or array that is missing, empty or inconsistent."""
+
+
+class DumpError(RepanalysisError):
+    """A Dump or seed .pt file that is missing, incomplete or malformed."""
+
+
+class ConfigError(RepanalysisError):
+    """No usable default configuration."""

@@ -1,0 +1,231 @@
+"""The batched forward pass: model + data set -> Dump, incrementally, resumable, bounded memory.
+
+``extract`` runs under inference mode, on CUDA when present (``device="auto"``), in fp32 by default or
+bf16/fp16 autocast, channels_last for convolutional models on CUDA, with DataLoader workers and pinned
+memory; rows go straight into the Dump's memory-mapped arrays and ``meta.json`` records progress after
+each flushed group of batches, so a killed run resumes when re-run with the same arguments.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from repanalysis.errors import DumpError, RepanalysisError
+from repanalysis.extract.store import Dump, DumpWriter, load_dump, save_seed_pt
+from repanalysis.models.features import FeatureTap
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RepanalysisError("--device cuda was asked for but no CUDA device is available; use --device auto")
+    return dev
+
+
+def _fingerprint(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, features: bool = True,
+            feature_layer: str | None = None, batch_size: int = 128, device: str = "auto",
+            precision: str = "fp32", workers: int | None = None, channels_last: bool | None = None,
+            overwrite: bool = False, skip_bad: bool = False, layout: str = "auto", split: str | None = None,
+            class_order: str | os.PathLike | None = None, labels_file: str | os.PathLike | None = None,
+            synsets_file: str | os.PathLike | None = None, transform=None, feature_dtype: str = "float32",
+            trust: bool = False, progress: bool = True, name: str | None = None, log=None,
+            max_batches: int | None = None) -> Dump:
+    """Extract logits (and penultimate features) of ``model`` on ``data`` into ``output``.
+
+    model: a LoadedModel or a checkpoint path (loaded with ``arch``/``trust``). data: a data set path
+    (any layout of ``open_dataset``) or an ImageDataset. output: a Dump directory, or a ``.pt`` path for
+    the seed format ``{'logits', 'labels'}`` (built through a resumable ``<output>.partial`` Dump).
+    transform: an EvalTransform overriding the model's. Returns the complete Dump.
+    max_batches: stop after this many batches, leaving an incomplete, resumable Dump (for tests).
+    """
+    from repanalysis.data.datasets import open_dataset
+    from repanalysis.models.loading import LoadedModel, load_model
+
+    if precision not in PRECISIONS:
+        raise RepanalysisError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    output = Path(output)
+    seed_pt = output.suffix == ".pt"
+    if seed_pt and output.exists() and not overwrite:
+        raise DumpError(f"output {output} already exists; pass --overwrite to replace it")
+    dev = _device(device)
+    lm = model if isinstance(model, LoadedModel) else load_model(model, arch, trust=trust, device="cpu", log=log)
+    transform = transform or lm.transform
+    dataset = data if hasattr(data, "fingerprint") else open_dataset(
+        data, layout=layout, transform=transform, split=split, class_order=class_order, skip_bad=skip_bad,
+        labels_file=labels_file, synsets_file=synsets_file)
+    if class_order is None and getattr(dataset, "wnids", None) and dataset.num_classes < lm.num_classes == 1000:
+        # A few ImageNet class folders for a 1000-class model: label by ImageNet index, not folder rank.
+        from repanalysis.data.imagenet import imagenet_wnids
+
+        dataset = dataset.with_class_order(imagenet_wnids())
+        if log:
+            log(f"labelled {dataset.num_classes} WordNet-id folders by their ImageNet-1k index")
+    n = len(dataset)
+    if n == 0:
+        raise RepanalysisError(f"data set {data} has no samples")
+    if dataset.num_classes and lm.num_classes and dataset.num_classes > lm.num_classes:
+        raise RepanalysisError(f"the data set has {dataset.num_classes} classes but the model outputs "
+                               f"{lm.num_classes}; expected a data set of the model's classes (or --class-order)")
+    want_features = features and not seed_pt
+    layer = feature_layer or lm.classifier_name
+    if want_features and layer is None:
+        raise RepanalysisError("cannot find the model's final linear layer to read penultimate features; "
+                               "pass --feature-layer NAME")
+    net = lm.model.to(dev).eval()
+    use_cl = channels_last if channels_last is not None else (dev.type == "cuda" and lm.family != "vit"
+                                                               and lm.family != "deit")
+    if use_cl:
+        net = net.to(memory_format=torch.channels_last)
+
+    # Probe one sample for the feature width (and to fail early on a model/data mismatch).
+    x0 = dataset[0][0].unsqueeze(0).to(dev)
+    with torch.inference_mode(), _autocast(dev, precision):
+        try:
+            if want_features:
+                with FeatureTap(net, layer, mode="input" if feature_layer is None else "output") as tap:
+                    z0 = net(x0)
+                d = tap.value.shape[1]
+            else:
+                z0 = net(x0)
+        except RuntimeError as exc:
+            raise RepanalysisError(f"the model cannot run on this data (input {tuple(x0.shape[1:])}): "
+                                   f"{str(exc).splitlines()[0][:200]}") from None
+    k = z0.shape[1]
+    specs = {"logits": ((k,), np.float32), "labels": ((), np.int64), "ids": ((), np.int64)}
+    if want_features:
+        specs["features"] = ((d,), np.dtype(feature_dtype))
+    static = {}
+    weights = lm.classifier_weights() if feature_layer is None else None
+    if want_features and weights is not None:
+        static = {"classifier_weight": weights[0], "classifier_bias": weights[1]}
+    described = dataset.describe()
+    fingerprint = _fingerprint({"sha": lm.sha256, "arch": lm.arch, "data": dataset.fingerprint(),
+                                "transform": transform.to_dict(), "features": want_features, "layer": feature_layer,
+                                "precision": precision, "feature_dtype": feature_dtype})
+    meta = {"name": name or (lm.checkpoint.stem if lm.checkpoint else lm.arch),
+            "checkpoint": {"path": str(lm.checkpoint.resolve()) if lm.checkpoint else None, "sha256": lm.sha256},
+            "arch": lm.arch, "family": lm.family, "num_classes": int(k), "feature_layer": layer if want_features else None,
+            "dataset": described, "split": described.get("split"), "transform": transform.to_dict(),
+            "class_names": dataset.class_names or lm.class_names, "wnids": getattr(dataset, "wnids", None),
+            "precision": precision, "device": str(dev), "load_notes": lm.notes, "fingerprint": fingerprint,
+            "skipped": list(getattr(dataset, "skipped", []))}
+    target = output.with_name(output.name + ".partial") if seed_pt else output
+    writer = DumpWriter(target, n, specs, meta, overwrite=overwrite, static_arrays=static,
+                        sample_names=list(dataset.samples))
+    if writer.done and log:
+        log(f"resuming {target} at sample {writer.done} of {n}")
+    _run(net, dataset, writer, dev, precision, batch_size, workers, use_cl,
+         layer if want_features else None, feature_layer is None, progress, max_batches)
+    if writer.done < n:
+        return load_dump(target, allow_incomplete=True)
+    bad = _count_nonfinite(writer)
+    writer.finalize({"nonfinite_logit_rows": bad})
+    if bad:
+        warnings.warn(f"{bad} of {n} samples have NaN or inf logits; analyses will exclude them", RuntimeWarning,
+                      stacklevel=2)
+    if seed_pt:
+        dump = save_seed_pt(load_dump(target), output, overwrite=overwrite)
+        shutil.rmtree(target)
+        return dump
+    return load_dump(target)
+
+
+class _autocast:
+    def __init__(self, dev: torch.device, precision: str):
+        dtype = PRECISIONS[precision]
+        self.ctx = torch.autocast(device_type=dev.type, dtype=dtype) if dtype is not None else None
+
+    def __enter__(self):
+        if self.ctx is not None:
+            self.ctx.__enter__()
+
+    def __exit__(self, *exc):
+        if self.ctx is not None:
+            self.ctx.__exit__(*exc)
+
+
+def _run(net, dataset, writer: DumpWriter, dev, precision, batch_size, workers, channels_last, layer,
+         layer_input, progress, max_batches) -> None:
+    from torch.utils.data import DataLoader, Subset
+
+    n = len(dataset)
+    start = writer.done
+    if start >= n:
+        return
+    if workers is None:
+        workers = min(8, max(0, (os.cpu_count() or 1) - 1))
+    loader = DataLoader(Subset(dataset, range(start, n)), batch_size=batch_size, shuffle=False,
+                        num_workers=workers, pin_memory=dev.type == "cuda", persistent_workers=False,
+                        prefetch_factor=4 if workers else None)
+    bar = _progress(n, start, progress)
+    pos = start
+    last_commit = time.monotonic()
+    tap = FeatureTap(net, layer, mode="input" if layer_input else "output") if layer else None
+    try:
+        if tap:
+            tap.__enter__()
+        with torch.inference_mode():
+            for i, (x, y, idx) in enumerate(loader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                x = x.to(dev, non_blocking=True)
+                if channels_last and x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with _autocast(dev, precision):
+                    z = net(x)
+                rows = {"logits": z.float().cpu().numpy(), "labels": np.asarray(y, dtype=np.int64),
+                        "ids": np.asarray(idx, dtype=np.int64)}
+                if tap:
+                    rows["features"] = tap.value.float().cpu().numpy()
+                writer.write(pos, rows)
+                pos += len(y)
+                if bar:
+                    bar.update(len(y))
+                if time.monotonic() - last_commit > 2.0 or pos == n:
+                    writer.commit(pos)
+                    last_commit = time.monotonic()
+        writer.commit(pos)
+    finally:
+        if pos > writer.done:  # keep the rows finished before an interruption
+            try:
+                writer.commit(pos)
+            except OSError:
+                pass
+        if tap:
+            tap.__exit__()
+        if bar:
+            bar.close()
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True, file=sys.stderr,
+                disable=None, desc="extract")
+
+
+def _count_nonfinite(writer: DumpWriter) -> int:
+    logits = writer._arrays["logits"]
+    bad = 0
+    for s in range(0, len(logits), 65536):
+        bad += int((~np.isfinite(logits[s:s + 65536])).any(axis=1).sum())
+    return bad

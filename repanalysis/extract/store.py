@@ -1,0 +1,442 @@
+"""The Dump: a directory of ``meta.json`` plus one ``.npy`` per array, written and read through memory maps.
+
+Layout of a Dump directory::
+
+    meta.json               format, version, provenance, class names, completion state (see DumpWriter)
+    logits.npy              float32 or float16 (N, K)
+    labels.npy              int64 (N,)
+    features.npy            float32 or float16 (N, D)      optional (``repanalysis logits`` omits it)
+    ids.npy                 int64 (N,) index of each sample in its data set
+    classifier_weight.npy   (K, D) final linear layer      optional
+    classifier_bias.npy     (K,)                           optional
+    samples.txt             one sample identifier (file name) per line, in dataset order, optional
+
+Arrays are filled in place batch by batch; ``meta.json`` records how many rows are done, so an
+interrupted run resumes, and ``complete`` turns true only after the last row is flushed.
+The seed tool's single-file ``.pt`` (``{'logits': [N, K], 'labels': [N]}``) reads as a Dump too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from repanalysis.errors import DumpError
+
+FORMAT = "repanalysis-dump"
+VERSION = 1
+ARRAY_NAMES = ("logits", "labels", "features", "ids", "classifier_weight", "classifier_bias")
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, default=_json_default)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class Dump:
+    """Logits, labels and (optionally) penultimate features of one model on one data split.
+
+    Arrays are numpy arrays (memory-mapped when read from disk). Attributes:
+    ``logits`` (N, K), ``labels`` (N,), ``features`` (N, D) or None, ``ids`` (N,),
+    ``classifier_weight`` (K, D) or None, ``classifier_bias`` (K,) or None, ``meta`` (dict),
+    ``name`` (display name), ``path`` (directory or .pt file, None for in-memory dumps).
+
+    Example::
+
+        >>> d = Dump.from_arrays(np.zeros((4, 3)), np.array([0, 1, 2, 0]), name="toy")
+        >>> d.num_samples, d.num_classes
+        (4, 3)
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], meta: dict | None = None,
+                 path: str | os.PathLike | None = None, name: str | None = None):
+        self._arrays = dict(arrays)
+        self.meta = dict(meta or {})
+        self.path = Path(path) if path is not None else None
+        if name is None:
+            name = self.meta.get("name") or (self.path.stem if self.path is not None else "model")
+        self.name = str(name)
+        if "logits" not in self._arrays or "labels" not in self._arrays:
+            raise DumpError(f"dump {self.path or self.name} has no logits/labels arrays; expected both")
+        n = len(self._arrays["logits"])
+        for key, arr in self._arrays.items():
+            if key in ("logits", "labels", "features", "ids") and len(arr) != n:
+                raise DumpError(f"dump {self.path or self.name}: {key} has {len(arr)} rows but logits has {n}")
+
+    # --- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_arrays(cls, logits, labels, features=None, *, class_names: Sequence[str] | None = None,
+                    classifier_weight=None, classifier_bias=None, ids=None, name: str | None = None,
+                    meta: dict | None = None) -> "Dump":
+        """Wrap arrays a user already has (numpy or torch) as an in-memory Dump."""
+        arrays = {"logits": _to_numpy(logits), "labels": _to_numpy(labels).astype(np.int64, copy=False)}
+        for key, value in (("features", features), ("ids", ids), ("classifier_weight", classifier_weight),
+                           ("classifier_bias", classifier_bias)):
+            if value is not None:
+                arrays[key] = _to_numpy(value)
+        meta = dict(meta or {})
+        if class_names is not None:
+            meta["class_names"] = list(class_names)
+        meta.setdefault("complete", True)
+        return cls(arrays, meta, name=name)
+
+    # --- arrays -------------------------------------------------------------------------------
+    def has(self, key: str) -> bool:
+        return key in self._arrays
+
+    def array(self, key: str) -> np.ndarray:
+        if key not in self._arrays:
+            hint = " (re-run `repanalysis extract` to store features)" if key == "features" else ""
+            raise DumpError(f"dump {self.path or self.name} has no '{key}' array{hint}")
+        return self._arrays[key]
+
+    @property
+    def logits(self) -> np.ndarray:
+        return self._arrays["logits"]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._arrays["labels"]
+
+    @property
+    def features(self) -> np.ndarray | None:
+        return self._arrays.get("features")
+
+    @property
+    def ids(self) -> np.ndarray:
+        if "ids" in self._arrays:
+            return self._arrays["ids"]
+        return np.arange(self.num_samples, dtype=np.int64)
+
+    @property
+    def classifier_weight(self) -> np.ndarray | None:
+        return self._arrays.get("classifier_weight")
+
+    @property
+    def classifier_bias(self) -> np.ndarray | None:
+        return self._arrays.get("classifier_bias")
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.logits.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        """K from the model (the logits' width), never from max(label) + 1."""
+        return int(self.meta.get("num_classes") or self.logits.shape[1])
+
+    @property
+    def feature_dim(self) -> int | None:
+        return None if self.features is None else int(self.features.shape[1])
+
+    @property
+    def class_names(self) -> list[str] | None:
+        names = self.meta.get("class_names")
+        return list(names) if names else None
+
+    @property
+    def wnids(self) -> list[str] | None:
+        names = self.meta.get("wnids")
+        return list(names) if names else None
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.meta.get("complete", True))
+
+    def sample_names(self) -> list[str] | None:
+        """Identifiers (file names) of the samples, aligned with the rows, when the Dump stored them."""
+        if self.path is None or not self.path.is_dir() or not (self.path / "samples.txt").exists():
+            return self.meta.get("sample_names")
+        all_names = (self.path / "samples.txt").read_text().splitlines()
+        return [all_names[i] for i in self.ids.tolist()]
+
+    def iter_chunks(self, keys: Sequence[str] = ("logits", "labels"), chunk_size: int = 65536
+                    ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """Yield ``(start, {key: rows[start:start+chunk]})`` so analyses can stream with bounded memory."""
+        arrays = {k: self.array(k) for k in keys}
+        for start in range(0, self.num_samples, chunk_size):
+            yield start, {k: np.asarray(a[start:start + chunk_size]) for k, a in arrays.items()}
+
+    def subset(self, index) -> "Dump":
+        """A new in-memory Dump holding the selected rows (boolean mask or integer indices)."""
+        index = np.asarray(index)
+        arrays = {k: np.asarray(v[index]) for k, v in self._arrays.items()
+                  if k in ("logits", "labels", "features", "ids")}
+        if "ids" not in arrays:
+            arrays["ids"] = np.arange(self.num_samples)[index]
+        for k in ("classifier_weight", "classifier_bias"):
+            if k in self._arrays:
+                arrays[k] = np.asarray(self._arrays[k])
+        return Dump(arrays, dict(self.meta), path=None, name=self.name)
+
+    # --- writing ------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> "Dump":
+        """Write this Dump as a complete Dump directory (or a seed ``.pt`` when path ends in .pt)."""
+        path = Path(path)
+        if path.suffix == ".pt":
+            return save_seed_pt(self, path, overwrite=overwrite)
+        specs = {k: (tuple(v.shape[1:]), v.dtype) for k, v in self._arrays.items()
+                 if k in ("logits", "labels", "features", "ids")}
+        static = {k: np.asarray(v) for k, v in self._arrays.items() if k.startswith("classifier_")}
+        meta = {k: v for k, v in self.meta.items() if k not in ("complete", "progress", "format", "version")}
+        meta.setdefault("name", self.name)
+        writer = DumpWriter(path, self.num_samples, specs, meta, overwrite=overwrite, static_arrays=static)
+        for start, chunk in self.iter_chunks(tuple(specs), chunk_size=65536):
+            writer.write(start, chunk)
+        writer.finalize()
+        return load_dump(path)
+
+    def __repr__(self) -> str:
+        d = f", D={self.feature_dim}" if self.features is not None else ""
+        return f"Dump(name={self.name!r}, N={self.num_samples}, K={self.num_classes}{d}, path={self.path})"
+
+
+def _to_numpy(x) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    return np.asarray(x)
+
+
+def save_seed_pt(dump: Dump, path: str | os.PathLike, overwrite: bool = False) -> Dump:
+    """Write the seed tool's format ``{'logits': FloatTensor[N, K], 'labels': LongTensor[N]}`` atomically."""
+    import torch
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise DumpError(f"output {path} already exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"logits": torch.from_numpy(np.array(dump.logits, dtype=np.float32)),  # copies: memmaps are read-only
+               "labels": torch.from_numpy(np.array(dump.labels, dtype=np.int64))}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return load_dump(path)
+
+
+# --- reading -------------------------------------------------------------------------------------
+def load_dump(path: str | os.PathLike, name: str | None = None, allow_incomplete: bool = False) -> Dump:
+    """Open a Dump directory (memory-mapped) or a seed ``.pt`` file.
+
+    Raises :class:`DumpError` with one line when the path is missing, incomplete or malformed.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DumpError(f"no such dump: {path} (expected a Dump directory or a .pt file)")
+    if path.is_file():
+        return _load_seed_pt(path, name)
+    meta_path = path / "meta.json"
+    if not meta_path.exists():
+        raise DumpError(f"{path} is not a Dump: it has no meta.json (expected the output of `repanalysis extract`)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DumpError(f"{meta_path} is not valid JSON ({exc.msg}); the Dump is damaged") from None
+    if meta.get("format") != FORMAT:
+        raise DumpError(f"{path}: meta.json format is {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("version", 0) > VERSION:
+        raise DumpError(f"{path}: Dump version {meta.get('version')} is newer than this repanalysis "
+                        f"understands ({VERSION}); upgrade repanalysis")
+    if not meta.get("complete", False) and not allow_incomplete:
+        done = meta.get("progress", {}).get("done", 0)
+        raise DumpError(f"{path} is an incomplete Dump ({done} of {meta.get('num_samples')} rows); "
+                        f"re-run the same extract command to resume it")
+    arrays = {}
+    for key in ARRAY_NAMES:
+        file = path / f"{key}.npy"
+        if file.exists():
+            try:
+                arrays[key] = np.load(file, mmap_mode="r")
+            except (ValueError, OSError) as exc:
+                raise DumpError(f"{file} is unreadable ({exc}); the Dump is damaged") from None
+    if not meta.get("complete", False):
+        done = int(meta.get("progress", {}).get("done", 0))
+        arrays = {k: (v[:done] if k in ("logits", "labels", "features", "ids") else v) for k, v in arrays.items()}
+    return Dump(arrays, meta, path=path, name=name or meta.get("name") or path.name)
+
+
+def _load_seed_pt(path: Path, name: str | None) -> Dump:
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt/unsafe files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DumpError(f"cannot read {path} as a logits file ({first[:200]}); expected torch.save("
+                        "{'logits': FloatTensor[N, K], 'labels': LongTensor[N]})") from None
+    if not isinstance(obj, dict) or "logits" not in obj:
+        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise DumpError(f"{path} has no 'logits' entry (found {keys}); expected "
+                        "{'logits': FloatTensor[N, K], 'labels': LongTensor[N]}")
+    if "labels" not in obj:
+        raise DumpError(f"{path} has no 'labels' entry; expected {{'logits': [N, K], 'labels': [N]}}")
+    logits, labels = obj["logits"], obj["labels"]
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        raise DumpError(f"{path}: 'logits' must be a 2-D tensor [N, K], got "
+                        f"{getattr(logits, 'shape', type(logits).__name__)}")
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or len(labels) != len(logits):
+        raise DumpError(f"{path}: 'labels' must be a 1-D tensor of length {len(logits)} matching logits, "
+                        f"got {tuple(getattr(labels, 'shape', ()))}")
+    arrays = {"logits": logits.float().numpy(), "labels": labels.long().numpy()}
+    for key in ("features", "classifier_weight", "classifier_bias"):
+        if isinstance(obj.get(key), torch.Tensor):
+            arrays[key] = obj[key].float().numpy()
+    meta = {"format": "seed-pt", "source": str(path), "complete": True, "num_classes": int(logits.shape[1])}
+    return Dump(arrays, meta, path=path, name=name or path.stem)
+
+
+# --- incremental writing -------------------------------------------------------------------------
+class DumpWriter:
+    """Create or resume a Dump directory and fill its arrays in place.
+
+    ``specs`` maps array name -> (row shape, dtype); every such array has N rows. ``meta`` holds
+    provenance; ``meta['fingerprint']`` (any JSON value) identifies the run: re-opening a directory
+    whose incomplete Dump has the same fingerprint resumes it at ``writer.done``; a different or
+    complete one is refused unless ``overwrite``. ``static_arrays`` (e.g. classifier weights) are
+    written once at creation.
+    """
+
+    def __init__(self, path: str | os.PathLike, num_samples: int, specs: Mapping[str, tuple],
+                 meta: dict, overwrite: bool = False, static_arrays: Mapping[str, np.ndarray] | None = None,
+                 sample_names: Sequence[str] | None = None):
+        self.path = Path(path)
+        self.num_samples = int(num_samples)
+        self.specs = {k: (tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in specs.items()}
+        fingerprint = meta.get("fingerprint")
+        self.done = 0
+        if self.path.exists() and self.path.is_file():
+            raise DumpError(f"output {self.path} exists and is a file; expected a Dump directory path")
+        if self.path.exists() and any(self.path.iterdir()):
+            existing = _read_meta(self.path)
+            same_run = (existing is not None and existing.get("format") == FORMAT
+                        and fingerprint is not None and existing.get("fingerprint") == fingerprint
+                        and existing.get("num_samples") == self.num_samples)
+            if same_run and not existing.get("complete") and not overwrite:
+                self.meta = existing
+                self.done = int(existing.get("progress", {}).get("done", 0))
+                self._arrays = {k: np.load(self.path / f"{k}.npy", mmap_mode="r+") for k in self.specs}
+                return
+            if not overwrite:
+                what = ("a complete Dump of this same run" if same_run else
+                        "a Dump of a different run" if existing is not None else "not a Dump")
+                raise DumpError(f"output {self.path} already exists ({what}); pass --overwrite to replace it")
+            if existing is None and not (self.path / "meta.json").exists() and any(
+                    p.suffix not in (".npy", ".txt", ".json", ".tmp") for p in self.path.iterdir()):
+                raise DumpError(f"refusing to overwrite {self.path}: it holds files that are not a Dump's")
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._check_space(static_arrays)
+        self.meta = {"format": FORMAT, "version": VERSION, **meta, "num_samples": self.num_samples,
+                     "complete": False, "progress": {"done": 0},
+                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "arrays": {k: {"shape": [self.num_samples, *shape], "dtype": dt.name}
+                                for k, (shape, dt) in self.specs.items()}}
+        from repanalysis import __version__
+
+        self.meta.setdefault("tool_version", __version__)
+        if static_arrays:
+            for key, value in static_arrays.items():
+                np.save(self.path / f"{key}.npy", np.asarray(value))
+        if sample_names is not None:
+            (self.path / "samples.txt").write_text("".join(f"{s}\n" for s in sample_names))
+        self._arrays = {}
+        for key, (shape, dt) in self.specs.items():
+            file = self.path / f"{key}.npy"
+            arr = np.lib.format.open_memmap(file, mode="w+", dtype=dt, shape=(self.num_samples, *shape))
+            self._arrays[key] = arr
+            _reserve(file)
+        write_json_atomic(self.path / "meta.json", self.meta)
+
+    def _check_space(self, static_arrays) -> None:
+        need = sum(self.num_samples * int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+                   for shape, dt in self.specs.values())
+        need += sum(np.asarray(v).nbytes for v in (static_arrays or {}).values())
+        free = shutil.disk_usage(self.path).free
+        if need > free:
+            raise DumpError(f"not enough disk space for the Dump at {self.path}: it needs "
+                            f"{need / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free")
+
+    def write(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write rows ``start:start+len`` of each array (no commit: call :meth:`commit` after)."""
+        for key, value in arrays.items():
+            value = np.asarray(value)
+            self._arrays[key][start:start + len(value)] = value
+
+    def commit(self, done: int) -> None:
+        """Flush the arrays, then record that the first ``done`` rows are final."""
+        for arr in self._arrays.values():
+            arr.flush()
+        self.done = int(done)
+        self.meta["progress"] = {"done": self.done}
+        write_json_atomic(self.path / "meta.json", self.meta)
+
+    def finalize(self, extra_meta: Mapping | None = None) -> None:
+        """Flush everything and mark the Dump complete (the only place ``complete`` becomes true)."""
+        for arr in self._arrays.values():
+            arr.flush()
+        self.meta.update(extra_meta or {})
+        self.meta["progress"] = {"done": self.num_samples}
+        self.meta["complete"] = True
+        self.meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json_atomic(self.path / "meta.json", self.meta)
+        self.done = self.num_samples
+
+
+def _read_meta(path: Path) -> dict | None:
+    try:
+        return json.loads((path / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _reserve(file: Path) -> None:
+    """Allocate the file's blocks now: a full disk then fails here with ENOSPC instead of a SIGBUS later."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    size = file.stat().st_size
+    fd = os.open(file, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno == 28:  # ENOSPC
+            raise DumpError(f"disk full while reserving {size / 2**20:.1f} MiB for {file}") from None
+    finally:
+        os.close(fd)

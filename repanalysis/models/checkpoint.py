@@ -1,0 +1,170 @@
+"""Reading checkpoints safely and normalising them to a flat state_dict.
+
+Formats (REFERENCE.md "Checkpoint formats met in practice"): flat state_dict; ``module.`` (DDP/FFCV) and
+``_orig_mod.`` (torch.compile) prefixes; DeiT ``{'model': ..., 'optimizer': ..., ...}``; Lightning
+``{'state_dict': ...}`` with an attribute prefix (``model.``); ``.safetensors``; our own
+``{'state_dict': ..., 'repanalysis': {...}}``. Pickled code (a whole nn.Module) and TorchScript load only
+with ``trust=True``: unpickling runs arbitrary code.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from repanalysis.errors import CheckpointError
+
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "network", "module")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass
+class RawCheckpoint:
+    """What a checkpoint file held, after unwrapping: a flat state_dict or (trusted) a module."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor] | None
+    module: torch.nn.Module | None = None
+    info: dict = field(default_factory=dict)  # our 'repanalysis' block (arch, transform, ...), if any
+    notes: list[str] = field(default_factory=list)
+    kind: str = "state_dict"
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line.split(". ")[0][:160]
+
+
+def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> RawCheckpoint:
+    """Read ``path`` with safe loading (tensors and plain containers only) and unwrap it.
+
+    Raises CheckpointError (one line) for a missing, truncated, corrupt or untrusted-code file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; expected a .pth/.pt/.safetensors file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path), device="cpu")
+        except Exception as exc:
+            raise CheckpointError(f"cannot read {path} as safetensors: {_first_line(exc)}") from None
+        return _unwrap(path, obj)
+    is_torchscript = _is_torchscript(path)
+    if is_torchscript:
+        if not trust:
+            raise CheckpointError(f"{path} is a TorchScript archive, which runs code when loaded; refusing. "
+                                  "Pass --trust-checkpoint (trust=True) if you trust its source")
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise CheckpointError(f"cannot load TorchScript {path}: {_first_line(exc)}") from None
+        return RawCheckpoint(path, None, module=module.eval(), kind="torchscript",
+                             notes=["loaded TorchScript archive (trusted)"])
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if "Weights only load failed" in str(exc) or type(exc).__name__ == "UnpicklingError" and _is_zip(path):
+            if not trust:
+                raise CheckpointError(
+                    f"{path} contains pickled Python objects (e.g. a whole nn.Module), and unpickling can run "
+                    "arbitrary code; refusing. Save a state_dict instead, or pass --trust-checkpoint "
+                    "(trust=True) if you trust its source") from None
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as exc2:
+                raise CheckpointError(f"cannot unpickle {path}: {_first_line(exc2)}") from None
+        else:
+            raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or not a PyTorch "
+                                  f"checkpoint ({_first_line(exc)})") from None
+    return _unwrap(path, obj)
+
+
+def _is_zip(path: Path) -> bool:
+    return zipfile.is_zipfile(path)
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not _is_zip(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith("/constants.pkl") or n.endswith("/code/__torch__.py") or "/code/" in n
+                       for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _unwrap(path: Path, obj) -> RawCheckpoint:
+    notes: list[str] = []
+    info: dict = {}
+    if isinstance(obj, torch.nn.Module):
+        return RawCheckpoint(path, None, module=obj.eval(), kind="module",
+                             notes=["loaded a pickled nn.Module (trusted)"])
+    if isinstance(obj, dict) and isinstance(obj.get("repanalysis"), dict):
+        info = dict(obj["repanalysis"])
+    sd = obj
+    depth = 0
+    while isinstance(sd, dict) and not _is_state_dict(sd) and depth < 3:
+        key = next((k for k in _WRAPPER_KEYS if isinstance(sd.get(k), dict) and sd.get(k)), None)
+        if key is None:
+            break
+        notes.append(f"weights taken from the checkpoint's '{key}' entry")
+        sd = sd[key]
+        depth += 1
+    if isinstance(sd, dict):  # drop non-tensor extras mixed into a state_dict (e.g. Lightning metadata)
+        tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) < len(sd) and all(isinstance(k, str) for k in sd):
+            sd = tensors
+    if not _is_state_dict(sd):
+        found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path} holds no state_dict (found {found}); expected a state_dict or a dict "
+                              f"with one under {', '.join(repr(k) for k in _WRAPPER_KEYS[:3])}")
+    sd, stripped = strip_prefixes(sd)
+    if stripped:
+        notes.append("stripped key prefix " + ", ".join(repr(p) for p in stripped))
+    return RawCheckpoint(path, sd, info=info, notes=notes)
+
+
+def strip_prefixes(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Remove ``module.`` / ``_orig_mod.`` anywhere at the front of keys, then a prefix shared by every key
+    (a Lightning attribute such as ``model.``). Returns (new state_dict, prefixes removed)."""
+    stripped: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if any(k.startswith(prefix) for k in sd):
+                sd = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in sd.items()}
+                stripped.append(prefix)
+                changed = True
+        heads = {k.split(".", 1)[0] for k in sd}
+        if len(heads) == 1 and all("." in k for k in sd):
+            head = next(iter(heads)) + "."
+            sd = {k[len(head):]: v for k, v in sd.items()}
+            stripped.append(head)
+            changed = True
+    return sd, stripped

@@ -1,0 +1,238 @@
+"""``load_model``: checkpoint file -> evaluated model, its architecture, classifier layer and eval transform.
+
+The architecture comes from ``arch=`` (any torchvision classification or timm model name), else from the
+checkpoint's own record, else it is inferred by comparing the state_dict's parameter names and shapes with
+the common families (``registry.INFERENCE_CANDIDATES``), built on the meta device (no memory, no weights).
+A state_dict whose names differ but whose tensors match the model's one by one in order (e.g. the
+efficientnet-lite0 package's weights for timm's ``tf_efficientnet_lite0``) is loaded by position.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from repanalysis.data.transforms import EvalTransform, transform_from_timm_config
+from repanalysis.errors import CheckpointError
+from repanalysis.models import registry
+from repanalysis.models.blurpool import blurpool_targets, wrap_blurpool
+from repanalysis.models.checkpoint import RawCheckpoint, read_checkpoint, sha256_of
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with what analyses need to know about it.
+
+    model: nn.Module in eval mode. arch: the architecture name (as --arch takes it). family: 'resnet',
+    'vit', 'deit', 'efficientnet', 'cnn', ... num_classes: K. classifier_name / classifier: the final
+    nn.Linear whose input is the penultimate feature. transform: the eval EvalTransform. notes: what
+    loading did (inferred arch, stripped prefixes, positional load).
+    """
+
+    model: nn.Module
+    arch: str
+    family: str
+    num_classes: int
+    classifier_name: str | None
+    transform: EvalTransform
+    checkpoint: Path | None = None
+    sha256: str | None = None
+    class_names: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def classifier(self) -> nn.Module | None:
+        return None if self.classifier_name is None else self.model.get_submodule(self.classifier_name)
+
+    def classifier_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(W [K, D], b [K]) of the final linear layer as float32 numpy, or None."""
+        layer = self.classifier
+        if not isinstance(layer, nn.Linear):
+            return None
+        w = layer.weight.detach().float().cpu().numpy()
+        b = (layer.bias.detach().float().cpu().numpy() if layer.bias is not None
+             else np.zeros(w.shape[0], dtype=np.float32))
+        return w, b
+
+    def describe(self) -> dict:
+        return {"arch": self.arch, "family": self.family, "num_classes": self.num_classes,
+                "classifier": self.classifier_name, "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+                "sha256": self.sha256, "notes": list(self.notes)}
+
+
+def find_classifier(model: nn.Module, num_classes: int | None = None) -> str | None:
+    """Name of the final classification layer: timm's get_classifier(), else the last nn.Linear
+    (with ``num_classes`` outputs when given)."""
+    get = getattr(model, "get_classifier", None)
+    if callable(get):
+        head = get()
+        if isinstance(head, nn.Linear):
+            for name, module in model.named_modules():
+                if module is head:
+                    return name
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and (num_classes is None or module.out_features == num_classes):
+            last = name
+    return last
+
+
+def _shapes(sd: dict) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+
+
+@lru_cache(maxsize=64)
+def _signature(arch: str, num_classes: int, kwargs_items: tuple = (), blur: tuple = ()) -> tuple:
+    """(ordered [(name, shape)], classifier name) of arch built on the meta device."""
+    model = registry.create_model(arch, num_classes, meta=True, **dict(kwargs_items))
+    if blur:
+        wrap_blurpool(model, list(blur))
+    return tuple(_shapes(model.state_dict()).items()), find_classifier(model, num_classes)
+
+
+def _classes_for(arch: str, sd: dict, kwargs: dict, blur: tuple) -> int:
+    """K read off the checkpoint at the architecture's classifier key (last 2-D tensor as fallback)."""
+    default_k = 10 if registry.resolve_arch(arch)[0] == "local" else 1000
+    _, head = _signature(arch, default_k, tuple(sorted(kwargs.items())), blur)
+    key = f"{head}.weight" if head else None
+    if key and key in sd and sd[key].ndim == 2:
+        return int(sd[key].shape[0])
+    two_d = [v for v in sd.values() if v.ndim == 2]
+    if not two_d:
+        raise CheckpointError("cannot find a classifier weight (no 2-D tensor) in the checkpoint")
+    return int(two_d[-1].shape[0])
+
+
+def _match(arch: str, sd: dict, kwargs: dict, blur: tuple) -> tuple[str | None, int, str]:
+    """('exact' | 'ordered' | None, num_classes, reason) for arch against the state_dict."""
+    k = _classes_for(arch, sd, kwargs, blur)
+    expected, _ = _signature(arch, k, tuple(sorted(kwargs.items())), blur)
+    expected = dict(expected)
+    have = _shapes(sd)
+    if expected == have:
+        return "exact", k, ""
+    if len(expected) == len(have) and list(expected.values()) == list(have.values()):
+        return "ordered", k, ""
+    return None, k, mismatch_summary(expected, have)
+
+
+def mismatch_summary(expected: dict, have: dict, limit: int = 3) -> str:
+    """First few missing / unexpected / mis-shaped keys, in one line."""
+    missing = [k for k in expected if k not in have]
+    unexpected = [k for k in have if k not in expected]
+    shaped = [f"{k} {have[k]} vs {expected[k]}" for k in expected if k in have and have[k] != expected[k]]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped (checkpoint vs model)", shaped)):
+        if items:
+            more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:limit])}{more}")
+    return "; ".join(parts) or "parameter order differs"
+
+
+def infer_arch(sd: dict) -> tuple[str, str]:
+    """Name of the one candidate family whose parameters match ``sd`` (and how: exact/ordered).
+
+    Raises CheckpointError naming the candidates when none or several match.
+    """
+    blur = tuple(blurpool_targets(sd))
+    exact, ordered = [], []
+    for source, name in registry.INFERENCE_CANDIDATES:
+        arch = registry.qualified(source, name)
+        kwargs = registry.LOCAL[name].kwargs_from_state_dict(sd) if source == "local" else {}
+        try:
+            how, _, _ = _match(arch, sd, kwargs, blur)
+        except (CheckpointError, RuntimeError, TypeError, ValueError):
+            continue
+        (exact if how == "exact" else ordered if how == "ordered" else []).append(arch)
+    found = exact or ordered
+    if len(found) == 1:
+        return found[0], ("exact" if exact else "ordered")
+    if len(found) > 1:
+        raise CheckpointError(f"architecture is ambiguous: the checkpoint fits {', '.join(found)}; pass --arch")
+    names = ", ".join(registry.qualified(s, n) for s, n in registry.INFERENCE_CANDIDATES)
+    raise CheckpointError(f"cannot infer the architecture: the checkpoint matches none of {names}; pass --arch "
+                          "with a torchvision or timm model name")
+
+
+def _default_transform(arch: str, model: nn.Module) -> EvalTransform:
+    source, _ = registry.resolve_arch(arch)
+    if source == "timm":
+        from timm.data import resolve_data_config
+
+        return transform_from_timm_config(resolve_data_config({}, model=model))
+    return EvalTransform()  # torchvision ImageNet eval: resize 256, centre crop 224, bilinear
+
+
+def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust: bool = False,
+               device: str | torch.device = "cpu", log=None) -> LoadedModel:
+    """Load a checkpoint into its architecture and return a :class:`LoadedModel` in eval mode.
+
+    checkpoint: .pth/.pt/.safetensors (any format of REFERENCE.md); arch: torchvision or timm model name
+    (inferred when None); trust: allow pickled modules / TorchScript (runs code from the file).
+
+    Example::
+
+        >>> lm = load_model("runs/ce.pth")             # doctest: +SKIP
+        >>> lm.arch, lm.num_classes, lm.classifier_name # doctest: +SKIP
+        ('small_cnn', 10, 'fc')
+    """
+    path = Path(checkpoint)
+    raw = read_checkpoint(path, trust=trust)
+    notes = list(raw.notes)
+    sha = sha256_of(path)
+    if raw.module is not None:
+        return _from_module(raw, arch, sha, notes, device)
+    sd = raw.state_dict
+    blur = tuple(blurpool_targets(sd))
+    if blur:
+        notes.append(f"FFCV BlurPool wrappers on {len(blur)} convolutions")
+    if arch is None and raw.info.get("arch"):
+        arch = raw.info["arch"]
+    if arch is None:
+        arch, how = infer_arch(sd)
+        notes.append(f"inferred architecture {arch} from the checkpoint's parameter names and shapes")
+        if log:
+            log(f"inferred architecture: {arch}")
+    source, name = registry.resolve_arch(arch)
+    kwargs = registry.LOCAL[name].kwargs_from_state_dict(sd) if source == "local" else {}
+    how, k, reason = _match(arch, sd, kwargs, blur)
+    if how is None:
+        raise CheckpointError(f"checkpoint {path.name} does not fit architecture {arch}: {reason}")
+    model = registry.create_model(arch, k, **kwargs)
+    if blur:
+        wrap_blurpool(model, list(blur))
+    target = model.state_dict()
+    if how == "ordered":
+        names = [n for n in target if not n.endswith("num_batches_tracked")]
+        values = [v for n, v in sd.items() if not n.endswith("num_batches_tracked")]
+        sd = dict(zip(names, values))
+        notes.append("parameter names differ from the architecture's; loaded by position (shapes all match)")
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [m for m in missing if not m.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {path.name} does not fit architecture {arch}: "
+                              f"{mismatch_summary(dict.fromkeys(missing, ()), dict.fromkeys(unexpected, ()))}")
+    model.eval().to(device)
+    if raw.info.get("transform"):
+        transform = EvalTransform.from_dict(raw.info["transform"])
+    else:
+        transform = _default_transform(arch, model)
+    return LoadedModel(model=model, arch=arch, family=registry.family_of(source, name), num_classes=k,
+                       classifier_name=find_classifier(model, k), transform=transform, checkpoint=path,
+                       sha256=sha, class_names=raw.info.get("class_names"), notes=notes)
+
+
+def _from_module(raw: RawCheckpoint, arch: str | None, sha: str, notes: list[str], device) -> LoadedModel:
+    model = raw.module.to(device).eval()
+    classifier = None if raw.kind == "torchscript" else find_classifier(model)
+    k = None
+    if classifier is not None:
+        k = model.get_submodule(classifier).out_features
+    return LoadedModel(model=model, arch=arch or type(model).__name__, family="custom", num_classes=k or 0,
+                       classifier_name=classifier, transform=EvalTransform(), checkpoint=raw.path, sha256=sha,
+                       notes=notes)

@@ -1,0 +1,36 @@
+"""Plain-text tables for the terminal and atomic JSON output."""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+from repanalysis.extract.store import write_json_atomic  # noqa: F401  (re-exported: one atomic writer)
+
+
+def format_value(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None, digits: int = 4,
+                 headers: Mapping[str, str] | None = None) -> str:
+    """Render rows (dicts) as an aligned text table; ``headers`` renames columns for display."""
+    if not rows:
+        return "(no rows)"
+    columns = list(columns or rows[0].keys())
+    headers = dict(headers or {})
+    cells = [[headers.get(c, c) for c in columns]]
+    cells += [[format_value(r.get(c), digits) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = []
+    for j, row in enumerate(cells):
+        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
+                               enumerate(zip(row, widths))))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

