@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     except RepanalysisError as exc:
         if debug:
             raise
-        _fail(str(exc), exc.exit_code)
+        _fail(_one_line(str(exc)), exc.exit_code)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -83,6 +83,16 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _fail(f"internal error ({type(exc).__name__}: {str(exc).strip()[:200]}); re-run with --debug for the "
               "traceback and report it", 1)
+
+
+def _one_line(message: str) -> str:
+    """A DataLoader worker re-raises our error wrapped in its traceback: keep the original last line."""
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return message.strip()
+    last = lines[-1]
+    head, sep, rest = last.partition(": ")
+    return rest if sep and head.rsplit(".", 1)[-1].endswith("Error") else last
 
 
 def _fail(message: str, code: int) -> None:

@@ -1,0 +1,139 @@
+"""Grad-CAM localisation of one or more checkpoints against object boxes or masks (MaxSup sec. 5.3-5.4).
+
+Example: ``repanalysis gradcam --checkpoint ce.pth --checkpoint maxsup.pth --names CE,MaxSup
+--data imagenet/val --boxes LOC_val_solution.csv --limit 2000``. Prints one row per model (mean
+precision, recall, F1, IoU, pointing games) and writes gradcam.json, gradcam_per_image.csv and the
+overlay grid / precision-recall figures to --out.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from repanalysis.cli.common import echo_json, json_option, names_option, out_option, split_names
+from repanalysis.errors import RepanalysisError
+
+METHOD_CHOICES = ["gradcam", "gradcam++", "xgradcam", "eigencam", "layercam"]
+TABLE_COLUMNS = ["model", "images", "skipped", "accuracy", "precision", "recall", "f1", "iou", "pointing",
+                 "energy_pg", "pr_area", "box_share"]
+
+
+@click.command("gradcam")
+@click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Checkpoint (repeat for several models).")
+@names_option
+@click.option("--arch", default=None, help="torchvision/timm architecture of every checkpoint (inferred if omitted).")
+@click.option("--data", default=None, help="Data set (ImageNet val folder, ImageFolder, ...). Default: configured.")
+@click.option("--layout", default="auto", show_default=True, help="Data layout (see `repanalysis extract --help`).")
+@click.option("--split", default=None, help="Split for data sets that have several.")
+@click.option("--class-order", default=None, type=click.Path(path_type=Path),
+              help="File of class ids/names, line i = the model's class i.")
+@click.option("--boxes", default=None, type=click.Path(path_type=Path),
+              help="LOC_val_solution.csv, a folder of VOC XML, a 'path,x0,y0,x1,y1' list, or a folder of PNG masks. "
+                   "Default: the data set's LOC_val_solution.csv.")
+@click.option("--synsets", default=None, type=click.Path(path_type=Path),
+              help="LOC_synset_mapping.txt (class order of the box file's WordNet ids).")
+@click.option("--target", type=click.Choice(["gt", "pred"]), default="gt", show_default=True,
+              help="Class each CAM explains: ground truth or the model's prediction.")
+@click.option("--method", type=click.Choice(METHOD_CHOICES, case_sensitive=False), default="gradcam",
+              show_default=True)
+@click.option("--layer", default=None, help="Target layer by name (default: chosen per family).")
+@click.option("--threshold", default=0.5, show_default=True, type=float, help="tau: CAM mask = CAM >= tau.")
+@click.option("--topk", default=None, type=float, help="Use the top fraction of pixels as the mask (e.g. 0.15).")
+@click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N images.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--strict", is_flag=True, help="Fail on an image without a box instead of skipping it.")
+@click.option("--show", default=6, show_default=True, type=click.IntRange(1, 20), help="Images in the grid figure.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda.")
+@click.option("--workers", default=None, type=click.IntRange(0), help="DataLoader workers (default: cores - 1, max 8).")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow pickled code / TorchScript checkpoints.")
+@out_option("repanalysis-out/gradcam")
+@json_option
+def command(checkpoints, names, arch, data, layout, split, class_order, boxes, synsets, target, method, layer,
+            threshold, topk, limit, batch_size, strict, show, device, workers, trust_checkpoint, out, as_json):
+    """Grad-CAM localisation: CAM precision/recall/F1/IoU on object boxes, per model, with overlay grids."""
+    import repanalysis as ra
+    from repanalysis.analyze._arrays import pick_device
+    from repanalysis.analyze.cam import localise_dataset
+    from repanalysis.data.boxes import open_regions
+    from repanalysis.plot.cam import plot_cam_grid, plot_pr_curves
+    from repanalysis.plot.style import save_figure
+    from repanalysis.report import format_table, write_json_atomic
+
+    name_list = split_names(names)
+    if name_list is not None and len(name_list) != len(checkpoints):
+        raise RepanalysisError(f"--names has {len(name_list)} names but {len(checkpoints)} checkpoints were given; "
+                               "expected one name per checkpoint")
+    if topk is not None and not 0 < topk <= 1:
+        raise RepanalysisError(f"--topk must lie in (0, 1]; got {topk}")
+    if data is None:
+        from repanalysis import config
+
+        d = config.default_data()
+        data, layout = d["spec"], d["layout"] if layout == "auto" else layout
+        split, class_order = split or d["split"], class_order or d["class_order"]
+    dev = pick_device(device)
+    if workers is None:
+        workers = max(0, min(8, (os.cpu_count() or 1) - 1))
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    results, class_names = [], None
+    for i, ckpt in enumerate(checkpoints):
+        lm = ra.load_model(ckpt, arch, trust=trust_checkpoint, device=dev)
+        ds = ra.open_dataset(data, layout=layout, transform=lm.transform, split=split, class_order=class_order,
+                             synsets_file=synsets)
+        box_source = boxes or _boxes_beside(ds)
+        regions = open_regions(box_source, lm.transform, synset_mapping=synsets, class_wnids=ds.wnids)
+        name = name_list[i] if name_list else Path(ckpt).stem
+        log(f"{name}: {lm.arch}, {method} on {len(ds) if limit is None else min(limit, len(ds))} images ...")
+        result = localise_dataset(lm.model, ds, regions, lm.transform, method=method, layer=layer, target=target,
+                                  threshold=threshold, topk=topk, batch_size=batch_size, limit=limit,
+                                  strict=strict, keep=show, workers=workers, device=dev, name=name)
+        if result.skipped:
+            log(f"{name}: skipped {len(result.skipped)} images without a box (first: {result.skipped[0]})")
+        results.append(result)
+        class_names = class_names or ds.class_names
+
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"method": method, "target": target, "threshold": threshold, "topk": topk,
+               "boxes": str(boxes) if boxes else None, "models": [r.to_dict() for r in results]}
+    write_json_atomic(out / "gradcam.json", payload)
+    _write_csv(out / "gradcam_per_image.csv", [row for r in results for row in r.per_image_rows()])
+    written = [out / "gradcam.json", out / "gradcam_per_image.csv"]
+    written += save_figure(plot_cam_grid(results, max_images=show, class_names=class_names), out / "gradcam_grid")
+    written += save_figure(plot_pr_curves(results).figure, out / "gradcam_pr")
+    if as_json:
+        echo_json(payload)
+    else:
+        click.echo(format_table([r.summary() for r in results], TABLE_COLUMNS,
+                                headers={"energy_pg": "energy", "pointing": "pointing", "box_share": "box share"}))
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
+
+
+def _boxes_beside(ds) -> Path:
+    labels_file = (getattr(ds, "sources", None) or {}).get("labels_file")
+    if labels_file is not None and Path(labels_file).is_file():
+        with open(labels_file, "rb") as fh:
+            if fh.readline().lstrip(b"\xef\xbb\xbf").startswith(b"ImageId"):
+                return Path(labels_file)
+    raise RepanalysisError(f"no boxes for {ds.root}: pass --boxes (LOC_val_solution.csv, a VOC XML folder, a "
+                           "'path,x0,y0,x1,y1' list or a folder of PNG masks)")
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            if rows:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

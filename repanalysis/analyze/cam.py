@@ -1,0 +1,520 @@
+"""Class activation maps with pytorch-grad-cam: batched, one target per image, hooks always released.
+
+Methods (``method=``): "gradcam" (default), "gradcam++", "xgradcam", "eigencam", "layercam", each the
+pytorch-grad-cam class of that name. The target layer is found per family (REFERENCE.md "Grad-CAM
+localisation"): ViT/DeiT (timm ``blocks[-1].norm1``, torchvision ``encoder.layers[-1].ln_1``) with the
+patch tokens reshaped to the model's own grid and the CLS/distillation/register tokens dropped; any
+other network: the last module of the last convolutional stage, i.e. the last module run in the forward
+pass whose output is a feature map [N, C, H, W] with H, W > 1 (``layer4`` for ResNets, ``bn2`` for timm
+EfficientNets, ``features`` for VGG/DenseNet/MobileNet). ``layer="name"`` overrides the choice.
+
+Speed and memory: while CAMs are computed, the model's parameters are frozen and the target layer's
+output is cut from the graph below it, so the backward pass runs only from the logits down to the target
+layer (the gradient there is unchanged: it depends only on what comes after). Batches are processed one
+at a time and only per-image numbers (plus a few CAMs to show) are kept over a whole data set.
+
+Example::
+
+    >>> out = compute_cams(model, images, targets=labels)         # images [N, 3, H, W], labels [N]
+    >>> out.cams.shape                                             # (N, H, W), each in [0, 1]
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+import repanalysis  # noqa: F401  (applies the torchvision import fix before pytorch_grad_cam loads)
+from repanalysis.analyze import localisation as loc
+from repanalysis.errors import ConfigError, DataError
+
+METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "layercam")
+TARGET_MODES = ("gt", "pred")
+
+
+def cam_class(method: str):
+    """The pytorch-grad-cam class for ``method`` (one of :data:`METHODS`, case-insensitive)."""
+    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
+
+    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
+               "eigencam": EigenCAM, "layercam": LayerCAM}
+    key = str(method).lower().replace("_", "").replace("-", "").replace("plusplus", "++")
+    if key not in classes:
+        raise ConfigError(f"unknown CAM method {method!r}; expected one of {', '.join(METHODS)}")
+    return classes[key]
+
+
+# --- target layers -------------------------------------------------------------------------------------
+
+class TokenGrid:
+    """ViT reshape transform: tokens [B, T, C] -> feature map [B, C, gh, gw], dropping the first
+    ``prefix`` tokens (CLS, distillation, register tokens)."""
+
+    def __init__(self, prefix: int, grid: tuple[int, int]):
+        self.prefix, self.grid = int(prefix), (int(grid[0]), int(grid[1]))
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.ndim != 3:
+            raise ConfigError(f"ViT target layer must output tokens [B, T, C]; got shape {tuple(tokens.shape)}")
+        gh, gw = self.grid
+        patches = tokens[:, self.prefix:, :]
+        if patches.shape[1] != gh * gw:
+            raise ConfigError(f"ViT layer gives {patches.shape[1]} patch tokens after dropping {self.prefix} "
+                              f"prefix tokens; expected a {gh}x{gw} grid ({gh * gw}); is the input size "
+                              "the one the model was built for?")
+        return patches.reshape(tokens.shape[0], gh, gw, tokens.shape[2]).permute(0, 3, 1, 2)
+
+    def __repr__(self) -> str:
+        return f"TokenGrid(prefix={self.prefix}, grid={self.grid})"
+
+
+def _channels_last_to_first(x: torch.Tensor) -> torch.Tensor:
+    """NHWC feature maps (timm Swin & co. with ``output_fmt='NHWC'``) -> NCHW."""
+    return x.permute(0, 3, 1, 2)
+
+
+@dataclass
+class CamLayer:
+    """The layer a CAM is read from: dotted ``name``, the ``module``, the ``family`` rule that chose it
+    ('vit', 'cnn' or 'user') and the reshape transform turning its output into [B, C, h, w] (or None)."""
+
+    name: str
+    module: nn.Module
+    family: str
+    reshape_transform: Callable | None = None
+
+
+def _timm_vit(model: nn.Module) -> CamLayer | None:
+    blocks, patch_embed = getattr(model, "blocks", None), getattr(model, "patch_embed", None)
+    if not isinstance(blocks, (nn.Sequential, nn.ModuleList)) or len(blocks) == 0 or patch_embed is None:
+        return None
+    if not hasattr(blocks[-1], "norm1") or getattr(patch_embed, "grid_size", None) is None:
+        return None
+    prefix = getattr(model, "num_prefix_tokens", None)
+    if prefix is None:  # older timm: count the CLS and distillation tokens that exist
+        prefix = sum(getattr(model, t, None) is not None for t in ("cls_token", "dist_token"))
+    return CamLayer(f"blocks.{len(blocks) - 1}.norm1", blocks[-1].norm1, "vit",
+                    TokenGrid(prefix, tuple(patch_embed.grid_size)))
+
+
+def _torchvision_vit(model: nn.Module) -> CamLayer | None:
+    layers = getattr(getattr(model, "encoder", None), "layers", None)
+    if layers is None or not hasattr(model, "patch_size") or not hasattr(model, "image_size"):
+        return None
+    grid = model.image_size // model.patch_size
+    return CamLayer(f"encoder.layers.{len(layers) - 1}.ln_1", layers[-1].ln_1, "vit", TokenGrid(1, (grid, grid)))
+
+
+_PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def _feature_map_modules(model: nn.Module, example: torch.Tensor, channels_last: bool) -> list[str]:
+    """Names of modules, in the order their forward finished, that output a feature map with H, W > 1
+    and run exactly once (a probe forward pass on ``example``)."""
+    names = {m: n for n, m in model.named_modules() if n}
+    order, calls, handles = [], {}, []
+
+    def hook(module, _inputs, output):
+        calls[module] = calls.get(module, 0) + 1
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and not isinstance(module, _PASS_THROUGH):
+            h, w = (output.shape[1], output.shape[2]) if channels_last else (output.shape[2], output.shape[3])
+            if h > 1 and w > 1:
+                order.append(module)
+
+    for module in names:
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return [names[m] for m in order if calls[m] == 1]
+
+
+def _example_input(model: nn.Module, example: torch.Tensor | None) -> torch.Tensor:
+    device = next(model.parameters()).device
+    if example is not None:
+        return example[:1].to(device)
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        raise ConfigError(f"cannot find a CAM layer automatically in {type(model).__name__}: it has no "
+                          "Conv2d and no ViT blocks; pass a layer name (--layer)")
+    return torch.zeros(1, conv.in_channels, 224, 224, device=device)
+
+
+_FAMILY_RULES: tuple[Callable[[nn.Module], CamLayer | None], ...] = (_timm_vit, _torchvision_vit)
+
+
+def layer_candidates(model: nn.Module, limit: int | None = None) -> list[str]:
+    """Dotted names of the model's modules (what ``layer=`` accepts), last first (later = more semantic)."""
+    names = [n for n, _ in model.named_modules() if n][::-1]
+    return names if limit is None else names[:limit]
+
+
+def resolve_cam_layer(model: nn.Module, layer: str | None = None,
+                      example: torch.Tensor | None = None) -> CamLayer:
+    """Choose the CAM target layer of ``model`` (rules in the module docstring), or look up ``layer`` by name.
+
+    example: one input batch [n, C, H, W] used for a probe forward pass on CNNs (default: zeros of
+    224x224 with the first conv's channels). Raises ConfigError naming close candidates when ``layer``
+    does not exist, and when no layer can be found automatically.
+    """
+    family_layer = next((found for found in map(lambda rule: rule(model), _FAMILY_RULES) if found is not None), None)
+    channels_last = getattr(model, "output_fmt", None) in ("NHWC", "nhwc")
+    if layer is not None:
+        modules = dict(model.named_modules())
+        if layer not in modules or not layer:
+            close = difflib.get_close_matches(layer, list(modules), n=5, cutoff=0.4)
+            shown = close or layer_candidates(model, 8)
+            raise ConfigError(f"layer {layer!r} not found in {type(model).__name__}; candidates: "
+                              f"{', '.join(shown)}")
+        transform = family_layer.reshape_transform if family_layer is not None else None
+        if channels_last and transform is None:
+            transform = _channels_last_to_first
+        return CamLayer(layer, modules[layer], "user", transform)
+    if family_layer is not None:
+        return family_layer
+    was_training = model.training
+    model.eval()
+    try:
+        found = _feature_map_modules(model, _example_input(model, example), channels_last)
+    finally:
+        model.train(was_training)
+    if not found:
+        raise ConfigError(f"cannot find a CAM layer automatically in {type(model).__name__}: no module outputs "
+                          "a feature map [N, C, H, W] with H, W > 1 and it is not a ViT; pass a layer name "
+                          f"(--layer), e.g. one of {', '.join(layer_candidates(model, 6))}")
+    name = found[-1]
+    return CamLayer(name, dict(model.named_modules())[name], "cnn",
+                    _channels_last_to_first if channels_last else None)
+
+
+# --- CAMs for a batch of images --------------------------------------------------------------------------
+
+@contextmanager
+def _backward_stops_at(model: nn.Module, module: nn.Module):
+    """Freeze the parameters and make ``module``'s output a fresh graph leaf, so that the forward pass
+    below it records no graph and the backward pass stops there. Restores everything on exit."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+
+    def cut(_module, _inputs, output):
+        if isinstance(output, torch.Tensor) and output.is_floating_point():
+            # clone(): a non-leaf, so in-place ops after the layer (ReLU(inplace=True)) stay legal
+            return output.detach().requires_grad_(True).clone()
+        return None
+
+    handle = module.register_forward_hook(cut)  # registered before pytorch-grad-cam's hooks: they see the cut
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        handle.remove()
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@dataclass
+class CamOutput:
+    """CAMs of one batch. cams [N, H, W] float32 in [0, 1] (min-max per image, input resolution);
+    logits [N, K]; targets [N] (class each CAM explains); layer: the CamLayer used."""
+
+    cams: torch.Tensor
+    logits: torch.Tensor
+    targets: torch.Tensor
+    layer: CamLayer | None = None
+
+    @property
+    def preds(self) -> torch.Tensor:
+        return self.logits.argmax(dim=1)
+
+
+class CamEngine:
+    """pytorch-grad-cam bound to one model and layer; hooks live only inside ``with`` (released on exit).
+
+    >>> with CamEngine(model, method="gradcam") as engine:
+    ...     out = engine(images, targets)          # CamOutput
+    """
+
+    def __init__(self, model: nn.Module, method: str = "gradcam", layer: str | CamLayer | None = None,
+                 example: torch.Tensor | None = None):
+        self.model = model.eval()
+        self.method = str(method).lower()
+        self.cam_cls = cam_class(method)
+        self.layer = layer if isinstance(layer, CamLayer) else resolve_cam_layer(model, layer, example)
+        self._stack = None
+        self._cam = None
+
+    def __enter__(self) -> "CamEngine":
+        from contextlib import ExitStack
+
+        self._stack = ExitStack()
+        self._stack.enter_context(_backward_stops_at(self.model, self.layer.module))
+        self._cam = self._stack.enter_context(self.cam_cls(model=self.model, target_layers=[self.layer.module],
+                                                           reshape_transform=self.layer.reshape_transform))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._cam = None
+        self._stack.close()  # pytorch-grad-cam's hooks first (LIFO), then ours; parameters restored
+        self._stack = None
+
+    def __call__(self, images: torch.Tensor, targets=None) -> CamOutput:
+        """images [N, C, H, W]; targets [N] class indices (None: the predicted class). One
+        ClassifierOutputTarget per image (a single target for a batch would leave the rest without gradient)."""
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        if self._cam is None:
+            raise RuntimeError("use CamEngine inside a `with` block")
+        if images.ndim != 4:
+            raise DataError(f"images must be a batch [N, C, H, W]; got shape {tuple(images.shape)}")
+        target_list = None
+        if targets is not None:
+            targets = torch.as_tensor(targets).long().reshape(-1)
+            if targets.shape[0] != images.shape[0]:
+                raise DataError(f"need one target per image: {images.shape[0]} images, {targets.shape[0]} targets")
+            target_list = [ClassifierOutputTarget(int(t)) for t in targets.tolist()]
+        try:
+            cams = self._cam(input_tensor=images, targets=target_list)
+        except IndexError as exc:  # raised inside the call, not swallowed by pytorch-grad-cam's __exit__
+            raise DataError(f"target class out of range for the model's outputs ({exc})") from None
+        logits = self._cam.outputs.detach().float().cpu()
+        self._cam.outputs = None  # drop the graph now, not at the next batch
+        self._cam.activations_and_grads.clear()
+        if targets is None:
+            targets = logits.argmax(dim=1)
+        return CamOutput(torch.from_numpy(np.ascontiguousarray(cams, dtype=np.float32)), logits, targets.cpu(),
+                         self.layer)
+
+
+def compute_cams(model: nn.Module, images: torch.Tensor, targets=None, *, method: str = "gradcam",
+                 layer: str | CamLayer | None = None, batch_size: int = 32, device=None) -> CamOutput:
+    """CAMs of ``images`` [N, C, H, W] for ``targets`` [N] (None: predicted class), in batches.
+
+    Returns CamOutput with cams [N, H, W] in [0, 1]. ``device``: None keeps the model where it is.
+    """
+    if device is not None:
+        model = model.to(device)
+    if targets is not None:
+        targets = torch.as_tensor(targets).long().reshape(-1)
+        if targets.shape[0] != images.shape[0]:
+            raise DataError(f"need one target per image: {images.shape[0]} images, {targets.shape[0]} targets")
+    parts = []
+    with CamEngine(model, method, layer, example=images[:1]) as engine:
+        for start in range(0, images.shape[0], batch_size):
+            stop = start + batch_size
+            parts.append(engine(images[start:stop], None if targets is None else targets[start:stop]))
+    return CamOutput(torch.cat([p.cams for p in parts]), torch.cat([p.logits for p in parts]),
+                     torch.cat([p.targets for p in parts]), engine.layer)
+
+
+# --- a whole data set --------------------------------------------------------------------------------------
+
+@dataclass
+class CamExample:
+    """One image kept for display: the pixels the model saw (uint8 [H, W, 3]), its CAM [H, W] float16,
+    its region [H, W] bool, its boxes [M, 4] in model-input pixels (or None) and its scores."""
+
+    name: str
+    image: np.ndarray
+    cam: np.ndarray
+    region: np.ndarray
+    boxes: np.ndarray | None
+    label: int
+    target: int
+    pred: int
+    precision: float
+    recall: float
+
+
+@dataclass
+class LocalisationResult:
+    """Localisation of one model over a data set (per-image arrays have one row per scored image).
+
+    sample_names [N]; labels, targets, preds [N] int; precision, recall, f1, iou, energy, pr_area,
+    region_fraction [N] float (NaN where undefined); pointing_hit [N] bool; thresholds [T] with
+    pr_precision / pr_recall [T] (means over images); skipped: names of images without a region.
+    """
+
+    name: str
+    method: str
+    layer: str
+    target_mode: str
+    threshold: float
+    topk: float | None
+    sample_names: list[str]
+    labels: np.ndarray
+    targets: np.ndarray
+    preds: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    f1: np.ndarray
+    iou: np.ndarray
+    energy: np.ndarray
+    pointing_hit: np.ndarray
+    pr_area: np.ndarray
+    region_fraction: np.ndarray
+    thresholds: np.ndarray
+    pr_precision: np.ndarray
+    pr_recall: np.ndarray
+    skipped: list[str] = field(default_factory=list)
+    examples: list[CamExample] = field(default_factory=list)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.sample_names)
+
+    def summary(self) -> dict:
+        """Means over images (NaN-aware) and counts: the per-model table row."""
+        def mean(a):
+            a = np.asarray(a, dtype=np.float64)
+            return float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
+
+        return {"model": self.name, "images": self.num_images, "skipped": len(self.skipped),
+                "accuracy": mean(self.preds == self.labels) if self.num_images else float("nan"),
+                "precision": mean(self.precision), "recall": mean(self.recall), "f1": mean(self.f1),
+                "iou": mean(self.iou), "energy_pg": mean(self.energy), "pointing": mean(self.pointing_hit),
+                "pr_area": mean(self.pr_area), "box_share": mean(self.region_fraction)}
+
+    def per_image_rows(self) -> list[dict]:
+        cols = ("precision", "recall", "f1", "iou", "energy", "pr_area", "region_fraction")
+        return [{"model": self.name, "image": self.sample_names[i], "label": int(self.labels[i]),
+                 "target": int(self.targets[i]), "pred": int(self.preds[i]),
+                 "pointing_hit": bool(self.pointing_hit[i]), **{c: float(getattr(self, c)[i]) for c in cols}}
+                for i in range(self.num_images)]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "method": self.method, "layer": self.layer, "target": self.target_mode,
+                "threshold": self.threshold, "topk": self.topk, "summary": self.summary(),
+                "skipped": list(self.skipped),
+                "pr_curve": {"thresholds": self.thresholds.tolist(), "precision": self.pr_precision.tolist(),
+                             "recall": self.pr_recall.tolist()}}
+
+
+def _image_size(dataset, index: int) -> tuple[int, int]:
+    """(width, height) of the original image: from the file header when there is a file (no decoding)."""
+    if hasattr(dataset, "image_size"):
+        return tuple(dataset.image_size(index))
+    path = dataset.path(index) if hasattr(dataset, "path") else None
+    if path is not None:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as img:
+                return img.size
+        except OSError as exc:
+            raise DataError(f"cannot read image {path}: {exc}") from None
+    if hasattr(dataset, "load_image"):
+        return dataset.load_image(index).size
+    raise DataError("the data set gives no original image sizes (needs .load_image(i) or .image_size(i)); "
+                    "boxes cannot be mapped onto the model input")
+
+
+def _sample_name(dataset, index: int) -> str:
+    samples = getattr(dataset, "samples", None)
+    if samples is None:
+        return str(index)
+    s = samples[index]
+    return str(s[0] if isinstance(s, (tuple, list)) else s)
+
+
+def localise_dataset(model: nn.Module, dataset, regions, transform=None, *, method: str = "gradcam",
+                     layer: str | None = None, target: str = "gt", threshold: float = 0.5,
+                     topk: float | None = None, thresholds: Sequence[float] | None = None,
+                     batch_size: int = 32, limit: int | None = None, strict: bool = False,
+                     keep: int = 8, workers: int = 0, device=None, name: str = "model") -> LocalisationResult:
+    """Grad-CAM localisation of ``model`` over ``dataset`` against ``regions``, in bounded memory.
+
+    dataset: items (image [C, H, W], label, index), ``samples`` names and ``load_image(i)`` (PIL).
+    regions: a :class:`repanalysis.data.boxes.RegionSource` (boxes or masks) giving each image's object
+    region in model-input pixels; ``transform``: the EvalTransform the dataset applies (for the boxes
+    and the displayed pixels). Images without a region are skipped and counted (``strict``: DataError).
+    target: "gt" (CAM of the true class) or "pred". keep: how many images to keep CAMs of for figures.
+    workers: DataLoader worker processes decoding images. Memory: one batch of CAMs at a time, then
+    per-image numbers only (O(N) floats) and ``keep`` CAMs.
+    """
+    if target not in TARGET_MODES:
+        raise ConfigError(f"target must be one of {', '.join(TARGET_MODES)}; got {target!r}")
+    loc.check_threshold(threshold)
+    if topk is not None and not 0.0 < float(topk) <= 1.0:
+        raise DataError(f"top-k fraction must lie in (0, 1]; got {topk}")
+    n_total = len(dataset) if limit is None else min(int(limit), len(dataset))
+    if n_total <= 0:
+        raise DataError("the data set is empty; expected at least one image")
+    names = [_sample_name(dataset, i) for i in range(n_total)]
+    has = np.array([regions.has(names[i]) for i in range(n_total)], dtype=bool)
+    skipped = [names[i] for i in np.flatnonzero(~has)]
+    if skipped and strict:
+        raise DataError(f"{len(skipped)} of {n_total} images have no box or mask (first: {skipped[0]}); "
+                        "expected one for every image (drop --strict to skip them)")
+    indices = np.flatnonzero(has)
+    if indices.size == 0:
+        raise DataError(f"none of the {n_total} images has a box or mask in {regions.source}; check that "
+                        "image names match the box file")
+    model = model.to(device) if device is not None else model
+    thr = loc.default_thresholds() if thresholds is None else torch.as_tensor(thresholds, dtype=torch.float32)
+    rows: dict[str, list] = {k: [] for k in _PER_IMAGE}
+    curve = _MeanCurve(thr.numel())
+    examples: list[CamExample] = []
+    subset = torch.utils.data.Subset(dataset, indices.tolist())
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    engine_ctx = CamEngine(model, method, layer, example=subset[0][0].unsqueeze(0))
+    with engine_ctx as engine:
+        for images, labels, index in loader:
+            labels = labels.long()
+            out = engine(images, labels if target == "gt" else None)
+            out_hw = tuple(out.cams.shape[-2:])
+            reg = [regions.region(names[i], int(y), _image_size(dataset, i), out_hw)
+                   for i, y in zip(index.tolist(), labels.tolist())]
+            masks = torch.from_numpy(np.stack([r.mask for r in reg]))
+            scores = loc.localisation_scores(out.cams, masks, threshold=threshold, topk=topk, thresholds=thr)
+            values = {"labels": labels, "targets": out.targets, "preds": out.preds, "pr_area": scores.sweep.area,
+                      **{k: getattr(scores, k) for k in _PER_IMAGE[4:]}}
+            for key in _PER_IMAGE:
+                rows[key].append(values[key].cpu().numpy())
+            curve.add(scores.sweep)
+            for j in range(min(len(labels), keep - len(examples))):
+                i = int(index[j])
+                pixels = (np.asarray(transform.geometric(dataset.load_image(i)).convert("RGB"))
+                          if transform is not None and hasattr(dataset, "load_image") else None)
+                examples.append(CamExample(names[i], pixels, out.cams[j].numpy().astype(np.float16), reg[j].mask,
+                                           reg[j].boxes, int(labels[j]), int(out.targets[j]), int(out.preds[j]),
+                                           float(scores.precision[j]), float(scores.recall[j])))
+    cat = {k: np.concatenate(v) for k, v in rows.items()}
+    mean_precision, mean_recall = curve.mean()
+    return LocalisationResult(name=name, method=engine_ctx.method, layer=engine_ctx.layer.name, target_mode=target,
+                              threshold=float(threshold), topk=topk, sample_names=[names[i] for i in indices],
+                              **cat, thresholds=thr.numpy(), pr_precision=mean_precision, pr_recall=mean_recall,
+                              skipped=skipped, examples=examples)
+
+
+_PER_IMAGE = ("labels", "targets", "preds", "pr_area", "precision", "recall", "f1", "iou", "energy", "pointing_hit",
+              "region_fraction")
+
+
+class _MeanCurve:
+    """Running NaN-aware means of the per-image precision and recall curves over the tau sweep."""
+
+    def __init__(self, t: int):
+        self.p_sum, self.p_cnt = torch.zeros(t, dtype=torch.float64), torch.zeros(t, dtype=torch.float64)
+        self.r_sum, self.r_cnt = torch.zeros(t, dtype=torch.float64), torch.zeros(t, dtype=torch.float64)
+
+    def add(self, sweep: loc.PRSweep) -> None:
+        for total, count, values in ((self.p_sum, self.p_cnt, sweep.precision), (self.r_sum, self.r_cnt, sweep.recall)):
+            finite = torch.isfinite(values)
+            total += torch.where(finite, values, torch.zeros_like(values)).sum(0)
+            count += finite.sum(0)
+
+    def mean(self) -> tuple[np.ndarray, np.ndarray]:
+        def avg(total, count):
+            return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan)).numpy()
+
+        return avg(self.p_sum, self.p_cnt), avg(self.r_sum, self.r_cnt)

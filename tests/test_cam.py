@@ -1,0 +1,209 @@
+"""CAM computation: an exact synthetic case, agreement with pytorch-grad-cam one image at a time,
+target layers per family, hooks released, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import repanalysis  # noqa: F401  (before torchvision / timm / pytorch_grad_cam)
+from repanalysis.analyze import cam as C
+from repanalysis.analyze.localisation import boxes_to_mask, localisation_scores
+from repanalysis.errors import ConfigError, DataError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 shared cores: more threads only thrash
+    yield
+    torch.set_num_threads(n)
+
+
+class TwoSquares(nn.Module):
+    """Class 0's evidence is the red channel, class 1's the green one, read at stride 4:
+    features = avgpool4(relu(x[:, :2])), logit_k = sum of feature map k. Grad-CAM for class k is then
+    exactly the (upsampled) feature map k: the square of that colour."""
+
+    def __init__(self):
+        super().__init__()
+        self.select = nn.Conv2d(3, 2, 1, bias=False)
+        with torch.no_grad():
+            self.select.weight.zero_()
+            self.select.weight[0, 0] = 1.0
+            self.select.weight[1, 1] = 1.0
+        self.features = nn.Sequential(self.select, nn.ReLU(), nn.AvgPool2d(4))
+
+    def forward(self, x):
+        return self.features(x).sum(dim=(2, 3))
+
+
+def _two_square_images(n):
+    """n images 32x32: a red square at rows/cols 4-11 (cells 1-2) and a green one at rows 20-27, cols 16-27."""
+    x = torch.zeros(n, 3, 32, 32)
+    x[:, 0, 4:12, 4:12] = 1.0
+    x[:, 1, 20:28, 16:28] = 1.0
+    red = torch.tensor([[4.0, 4.0, 12.0, 12.0]])
+    green = torch.tensor([[16.0, 20.0, 28.0, 28.0]])
+    return x, boxes_to_mask(red, 32, 32), boxes_to_mask(green, 32, 32)
+
+
+def test_exact_cam_on_the_evidence_region_one_target_per_image():
+    model = TwoSquares()
+    x, red, green = _two_square_images(6)
+    targets = torch.tensor([0, 1, 0, 1, 1, 0])
+    out = C.compute_cams(model, x, targets, batch_size=4)
+    assert out.layer.name == "features"
+    assert out.cams.shape == (6, 32, 32)
+    regions = torch.stack([red if t == 0 else green for t in targets])
+    s = localisation_scores(out.cams, regions, threshold=0.5)
+    # the CAM is the stride-4 indicator of the target's square, bilinearly upsampled (half-pixel centres)
+    cells = torch.nn.functional.avg_pool2d(regions[:, None].float(), 4)
+    expected = torch.nn.functional.interpolate(cells, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(out.cams, expected, atol=1e-6, rtol=0)
+    # so CAM >= 0.5 is the square minus its 4 corner pixels (0.625^2 < 0.5): red 60/64, green 92/96
+    np.testing.assert_allclose(s.precision.numpy(), 1.0)
+    np.testing.assert_allclose(s.recall.numpy(), [60 / 64 if t == 0 else 92 / 96 for t in targets])
+    inside = (expected * regions).sum((1, 2)) / expected.sum((1, 2))  # the bilinear rim lies outside
+    np.testing.assert_allclose(s.energy.numpy(), inside.numpy(), atol=1e-6)
+    # the other colour's square gets nothing
+    other = torch.stack([green if t == 0 else red for t in targets])
+    assert float((out.cams * other).max()) == 0.0
+    # predicted-class mode: the green square is larger, so every image is predicted as class 1
+    pred = C.compute_cams(model, x, None)
+    assert pred.targets.tolist() == [1] * 6
+    torch.testing.assert_close(pred.cams, expected[1:2].expand(6, 32, 32), atol=1e-6, rtol=0)
+
+
+def _resnet(seed=0):
+    import torchvision
+
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18(num_classes=7).eval()
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam"])
+def test_batched_equals_pytorch_grad_cam_one_image_at_a_time(method):
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = _resnet()
+    x = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 3, 6, 2, 3])
+    ours = C.compute_cams(model, x, y, method=method, batch_size=3)
+    ref = []
+    for i in range(5):  # as pytorch-grad-cam's README does it: full model, one image, one target
+        with C.cam_class(method)(model=model, target_layers=[model.layer4]) as cam:
+            ref.append(cam(input_tensor=x[i:i + 1], targets=[ClassifierOutputTarget(int(y[i]))]))
+    np.testing.assert_allclose(ours.cams.numpy(), np.concatenate(ref), atol=2e-5)
+    with torch.no_grad():
+        np.testing.assert_allclose(ours.logits.numpy(), model(x).numpy(), atol=1e-4)
+
+
+def test_hooks_released_and_parameters_restored():
+    model = _resnet()
+    model.fc.weight.requires_grad_(False)  # a user's own freezing must survive
+    flags = [p.requires_grad for p in model.parameters()]
+    C.compute_cams(model, torch.randn(2, 3, 32, 32), [1, 2])
+    with pytest.raises(DataError):
+        C.compute_cams(model, torch.randn(2, 3, 32, 32), [1, 99])  # class out of range
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_target_layers_per_family():
+    import timm
+    import torchvision
+
+    assert C.resolve_cam_layer(_resnet()).name == "layer4"
+    assert C.resolve_cam_layer(timm.create_model("tf_efficientnet_lite0", pretrained=False)).name == "bn2"
+    assert C.resolve_cam_layer(torchvision.models.vgg11(num_classes=3)).name == "features"
+    # distilled DeiT on 64x64 inputs: two prefix tokens, grid 4x4 from the model, not 14x14
+    deit = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, img_size=64, num_classes=4,
+                             depth=2).eval()
+    layer = C.resolve_cam_layer(deit)
+    assert layer.name == "blocks.1.norm1"
+    assert layer.reshape_transform.prefix == 2 and layer.reshape_transform.grid == (4, 4)
+    out = C.compute_cams(deit, torch.randn(3, 3, 64, 64), [0, 1, 3])
+    assert out.cams.shape == (3, 64, 64) and torch.isfinite(out.cams).all()
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                               hidden_dim=16, mlp_dim=32, num_classes=3).eval()
+    layer = C.resolve_cam_layer(vit)
+    assert layer.name == "encoder.layers.1.ln_1" and layer.reshape_transform.grid == (4, 4)
+    assert C.compute_cams(vit, torch.randn(2, 3, 32, 32), [0, 2]).cams.shape == (2, 32, 32)
+
+
+def test_token_grid_drops_prefix_tokens_in_order():
+    tokens = torch.arange(2 * 8 * 3, dtype=torch.float32).reshape(2, 8, 3)  # 2 prefix + 2x3 grid
+    fmap = C.TokenGrid(2, (2, 3))(tokens)
+    assert fmap.shape == (2, 3, 2, 3)
+    # patch (row 1, col 2) is token 2 + 1 * 3 + 2 = 7
+    torch.testing.assert_close(fmap[:, :, 1, 2], tokens[:, 7, :])
+    with pytest.raises(ConfigError, match="expected a 3x3 grid"):
+        C.TokenGrid(2, (3, 3))(tokens)
+
+
+def test_layer_override_and_misses():
+    model = _resnet()
+    assert C.resolve_cam_layer(model, "layer3").module is model.layer3
+    out = C.compute_cams(model, torch.randn(2, 3, 64, 64), [0, 1], layer="layer3.1")
+    assert out.layer.name == "layer3.1"
+    with pytest.raises(ConfigError, match="layer 'layer5' not found.*candidates: .*layer"):
+        C.resolve_cam_layer(model, "layer5")
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    with pytest.raises(ConfigError, match="cannot find a CAM layer automatically"):
+        C.resolve_cam_layer(mlp, example=torch.zeros(1, 3, 2, 2))
+    with pytest.raises(ConfigError, match="unknown CAM method"):
+        C.compute_cams(model, torch.randn(1, 3, 32, 32), [0], method="scorecam2")
+    with pytest.raises(DataError, match="one target per image"):
+        C.compute_cams(model, torch.randn(2, 3, 32, 32), [0])
+
+
+class _SquaresDataset(torch.utils.data.Dataset):
+    """Array images (uint8 RGB) with the ImageDataset interface: (tensor, label, index), samples, load_image."""
+
+    def __init__(self, n):
+        from repanalysis.data.transforms import EvalTransform
+
+        x, _, _ = _two_square_images(n)
+        self.pixels = (x.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+        self.labels = [i % 2 for i in range(n)]
+        self.samples = [f"img_{i}.png" for i in range(n)]
+        self.transform = EvalTransform(resolution=None, mean=(0.0,) * 3, std=(1.0,) * 3)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def load_image(self, i):
+        from PIL import Image
+
+        return Image.fromarray(self.pixels[i])
+
+    def __getitem__(self, i):
+        return self.transform(self.load_image(i)), self.labels[i], i
+
+
+def test_localise_dataset_streams_batches_and_skips_images_without_boxes():
+    from repanalysis.data.boxes import BoxRegions
+
+    ds = _SquaresDataset(7)
+    red, green = (None, 4, 4, 12, 12), (None, 16, 20, 28, 28)
+    boxes = {f"img_{i}": [red if i % 2 == 0 else green] for i in range(7) if i != 3}
+    regions = BoxRegions(boxes, ds.transform)
+    res = C.localise_dataset(TwoSquares(), ds, regions, ds.transform, batch_size=4, keep=3, name="sq")
+    assert res.skipped == ["img_3.png"] and res.num_images == 6
+    assert res.sample_names == [f"img_{i}.png" for i in (0, 1, 2, 4, 5, 6)]
+    np.testing.assert_array_equal(res.targets, res.labels)
+    np.testing.assert_allclose(res.precision, 1.0)
+    np.testing.assert_allclose(res.recall, [60 / 64 if i % 2 == 0 else 92 / 96 for i in (0, 1, 2, 4, 5, 6)])
+    assert [e.name for e in res.examples] == ["img_0.png", "img_1.png", "img_2.png"]
+    assert res.examples[1].image.shape == (32, 32, 3) and res.examples[1].boxes.tolist() == [[16, 20, 28, 28]]
+    summary = res.summary()
+    assert summary["skipped"] == 1 and summary["precision"] == pytest.approx(1.0)
+    # mean PR curve: at tau = 0 the mask is the whole image, so precision = mean box share
+    assert res.pr_precision[0] == pytest.approx(np.mean(res.region_fraction))
+    with pytest.raises(DataError, match="1 of 7 images have no box"):
+        C.localise_dataset(TwoSquares(), ds, regions, ds.transform, strict=True)
+    pred = C.localise_dataset(TwoSquares(), ds, regions, ds.transform, target="pred", limit=3)
+    assert pred.targets.tolist() == [1, 1, 1] and pred.num_images == 3
