@@ -25,7 +25,9 @@ def as_tensor(x, dtype: torch.dtype | None = None, device: str | torch.device | 
     if isinstance(x, torch.Tensor):
         t = x
     else:
-        t = torch.from_numpy(np.ascontiguousarray(np.asarray(x)))
+        with warnings.catch_warnings():  # read-only memory maps are only ever read here
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            t = torch.from_numpy(np.ascontiguousarray(np.asarray(x)))
     if device is not None:
         t = t.to(device)
     if dtype is not None:

@@ -18,6 +18,7 @@ The seed tool's single-file ``.pt`` (``{'logits': [N, K], 'labels': [N]}``) read
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -34,6 +35,13 @@ VERSION = 1
 ARRAY_NAMES = ("logits", "labels", "features", "ids", "classifier_weight", "classifier_bias")
 
 
+def umask_mode(path: str | os.PathLike) -> None:
+    """Give a file made by mkstemp (0600) the mode a plain open() would give it (0666 minus the umask)."""
+    current = os.umask(0)
+    os.umask(current)
+    os.chmod(path, 0o666 & ~current)
+
+
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
     path = Path(path)
@@ -42,6 +50,7 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(obj, fh, indent=2, default=_json_default)
             fh.write("\n")
+        umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -182,8 +191,9 @@ class Dump:
                     ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         """Yield ``(start, {key: rows[start:start+chunk]})`` so analyses can stream with bounded memory."""
         arrays = {k: self.array(k) for k in keys}
-        for start in range(0, self.num_samples, chunk_size):
-            yield start, {k: np.asarray(a[start:start + chunk_size]) for k, a in arrays.items()}
+        yield from release_pages(
+            ((start, {k: np.asarray(a[start:start + chunk_size]) for k, a in arrays.items()})
+             for start in range(0, self.num_samples, chunk_size)), arrays.values())
 
     def subset(self, index) -> "Dump":
         """A new in-memory Dump holding the selected rows (boolean mask or integer indices)."""
@@ -219,6 +229,31 @@ class Dump:
         return f"Dump(name={self.name!r}, N={self.num_samples}, K={self.num_classes}{d}, path={self.path})"
 
 
+RELEASE_BYTES = 64 << 20
+
+
+def release_pages(chunks: Iterator, arrays) -> Iterator:
+    """Pass chunks through, dropping the already-read pages of memory-mapped ``arrays`` every 64 MiB.
+
+    Pages read through a memory map stay counted in the process's RSS until unmapped; MADV_DONTNEED
+    drops them (the kernel keeps them in its page cache and re-reads on access), so a streaming pass over a
+    Dump larger than memory keeps a bounded RSS. Chunks may be tuples or dicts of arrays.
+    """
+    maps = [a._mmap for a in arrays if isinstance(a, np.memmap) and getattr(a, "_mmap", None) is not None
+            and hasattr(a._mmap, "madvise") and hasattr(mmap, "MADV_DONTNEED")]
+    pending = 0
+    for chunk in chunks:
+        yield chunk
+        if maps:
+            parts = chunk.values() if isinstance(chunk, dict) else (chunk[1].values() if isinstance(
+                chunk, tuple) and isinstance(chunk[1], dict) else chunk)
+            pending += sum(getattr(x, "nbytes", 0) for x in parts)
+            if pending >= RELEASE_BYTES:
+                for mm in maps:
+                    mm.madvise(mmap.MADV_DONTNEED)
+                pending = 0
+
+
 def _to_numpy(x) -> np.ndarray:
     try:
         import torch
@@ -244,6 +279,7 @@ def save_seed_pt(dump: Dump, path: str | os.PathLike, overwrite: bool = False) -
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import matplotlib
 
+from repanalysis.extract.store import umask_mode
+
 if not os.environ.get("DISPLAY") and os.environ.get("MPLBACKEND") is None:
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -77,6 +79,7 @@ def save_figure(fig, path_stem: str | os.PathLike, formats: Sequence[str] = ("pn
         os.close(fd)
         try:
             fig.savefig(tmp, format=fmt)
+            umask_mode(tmp)
             os.replace(tmp, target)
         except BaseException:
             if os.path.exists(tmp):

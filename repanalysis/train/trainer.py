@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from repanalysis.data.transforms import EvalTransform
+from repanalysis.extract.store import umask_mode
 from repanalysis.train.losses import make_loss
 from repanalysis.train.nets import SmallCNN
 
@@ -48,6 +49,7 @@ def write_npz(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray,
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     os.close(fd)
     np.savez(tmp, images=images, labels=labels, **extra)
+    umask_mode(tmp)
     os.replace(tmp, path)
     return path
 
@@ -103,6 +105,7 @@ def save_checkpoint(model: SmallCNN, path: str | os.PathLike, *, loss: str, clas
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pth")
     os.close(fd)
     torch.save({"state_dict": model.state_dict(), "repanalysis": info}, tmp)
+    umask_mode(tmp)
     os.replace(tmp, path)
     return path
 

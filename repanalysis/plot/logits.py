@@ -1,0 +1,200 @@
+"""Figures of logit statistics (MaxSup Fig. 2/3): near-zero histograms, confidence scatter, logit KDEs, LS split.
+
+Each ``plot_*`` function draws :class:`repanalysis.analyze.logits.LogitStats` (one or a list) on ``ax``
+(a new styled Axes when None) and returns the Axes; the ``*_figure`` functions compose them and
+:func:`save_logit_figures` writes ``logit_analysis``, ``logit_comparison`` and ``ls_split`` (PNG + PDF).
+Nothing here computes a statistic the Result does not hold (the KDE curves are in the Result).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from repanalysis.plot.style import get_ax, model_colors, save_figure, subplots
+
+_FIGURE_STEMS = ("logit_analysis", "logit_comparison", "ls_split")
+
+
+def _as_list(results) -> list:
+    return list(results) if isinstance(results, (list, tuple)) else [results]
+
+
+# --- the seed tool's figure ----------------------------------------------------------------------------
+def plot_near_zero_hist(result, ax=None, bins: int = 50, color: str | None = None, title: bool = True):
+    """Histogram of per-sample near-zero fractions: ``bins`` bins, black edges (left panel of the seed)."""
+    ax = get_ax(ax)
+    color = color or model_colors([result.name])[result.name]
+    ax.hist(result.near_zero_fraction, bins=bins, edgecolor="black", color=color, label=result.name)
+    if title:
+        ax.set_title(f"{result.name}: Proportion of Logits < ±{result.threshold:g}")
+    ax.set_xlabel(f"Proportion of near-zero logits (|z| < {result.threshold:g}, fraction of K={result.num_classes})")
+    ax.set_ylabel("Count (samples)")
+    return ax
+
+
+def plot_top1_vs_near_zero(result, ax=None, color: str | None = None, alpha: float = 0.6, title: bool = True):
+    """Scatter of top-1 softmax probability (x) against near-zero fraction (y) (right panel of the seed)."""
+    ax = get_ax(ax)
+    color = color or model_colors([result.name])[result.name]
+    size = None if result.num_samples <= 20_000 else 4
+    ax.scatter(result.top1_prob, result.near_zero_fraction, alpha=alpha, color=color, s=size,
+               rasterized=result.num_samples > 5_000, label=result.name)
+    if title:
+        ax.set_title(f"{result.name}: Top Probability vs Near-Zero Logits")
+    ax.set_xlabel("Top-1 probability (max softmax)")
+    ax.set_ylabel("Proportion of near-zero logits")
+    ax.grid(True)
+    return ax
+
+
+def logit_analysis_figure(results, bins: int = 50):
+    """The seed's ``logit_analysis.png``: per model a row of [near-zero histogram | top-1 prob scatter]."""
+    results = _as_list(results)
+    colors = model_colors([r.name for r in results])
+    fig, axes = subplots(len(results), 2, figsize=(12, 5 * len(results)))
+    for row, r in zip(axes, results):
+        plot_near_zero_hist(r, ax=row[0], bins=bins, color=colors[r.name])
+        plot_top1_vs_near_zero(r, ax=row[1], color=colors[r.name])
+    fig.tight_layout()
+    return fig
+
+
+# --- comparison of several models ----------------------------------------------------------------------
+def plot_near_zero_comparison(results, ax=None, bins: int = 50):
+    """Overlaid step histograms of near-zero fractions, as a share of each model's samples.
+
+    When K + 1 <= ``bins`` the fractions take only the values j/K, and each gets its own bin.
+    """
+    results = _as_list(results)
+    ax = get_ax(ax)
+    colors = model_colors([r.name for r in results])
+    k = max(r.num_classes for r in results)
+    top = max(float(r.near_zero_fraction.max()) for r in results)
+    if all(r.num_classes == k for r in results) and k + 1 <= bins:
+        edges = (np.arange(int(round(top * k)) + 2) - 0.5) / k
+    else:
+        edges = np.linspace(0.0, max(top, 1.0 / k), bins + 1)
+    for r in results:
+        ax.hist(r.near_zero_fraction, bins=edges, histtype="step", linewidth=1.8, color=colors[r.name],
+                weights=np.full(r.num_samples, 1.0 / r.num_samples),
+                label=f"{r.name} (mean {r.mean('near_zero_fraction'):.3f})")
+    thresholds = sorted({f"{r.threshold:g}" for r in results})
+    ax.set_title(f"Near-zero logits (|z| < {', '.join(thresholds)})")
+    ax.set_xlabel("Proportion of near-zero logits (fraction of K)")
+    ax.set_ylabel("Share of samples")
+    ax.legend()
+    return ax
+
+
+def plot_logit_kde(results, ax=None):
+    """KDE curves of the flattened logits held in each Result (first ``kde_samples`` rows)."""
+    results = _as_list(results)
+    ax = get_ax(ax)
+    colors = model_colors([r.name for r in results])
+    for r in results:
+        if r.kde_density.size:
+            ax.plot(r.kde_x, r.kde_density, color=colors[r.name], linewidth=1.8,
+                    label=f"{r.name} ({r.kde_samples:,} samples, h={r.kde_bandwidth:.3g})")
+        else:
+            ax.plot([], [], color=colors[r.name], label=f"{r.name} (no spread: no KDE)")
+    lo = min(r.kde_range[0] for r in results)
+    hi = max(r.kde_range[1] for r in results)
+    ax.set_xlim(lo, hi)
+    peak = max([float(r.kde_density.max()) for r in results if r.kde_density.size] + [0.0])
+    ax.set_ylim(0, peak * 1.35 if peak > 0 else 1.0)  # head-room for the legend
+    ax.set_title("Density of flattened logits")
+    ax.set_xlabel("Logit value z (logit units)")
+    ax.set_ylabel("Density (per logit unit)")
+    ax.legend(loc="upper right", fontsize="small")
+    return ax
+
+
+def comparison_figure(results, bins: int = 50):
+    """[overlaid near-zero histograms | logit KDEs] for any number of models."""
+    fig, axes = subplots(1, 2, figsize=(12, 4.8))
+    plot_near_zero_comparison(results, ax=axes[0, 0], bins=bins)
+    plot_logit_kde(results, ax=axes[0, 1])
+    fig.tight_layout()
+    return fig
+
+
+# --- the LS split ---------------------------------------------------------------------------------------
+def plot_error_enhancement(results, ax=None, bins: int = 30):
+    """Distribution of the LS error-enhancement term over each model's misclassified samples.
+
+    Step histograms on shared bins (density) with a seaborn KDE per model where it has >= 2 distinct values.
+    """
+    import seaborn as sns
+
+    results = _as_list(results)
+    ax = get_ax(ax)
+    colors = model_colors([r.name for r in results])
+    wrong = {r.name: r.ls_error_enhancement[~r.correct].astype(np.float64) for r in results}
+    pooled = np.concatenate([v for v in wrong.values()] + [np.zeros(1)])
+    edges = np.linspace(pooled.min(), 0.0, bins + 1) if pooled.min() < 0 else np.linspace(-1e-3, 0.0, bins + 1)
+    for r in results:
+        v = wrong[r.name]
+        if v.size == 0:
+            ax.plot([], [], color=colors[r.name], label=f"{r.name} (no misclassified samples)")
+            continue
+        ax.hist(v, bins=edges, density=True, histtype="step", linewidth=1.5, color=colors[r.name],
+                label=f"{r.name} (n={v.size}, mean {v.mean():.3g})")
+        if v.size >= 2 and np.unique(v).size >= 2:
+            sns.kdeplot(x=v, ax=ax, color=colors[r.name], linewidth=1.2, linestyle="--", cut=0)
+    alphas = sorted({f"{r.alpha:g}" for r in results})
+    ax.set_title(f"LS error-enhancement on misclassified samples (α = {', '.join(alphas)})")
+    ax.set_xlabel(r"Error-enhancement $(\alpha/K)\,\Sigma_{z_k > z_y}(z_y - z_k)$ (logit units)")
+    ax.set_ylabel("Density (per logit unit)")
+    ax.legend()
+    return ax
+
+
+def plot_ls_split(results, ax=None):
+    """Grouped bars: mean LS regularization, error-enhancement, their sum L_LS, and the MaxSup penalty."""
+    results = _as_list(results)
+    ax = get_ax(ax)
+    colors = model_colors([r.name for r in results])
+    terms = [("ls_regularization", "regularization"), ("ls_error_enhancement", "error-enhancement"),
+             ("ls_loss", "L_LS = sum"), ("maxsup_penalty", "MaxSup penalty")]
+    width = 0.8 / len(results)
+    x = np.arange(len(terms))
+    for i, r in enumerate(results):
+        means = [r.mean(key) for key, _ in terms]
+        ax.bar(x - 0.4 + width * (i + 0.5), means, width=width, color=colors[r.name], label=r.name)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi + 0.3 * (hi - lo))  # head-room for the legend
+    ax.set_xticks(x, [label for _, label in terms])
+    ax.set_title(f"Mean LS split per sample (α = {', '.join(sorted({f'{r.alpha:g}' for r in results}))})")
+    ax.set_xlabel("Loss term (Corollary 3.4)")
+    ax.set_ylabel("Mean over samples (logit units)")
+    ax.legend(loc="upper right", ncols=min(len(results), 4))
+    return ax
+
+
+def ls_split_figure(results, bins: int = 30):
+    """[error-enhancement distribution on misclassified samples | mean LS split and MaxSup penalty]."""
+    fig, axes = subplots(1, 2, figsize=(12, 4.8))
+    plot_error_enhancement(results, ax=axes[0, 0], bins=bins)
+    plot_ls_split(results, ax=axes[0, 1])
+    fig.tight_layout()
+    return fig
+
+
+def save_logit_figures(results, out: str | os.PathLike, bins: int = 50) -> list[Path]:
+    """Write ``logit_analysis``, ``logit_comparison`` and ``ls_split`` (.png and .pdf) under ``out``."""
+    results = _as_list(results)
+    out = Path(out)
+    written = []
+    for stem, make in zip(_FIGURE_STEMS, (lambda: logit_analysis_figure(results, bins=bins),
+                                          lambda: comparison_figure(results, bins=bins),
+                                          lambda: ls_split_figure(results))):
+        written += save_figure(make(), out / stem)
+    return written
+
+
+__all__ = ["plot_near_zero_hist", "plot_top1_vs_near_zero", "logit_analysis_figure", "plot_near_zero_comparison",
+           "plot_logit_kde", "comparison_figure", "plot_error_enhancement", "plot_ls_split", "ls_split_figure",
+           "save_logit_figures"]
