@@ -11,7 +11,6 @@ On a GPU machine, add --precision bf16 for ours (channels_last is automatic on C
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import time

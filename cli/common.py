@@ -8,13 +8,7 @@ from typing import Sequence
 import click
 
 from repanalysis.errors import RepanalysisError
-
-
-def split_names(value: str | None) -> list[str] | None:
-    """'a,b , c' -> ['a', 'b', 'c']; None stays None."""
-    if value is None:
-        return None
-    return [part.strip() for part in value.split(",") if part.strip()]
+from repanalysis.extract.gather import split_names  # noqa: F401  (one parser for --names)
 
 
 def load_dumps(paths: Sequence[str], names: str | None = None):

@@ -2,13 +2,11 @@
 features that are exactly the classifier's input."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import repanalysis as ra
 from repanalysis.errors import CheckpointError
 from repanalysis.models.features import FeatureTap
 from repanalysis.models.loading import load_model

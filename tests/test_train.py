@@ -29,9 +29,9 @@ def test_maxsup_penalises_the_top1_logit_with_a_linear_schedule():
 
 
 def test_training_is_deterministic_under_a_seed_and_learns():
-    data = mnist_digits(n_train=600)
-    a = train_small_cnn(*data["train"], loss="ce", epochs=1, seed=3)
-    b = train_small_cnn(*data["train"], loss="ce", epochs=1, seed=3)
+    data = mnist_digits(n_train=1000)
+    a = train_small_cnn(*data["train"], loss="ce", epochs=5, seed=3)
+    b = train_small_cnn(*data["train"], loss="ce", epochs=5, seed=3)
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
     c = train_small_cnn(*data["train"], loss="ce", epochs=1, seed=4)
@@ -40,5 +40,7 @@ def test_training_is_deterministic_under_a_seed_and_learns():
     x = (torch.from_numpy(images).float() / 255 - 0.1307) / 0.3081
     with torch.no_grad():
         acc = (a(x[:, None]).argmax(1).numpy() == labels).mean()
-    assert acc > 0.5  # one epoch on 600 real digits is far above chance (0.1)
+    # Five epochs (80 SGD steps) on 1000 real digits reach ~0.8 on seeds 3-6 here: far above chance (0.1).
+    # (One epoch on 600 digits, 10 steps of a one-cycle schedule, stayed near chance on the CI machine.)
+    assert acc > 0.5
     assert np.bincount(labels).min() > 50

@@ -42,20 +42,41 @@ def umask_mode(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~current)
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+def _write_atomic(path: str | os.PathLike, write, newline: str | None = None) -> None:
+    """Write a text file through a temporary file in the same folder and a rename: a reader never sees half
+    a file, and an interrupted or failed write (a full disk) leaves the previous file untouched."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, default=_json_default)
-            fh.write("\n")
+        with os.fdopen(fd, "w", newline=newline) as fh:
+            write(fh)
         umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write JSON atomically (see :func:`_write_atomic`)."""
+    def write(fh):
+        json.dump(obj, fh, indent=2, default=_json_default)
+        fh.write("\n")
+    _write_atomic(path, write)
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping]) -> None:
+    """Write dict rows as CSV atomically; the header is the first row's keys."""
+    import csv
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    def write(fh):
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["model"])
+        writer.writeheader()
+        writer.writerows(rows)
+    _write_atomic(path, write, newline="")
 
 
 def _json_default(obj):

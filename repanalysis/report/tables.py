@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from repanalysis.extract.store import write_json_atomic  # noqa: F401  (re-exported: one atomic writer)
+from repanalysis.extract.store import write_csv_atomic, write_json_atomic  # noqa: F401  (re-exported: one writer)
 
 
 def format_value(value, digits: int = 4) -> str:

@@ -1,0 +1,70 @@
+"""Calibration of one or more models: accuracy, ECE, AECE, classwise ECE, O-/U-ECE, NLL, Brier with CIs.
+
+Example: ``repanalysis calibration runs/ce runs/ls runs/maxsup --names CE,LS,MaxSup --bootstrap 1000``
+prints one row per model (FedLaS Table 1/4 layout, ECE family in %) and writes calibration.json and the
+reliability / confidence figures to --out. ``--fit-temperature VAL`` (once per input, in the same order)
+fits a temperature on VAL and adds a "+TS" row evaluated on the input.
+"""
+from __future__ import annotations
+
+import click
+
+from repanalysis.cli.common import echo_json, json_option, load_dumps, names_option, out_option
+from repanalysis.errors import RepanalysisError
+
+
+@click.command("calibration")
+@click.argument("inputs", nargs=-1, required=True, metavar="DUMP [DUMP ...]")
+@names_option
+@click.option("--bins", "n_bins", type=click.IntRange(min=1), default=15, show_default=True,
+              help="Number of confidence bins (equal-width and adaptive).")
+@click.option("--fit-temperature", "val_paths", multiple=True, metavar="VAL_DUMP",
+              help="Validation Dump to fit a temperature on; give it once per DUMP, in the same order.")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap resamples for the confidence intervals (0: none).")
+@click.option("--ci", "ci_level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
+              show_default=True, help="Confidence level of the bootstrap intervals.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling.")
+@click.option("--adaptive-rule", type=click.Choice(["reference", "corrected"]), default="reference",
+              show_default=True, help="reference: the lowest-confidence sample is in no adaptive bin (as the "
+              "reference code); corrected: it is in the first bin.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@out_option("repanalysis-out/calibration")
+@json_option
+def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_rule, device, out, as_json):
+    """Calibration table (accuracy, ECE, AECE, classwise ECE, O-/U-ECE, NLL, Brier, CIs) and reliability figures."""
+    from repanalysis.analyze._arrays import pick_device
+    from repanalysis.analyze.calibration import TABLE_HEADERS, calibrate_dumps, comparison_rows
+    from repanalysis.analyze.confidence import misclassification_scores
+    from repanalysis.plot.calibration import save_calibration_figures
+    from repanalysis.report import format_table, write_json_atomic
+
+    dumps = load_dumps(inputs, names)
+    val_dumps = None
+    if val_paths:
+        if len(val_paths) != len(dumps):
+            raise RepanalysisError(f"--fit-temperature was given {len(val_paths)} times for {len(dumps)} inputs; "
+                                   "expected one validation Dump per input, in the same order")
+        val_dumps = load_dumps(val_paths, ",".join(f"{d.name}-val" for d in dumps))
+    dev = pick_device(device)
+    results = calibrate_dumps(dumps, n_bins=n_bins, n_boot=n_boot, seed=seed, ci_level=ci_level,
+                              adaptive_rule=adaptive_rule, val_dumps=val_dumps, device=dev)
+    confidence = [misclassification_scores(d.logits, d.labels, d.features, num_classes=d.num_classes,
+                                           name=d.name, device=dev) for d in dumps]
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"n_bins": n_bins, "n_boot": n_boot, "ci_level": ci_level, "seed": seed,
+               "adaptive_rule": adaptive_rule, "models": [r.to_dict() for r in results],
+               "confidence": [c.to_dict() for c in confidence]}
+    write_json_atomic(out / "calibration.json", payload)
+    written = save_calibration_figures(out, calibration=results, misclassification=confidence)
+    if as_json:
+        echo_json(payload)
+    else:
+        click.echo(format_table(comparison_rows(results), headers=TABLE_HEADERS))
+        if n_boot:
+            click.echo(f"[{100 * ci_level:g}% bootstrap intervals, {n_boot} resamples, seed {seed}]")
+        auroc_rows = [{"model": c.name, **{k: v for k, v in c.auroc.items()}} for c in confidence]
+        click.echo("\nAUROC, correct vs wrong predictions:")
+        click.echo(format_table(auroc_rows, digits=4))
+    for path in [out / "calibration.json", *written]:
+        click.echo(f"wrote {path}", err=True)

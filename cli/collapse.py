@@ -1,0 +1,37 @@
+"""Neural collapse (NC1-NC4, Papyan et al. 2020), variability collapse (VCI, Xu & Liu 2023) and feature norms.
+
+Example: ``repanalysis collapse runs/ce/train runs/ls/train --names CE,LS``. Prints one row per model and
+writes collapse.json (with per-class L1/L2 feature-norm statistics) to --out.
+"""
+from __future__ import annotations
+
+import click
+
+from repanalysis.cli.common import echo_json, json_option, load_dumps, names_option, out_option
+
+
+@click.command("collapse")
+@click.argument("inputs", nargs=-1, required=True, metavar="DUMP [DUMP ...]")
+@names_option
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@out_option("repanalysis-out/collapse")
+@json_option
+def command(inputs, names, device, out, as_json):
+    """Neural-collapse metrics NC1-NC4, VCI and per-class feature norms of each Dump."""
+    from repanalysis.analyze.collapse import neural_collapse
+    from repanalysis.plot.geometry import plot_feature_norms
+    from repanalysis.plot.style import save_figure
+    from repanalysis.report import format_table, write_json_atomic
+
+    dumps = load_dumps(inputs, names)
+    results = [neural_collapse(d, device=device) for d in dumps]
+    out.mkdir(parents=True, exist_ok=True)
+    payload = [r.to_dict() for r in results]
+    write_json_atomic(out / "collapse.json", payload)
+    written = save_figure(plot_feature_norms(results, class_names=dumps[0].class_names).figure, out / "feature_norms")
+    if as_json:
+        echo_json(payload)
+    else:
+        click.echo(format_table([r.summary() for r in results]))
+    for path in [out / "collapse.json", *written]:
+        click.echo(f"wrote {path}", err=True)

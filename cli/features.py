@@ -1,0 +1,88 @@
+"""3-class projection of penultimate features (Müller et al. 2019; MaxSup Fig. 4-5, Appendix G).
+
+Examples::
+
+    repanalysis features --dump runs/ce/features --dump runs/ls/features --names CE,LS --classes four,seven,nine
+    repanalysis features --checkpoint ce.pth --checkpoint ls.pth --data /data/imagenet/val \\
+        --classes schipperke,saluki,grey_fox
+    repanalysis features --classes auto          # the Dumps of the run folder, one panel per model
+
+Writes projection_<method>.png/.pdf and projection_coords.csv (one row per projected sample) to --out.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from repanalysis.cli.common import json_option, names_option, out_option
+from repanalysis.errors import RepanalysisError
+
+
+@click.command("features")
+@click.option("--dump", "dumps", multiple=True, type=click.Path(path_type=Path),
+              help="A Dump with features (repeatable: one panel per Dump).")
+@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(path_type=Path),
+              help="A checkpoint (repeatable); its features are extracted into runs/<stem>/features/ when missing.")
+@click.option("--data", default=None, help="Data set for --checkpoint (default: data.root from `repanalysis config`).")
+@click.option("--layout", default=None, help="Data layout for --checkpoint (auto, imagefolder, imagenet-val, ...).")
+@click.option("--split", default=None, help="Split for data sets that have several (train, test).")
+@names_option
+@click.option("--classes", default="auto", show_default=True,
+              help="Three classes: names (schipperke,saluki,grey_fox), WordNet ids or indices; 'auto' = the "
+                   "triplet the models confuse most.")
+@click.option("--samples-per-class", type=click.IntRange(1), default=80, show_default=True,
+              help="Random samples per class (seeded).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--method", type=click.Choice(["template", "centroid"]), default="template", show_default=True,
+              help="template: plane through the classifier rows [W_k, b_k]; centroid: SVD of the class means.")
+@click.option("--decision-regions/--no-decision-regions", default=True, show_default=True,
+              help="Shade the plane by the predicted class (template method).")
+@click.option("--device", default="auto", show_default=True, help="Device for extraction (auto, cpu, cuda).")
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--overwrite", is_flag=True,
+              help="Re-extract a --checkpoint's features even when its run folder has them.")
+@out_option("repanalysis-out/features")
+@json_option
+def command(dumps, checkpoints, data, layout, split, names, classes, samples_per_class, seed, method,
+            decision_regions, device, batch_size, overwrite, out, as_json):
+    """3-class projection of penultimate features, one panel per model (MaxSup Figures 4-5)."""
+    from repanalysis.analyze.projection import project_dump
+    from repanalysis.cli.common import echo_json
+    from repanalysis.data.class_resolution import resolve_for_dumps
+    from repanalysis.plot.geometry import plot_projections
+    from repanalysis.plot.style import save_figure
+    from repanalysis.report import format_table
+
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    from repanalysis.extract.gather import gather_dumps
+
+    models = gather_dumps(dumps, checkpoints, names, data, layout=layout, split=split, device=device,
+                          batch_size=batch_size, overwrite=overwrite, log=log)
+    ks = {d.num_classes for d in models}
+    if len(ks) > 1:
+        raise RepanalysisError(f"the models have different numbers of classes ({sorted(ks)}); expected models "
+                               "of the same task")
+    chosen = resolve_for_dumps(classes, models)
+    results = [project_dump(d, chosen, method=method, samples_per_class=samples_per_class, seed=seed)
+               for d in models]
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"projection_{method}"
+    split_label = models[0].meta.get("split")
+    written = save_figure(plot_projections(results, decision_regions=decision_regions, split=split_label), stem)
+    csv_path = out / "projection_coords.csv"
+    from repanalysis.report import write_csv_atomic
+
+    write_csv_atomic(csv_path, [row for r in results for row in r.to_rows()])
+    rows = []
+    for r in results:
+        row = {"model": r.name, "method": r.method, "classes": ",".join(r.class_names), "points": len(r.labels)}
+        if r.decision_weights is not None:
+            row["3-class acc"] = float((r.predict(r.coords) == r.labels).mean())
+        rows.append(row)
+    if as_json:
+        echo_json([r.to_dict() for r in results])
+    else:
+        click.echo(format_table(rows))
+    for path in [*written, csv_path]:
+        click.echo(f"wrote {path}", err=True)

@@ -1,0 +1,55 @@
+"""Out-of-distribution detection: AUROC and FPR at 95% TPR of max softmax, max logit, energy, feature L1 norm.
+
+Example: ``repanalysis ood --in runs/ce/test --ood runs/ce/svhn --in runs/ls/test --ood runs/ls/svhn
+--names CE,LS`` prints one row per model and score and writes ood.json and ood_roc.png/.pdf to --out.
+Give --in and --ood once per model (same model in each pair, in the same order).
+"""
+from __future__ import annotations
+
+import click
+
+from repanalysis.cli.common import echo_json, json_option, load_dumps, names_option, out_option
+from repanalysis.errors import RepanalysisError
+
+
+@click.command("ood")
+@click.option("--in", "in_paths", multiple=True, required=True, metavar="DUMP",
+              help="In-distribution Dump (or seed .pt) of a model; repeat once per model.")
+@click.option("--ood", "ood_paths", multiple=True, required=True, metavar="DUMP",
+              help="Out-of-distribution Dump of the same model; repeat once per model, same order as --in.")
+@names_option
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@out_option("repanalysis-out/ood")
+@json_option
+def command(in_paths, ood_paths, names, device, out, as_json):
+    """OOD AUROC and FPR@95%TPR of max softmax, max logit, energy and feature L1 norm (FedLaS Table 3)."""
+    from repanalysis.analyze._arrays import pick_device
+    from repanalysis.analyze.confidence import ood_detection
+    from repanalysis.plot.calibration import save_calibration_figures
+    from repanalysis.report import format_table, write_json_atomic
+
+    if len(in_paths) != len(ood_paths):
+        raise RepanalysisError(f"{len(in_paths)} --in but {len(ood_paths)} --ood dumps; expected one OOD Dump "
+                               "per in-distribution Dump")
+    ins = load_dumps(in_paths, names)
+    oods = load_dumps(ood_paths, ",".join(d.name for d in ins))
+    dev = pick_device(device)
+    results = []
+    for i, o in zip(ins, oods):
+        if i.num_classes != o.num_classes:
+            raise RepanalysisError(f"{i.name}: the in-distribution Dump has {i.num_classes} classes and the OOD "
+                                   f"Dump {o.num_classes}; expected Dumps of the same model")
+        feats = (i.features, o.features) if i.features is not None and o.features is not None else (None, None)
+        results.append(ood_detection(i.logits, o.logits, feats[0], feats[1], name=i.name, device=dev))
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"models": [r.to_dict() for r in results]}
+    write_json_atomic(out / "ood.json", payload)
+    written = save_calibration_figures(out, ood=results)
+    if as_json:
+        echo_json(payload)
+    else:
+        rows = [{"model": r.name, "score": k, "AUROC": r.auroc[k], "FPR@95%TPR": r.fpr_at_95_tpr[k],
+                 "N in": r.num_in, "N ood": r.num_ood} for r in results for k in r.auroc]
+        click.echo(format_table(rows))
+    for path in [out / "ood.json", *written]:
+        click.echo(f"wrote {path}", err=True)

@@ -1,0 +1,822 @@
+"""Calibration: ECE, MCE, adaptive ECE, classwise ECE, O-/U-ECE, NLL, Brier, bootstrap CIs, temperature scaling.
+
+Conventions (REFERENCE.md "Calibration"; Guo et al. 2017, Nixon et al. 2019, the MbLS/ACLS/FedLaS code):
+
+- ``M`` bins (15 by default); a sample belongs to bin ``(lo, hi]``; empty bins are skipped. The weights are
+  ``n_b / N`` with ``N`` all (finite) samples, so a sample that falls in no bin still counts in ``N``.
+- Equal-width edges ``linspace(0, 1, M + 1)``: a confidence exactly on an inner edge ``j/M`` belongs to the
+  lower bin; confidence 1.0 belongs to the last bin; a probability of exactly 0 (classwise ECE only) is in
+  no bin, as in the reference code.
+- Adaptive (equal-mass) edges ``interp(linspace(0, N, M + 1), arange(N), sort(conf))``. With the same
+  ``(lo, hi]`` rule the lowest confidence (and any sample tied with it) lies in no bin: ``rule="reference"``
+  (default) reproduces that for comparability; ``rule="corrected"`` closes the first bin, ``[lo, hi]``.
+- Classwise ECE bins ``p_k`` of all N samples against ``1[y == k]`` for every class k of the model, then
+  averages the K per-class values (K from the logits' width, never ``max(label) + 1``).
+
+How this compares with the reference libraries (read from their source, torchmetrics 1.9, netcal 1.4):
+
+- torchmetrics ``multiclass_calibration_error`` / ``binary_calibration_error`` bin with
+  ``bucketize(conf, linspace(0, 1, M + 1), right=True) - 1``: bins are ``[lo, hi)`` and confidence 1.0 gets
+  an extra bin of its own; it works in float32. Same value as ours when no confidence lies exactly on an
+  edge ``j/M`` (1.0 included).
+- netcal ``ECE(bins=M)`` bins with ``numpy.histogramdd`` on ``linspace(0, 1, M + 1)``: ``[lo, hi)`` with the
+  last bin closed, after clipping to ``[eps, 1 - eps]``. Same value as ours when no confidence lies exactly on
+  an inner edge ``j/M`` (1.0 is fine, up to the eps clip). netcal's ``equal_intervals=False`` uses
+  ``np.quantile`` edges with the outer edges forced to 0 and 1, a different rule from the adaptive ECE here.
+
+Speed: one chunked pass over the logits (chunks sized to stay in cache, buffers reused, float32 inputs
+kept in float32 for the per-entry work and promoted to float64 per sample) gives every per-sample quantity;
+binning is ``bucketize`` + ``bincount``. The same code runs on CPU or GPU (``device=``). The metric
+functions run with one intra-op CPU thread (see :func:`single_threaded`).
+
+Example::
+
+    >>> from repanalysis.analyze.calibration import calibration_report
+    >>> res = calibration_report(dump.logits, dump.labels, n_bins=15, n_boot=1000, seed=0)
+    >>> res.ece, res.ci["ece"]
+"""
+from __future__ import annotations
+
+import functools
+import math
+import threading
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from repanalysis.analyze._arrays import as_tensor, check_logits_labels
+from repanalysis.errors import DataError
+
+ADAPTIVE_RULES = ("reference", "corrected")
+SCALARS = ("accuracy", "mean_confidence", "ece", "mce", "aece", "classwise_ece", "oece", "uece", "nll",
+           "brier")
+_CHUNK_ELEMENTS_CPU = 1 << 20     # ~4 MiB of float32 per chunk: stays in cache, buffers reused
+_CHUNK_ELEMENTS_GPU = 1 << 26
+_BOOT_ELEMENTS = 1 << 22          # replicate block size for the bootstrap (bsz * N entries at once)
+_DENSE_DESIGN_ELEMENTS = 1 << 23  # classwise bootstrap: dense (N, 2KM) design up to 64 MiB, else sparse
+
+
+# --- results ------------------------------------------------------------------------------------------
+@dataclass
+class BinStats:
+    """Per-bin arrays of one binning (M bins).
+
+    edges (M+1,), counts (M,) int, accuracy (M,) and confidence (M,) float (NaN for empty bins),
+    ``num_samples`` N (the weights are counts / N), ``rule`` the binning ("equal-width", "adaptive-reference",
+    "adaptive-corrected").
+    """
+
+    edges: np.ndarray
+    counts: np.ndarray
+    accuracy: np.ndarray
+    confidence: np.ndarray
+    num_samples: int
+    rule: str = "equal-width"
+
+    @property
+    def gap(self) -> np.ndarray:
+        """confidence - accuracy per bin (> 0 over-confident, < 0 under-confident; NaN when empty)."""
+        return self.confidence - self.accuracy
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "num_samples": self.num_samples, "edges": self.edges.tolist(),
+                "counts": self.counts.tolist(), "accuracy": _nan_to_none(self.accuracy),
+                "confidence": _nan_to_none(self.confidence)}
+
+
+@dataclass
+class CalibrationResult:
+    """Every calibration number of one model on one split, with per-bin and per-sample arrays.
+
+    Scalars (fractions, not %): accuracy, mean_confidence, ece, mce, aece, classwise_ece, oece, uece, nll,
+    brier. ``ci`` maps each scalar name to (low, high) of the bootstrap percentile interval (empty when
+    n_boot = 0). ``bins`` / ``adaptive_bins``: :class:`BinStats`. ``confidence`` (N,) and ``correct`` (N,)
+    are the per-sample max-softmax and correctness (finite rows only). ``temperature`` is the T the logits
+    were divided by (1.0 when untouched). ``replicates`` maps each scalar to its (n_boot,) bootstrap values.
+    """
+
+    name: str
+    num_samples: int
+    num_classes: int
+    n_bins: int
+    accuracy: float
+    mean_confidence: float
+    ece: float
+    mce: float
+    aece: float
+    classwise_ece: float
+    oece: float
+    uece: float
+    nll: float
+    brier: float
+    bins: BinStats
+    adaptive_bins: BinStats
+    classwise_per_class: np.ndarray
+    confidence: np.ndarray
+    correct: np.ndarray
+    adaptive_rule: str = "reference"
+    temperature: float = 1.0
+    n_excluded: int = 0
+    n_boot: int = 0
+    ci_level: float = 0.95
+    ci: dict = field(default_factory=dict)
+    seed: int | None = None
+    replicates: dict = field(default_factory=dict, repr=False)
+
+    def scalars(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in SCALARS}
+
+    def to_dict(self, per_sample: bool = False) -> dict:
+        out = {"name": self.name, "num_samples": self.num_samples, "num_classes": self.num_classes,
+               "n_bins": self.n_bins, "adaptive_rule": self.adaptive_rule, "temperature": self.temperature,
+               "n_excluded": self.n_excluded, **self.scalars(),
+               "ci": {k: [float(lo), float(hi)] for k, (lo, hi) in self.ci.items()},
+               "n_boot": self.n_boot, "ci_level": self.ci_level, "seed": self.seed,
+               "bins": self.bins.to_dict(), "adaptive_bins": self.adaptive_bins.to_dict(),
+               "classwise_per_class": self.classwise_per_class.tolist()}
+        if per_sample:
+            out["confidence"] = self.confidence.tolist()
+            out["correct"] = self.correct.astype(int).tolist()
+        return out
+
+
+@dataclass
+class TemperatureResult:
+    """A fitted temperature and the metrics it changes, before and after, on the fitting data."""
+
+    temperature: float
+    nll_before: float
+    nll_after: float
+    num_samples: int
+    converged: bool
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _nan_to_none(a: np.ndarray) -> list:
+    return [None if not math.isfinite(v) else float(v) for v in np.asarray(a, dtype=float).tolist()]
+
+
+# --- the per-sample pass ------------------------------------------------------------------------------
+@dataclass
+class _Scan:
+    conf: torch.Tensor          # (N,) float64 max softmax
+    correct: torch.Tensor       # (N,) bool, argmax(z) == y (first index on ties)
+    nll: torch.Tensor | None    # (N,) float64 -log p_y
+    brier: torch.Tensor | None  # (N,) float64 sum_k (p_k - 1[y=k])^2
+    labels: torch.Tensor        # (N,) int64
+    cw_counts: torch.Tensor | None  # (K, M) samples with p_k in bin
+    cw_psum: torch.Tensor | None    # (K, M) sum of p_k in bin
+    cw_hits: torch.Tensor | None    # (K, M) samples with y == k and p_k in bin
+    n_excluded: int
+    num_classes: int
+    keep: torch.Tensor | None = None   # (N_input,) bool rows kept, None when every row was kept
+
+
+def single_threaded(fn):
+    """Run ``fn`` with one intra-op CPU thread, restoring the caller's setting afterwards.
+
+    The analyses here work on cache-sized chunks and N-sized vectors: an OpenMP fork/join per such op costs
+    more than it gains, and on a busy machine it stalls (measured on a shared 2-core machine: the same ECE
+    took 500 ms with 2 threads and 90 ms with 1). ``torch.set_num_threads`` is thread-local under OpenMP,
+    so other threads of the caller are not affected. GPU work is unaffected.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        threads = torch.get_num_threads()
+        if threads == 1:
+            return fn(*args, **kwargs)
+        _CALLER.threads = threads
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+            _CALLER.threads = None
+    return wrapper
+
+
+_CALLER = threading.local()      # the caller's intra-op thread count while inside single_threaded
+
+
+def _tensor(x, device=None) -> torch.Tensor:
+    """as_tensor without torch's "non-writable array" notice for read-only memory maps (never written here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return as_tensor(x, device=device)
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _prepare(logits, labels, num_classes, device) -> tuple[torch.Tensor, torch.Tensor]:
+    z = _tensor(logits, device=device)
+    if not z.is_floating_point():
+        z = z.to(torch.float32)
+    z, y = check_logits_labels(z, _tensor(labels, device), num_classes, device=device,
+                               dtype=_work_dtype(z.dtype))
+    n, k = z.shape
+    if n == 0:
+        raise DataError("no samples: logits have 0 rows; expected at least one sample")
+    if k < 2:
+        raise DataError(f"calibration needs at least 2 classes; the logits have {k} column")
+    _refuse_probabilities(z)
+    return z, y
+
+
+def _refuse_probabilities(z: torch.Tensor) -> None:
+    """Raise when every row lies in [0, 1] and sums to 1: softmax was already applied."""
+    head = z[:1024]
+    if not _looks_like_probabilities(head):
+        return
+    if all(_looks_like_probabilities(z[s:s + 65536]) for s in range(0, z.shape[0], 65536)):
+        raise DataError("the logits look like probabilities (every row lies in [0, 1] and sums to 1); "
+                        "pass the pre-softmax logits (or log-probabilities) instead")
+
+
+def _looks_like_probabilities(block: torch.Tensor) -> bool:
+    finite = block[torch.isfinite(block).all(1)]
+    if finite.numel() == 0:
+        return False
+    lo, hi = finite.aminmax()
+    return bool(lo >= 0) and bool(hi <= 1) and bool(((finite.sum(1) - 1).abs() <= 1e-3).all())
+
+
+def equal_width_edges(n_bins: int = 15, device=None) -> torch.Tensor:
+    """Edges j / M, j = 0..M (M+1,) float64, each the correctly rounded double of j/M."""
+    _check_bins(n_bins)
+    return torch.arange(n_bins + 1, dtype=torch.float64, device=device) / n_bins
+
+
+def _check_bins(n_bins) -> None:
+    if not isinstance(n_bins, (int, np.integer)) or isinstance(n_bins, bool) or n_bins < 1:
+        raise DataError(f"number of bins must be a positive integer; got {n_bins!r}")
+
+
+def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool = True,
+          want_brier: bool = True, want_classwise: bool = False, chunk_elements: int | None = None) -> _Scan:
+    """One chunked pass: per-sample max softmax, correctness, NLL, Brier and classwise bin sums.
+
+    p = softmax(z) is formed per chunk as exp(z - max) / s with s = sum exp(z - max), so conf = 1 / s.
+    Rows with NaN or +inf logits, or -inf at the label (infinite NLL), are excluded (warning with the count).
+    """
+    n, k = z.shape
+    dev = z.device
+    if chunk_elements is None:
+        chunk_elements = _CHUNK_ELEMENTS_GPU if dev.type == "cuda" else _CHUNK_ELEMENTS_CPU
+    rows = max(1, chunk_elements // k)
+    f64 = torch.float64
+    m_all = torch.empty(n, dtype=z.dtype, device=dev)
+    s_all = torch.empty(n, dtype=z.dtype, device=dev)
+    zy_all = torch.empty(n, dtype=z.dtype, device=dev)
+    sq_all = torch.empty(n, dtype=z.dtype, device=dev) if want_brier else None
+    edges = equal_width_edges(n_bins, device=dev)
+    cells = k * n_bins
+    y_col = y[:, None]
+
+    def scan_rows(first: int, last: int):
+        """Rows first:last in chunks of ``rows``; returns this range's classwise (counts, psum, hits) or None."""
+        buf = torch.empty(min(rows, last - first), k, dtype=z.dtype, device=dev)
+        buf2 = torch.empty_like(buf) if want_brier else None
+        if want_classwise:
+            cw_counts = torch.zeros(cells + 1, dtype=f64, device=dev)
+            cw_psum = torch.zeros(cells + 1, dtype=f64, device=dev)
+            cw_hits = torch.zeros(cells + 1, dtype=f64, device=dev)
+            class_offset = (torch.arange(k, device=dev) * n_bins).repeat(buf.shape[0])
+        for start in range(first, last, rows):
+            stop = min(start + rows, last)
+            c = z[start:stop]
+            b = buf[:stop - start]
+            m = torch.amax(c, 1, keepdim=True, out=m_all[start:stop, None])
+            torch.sub(c, m, out=b)
+            b.exp_()
+            s = torch.sum(b, 1, out=s_all[start:stop])
+            torch.gather(c, 1, y_col[start:stop], out=zy_all[start:stop, None])
+            if want_brier:
+                torch.sum(torch.square(b, out=buf2[:stop - start]), 1, out=sq_all[start:stop])
+            if want_classwise:
+                b.div_(s[:, None])                                   # p_k for every class of the chunk
+                p = b.reshape(-1).to(f64)
+                bin_id = torch.bucketize(p, edges, right=False) - 1  # (lo, hi]: j with e_j < p <= e_{j+1}
+                cell = bin_id + class_offset[:p.numel()]
+                ok = (bin_id >= 0) & (bin_id < n_bins)
+                row_ok = torch.isfinite(m[:, 0]) & torch.isfinite(s)
+                if not bool(row_ok.all()):
+                    ok &= row_ok.repeat_interleave(k)
+                cell = torch.where(ok, cell, cells)
+                cw_counts += torch.bincount(cell, minlength=cells + 1).to(f64)
+                cw_psum += torch.bincount(cell, weights=torch.where(ok, p, 0.0), minlength=cells + 1)
+                # 1[y = k]: the cell of (y, bin of the same p_y value as above), so both sums bin alike
+                yc = y[start:stop]
+                cell_y = (yc * n_bins + bin_id.view(-1, k).gather(1, yc[:, None]).squeeze(1))
+                ok_y = ok.view(-1, k).gather(1, yc[:, None]).squeeze(1)
+                cw_hits += torch.bincount(torch.where(ok_y, cell_y, cells), minlength=cells + 1).to(f64)
+        return (cw_counts, cw_psum, cw_hits) if want_classwise else None
+
+    # On CPU the chunks are shared out to as many worker threads as the caller had intra-op threads, each
+    # running single-threaded ops on its own cache-sized buffers (no OpenMP fork/join per small op).
+    workers = (getattr(_CALLER, "threads", None) or 1) if dev.type == "cpu" else 1
+    n_chunks = -(-n // rows)
+    workers = max(1, min(workers, n_chunks))
+    if workers == 1:
+        parts = [scan_rows(0, n)]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def worker(first):
+            torch.set_num_threads(1)     # a new thread starts with the process default
+            return scan_rows(first, min(first + per, n))
+
+        per = -(-n_chunks // workers) * rows
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(worker, range(0, n, per)))
+    if want_classwise:
+        cw_counts = sum(part[0] for part in parts)
+        cw_psum = sum(part[1] for part in parts)
+        cw_hits = sum(part[2] for part in parts)
+    m64, s64, zy64 = m_all.to(f64), s_all.to(f64), zy_all.to(f64)
+    finite = torch.isfinite(m64) & torch.isfinite(s64) & torch.isfinite(zy64)
+    conf = 1.0 / s64                                        # max_k p_k = exp(0) / s
+    correct = zy64 == m64
+    # argmax takes the first maximal index: with a tie at the max, y is the prediction only if no earlier
+    # class ties. A tie puts two exact 1.0 terms in s, so s >= 2 (conf <= 1/2): only those rows need an argmax.
+    idx = torch.nonzero(correct & (s64 >= 2)).squeeze(1)
+    if idx.numel():
+        correct[idx] = z[idx].argmax(1) == y[idx]
+    log_s = torch.log(s64)
+    nll = (log_s + m64 - zy64) if want_nll else None       # -log p_y = logsumexp(z) - z_y (Guo 2017)
+    brier = None
+    if want_brier:
+        p_y = torch.exp(zy64 - m64) / s64
+        # Brier (Brier 1950): sum_k (p_k - 1[y=k])^2 = sum_k p_k^2 - 2 p_y + 1
+        brier = sq_all.to(f64) / (s64 * s64) - 2.0 * p_y + 1.0
+    n_bad = int((~finite).sum())
+    cw = (None, None, None)
+    if want_classwise:
+        cw = tuple(a[:cells].view(k, n_bins) for a in (cw_counts, cw_psum, cw_hits))
+    if n_bad:
+        if n_bad == n:
+            raise DataError(f"all {n} rows of logits contain NaN or inf; nothing to analyse")
+        warnings.warn(f"{n_bad} of {n} samples have NaN or inf logits; they are excluded", RuntimeWarning,
+                      stacklevel=4)
+        conf, correct, y = conf[finite], correct[finite], y[finite]
+        nll = nll[finite] if nll is not None else None
+        brier = brier[finite] if brier is not None else None
+    return _Scan(conf=conf, correct=correct, nll=nll, brier=brier, labels=y, cw_counts=cw[0], cw_psum=cw[1],
+                 cw_hits=cw[2], n_excluded=n_bad, num_classes=k, keep=finite if n_bad else None)
+
+
+# --- binning -------------------------------------------------------------------------------------------
+def _interp_sorted(sorted_vals: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """numpy.interp(positions, arange(N), sorted_vals) for positions in [0, N], batched over leading dims.
+
+    sorted_vals (..., N), positions (..., P) -> (..., P), with numpy's formula
+    slope * (x - j) + fp[j] and fp[j] returned exactly when x == j, clamped to fp[-1] past N - 1.
+    """
+    n = sorted_vals.shape[-1]
+    x = positions.clamp(max=n - 1)
+    j = x.floor()
+    lo = sorted_vals.gather(-1, j.long())
+    hi = sorted_vals.gather(-1, (j.long() + 1).clamp(max=n - 1))
+    return torch.where(x == j, lo, (hi - lo) * (x - j) + lo)
+
+
+def adaptive_edges(conf, n_bins: int = 15) -> torch.Tensor:
+    """Equal-mass edges interp(linspace(0, N, M+1), arange(N), sort(conf)) (Nixon et al. 2019 reference code).
+
+    conf (N,) -> edges (M+1,) float64; edges[0] = min(conf), edges[-1] = max(conf).
+    """
+    _check_bins(n_bins)
+    c = as_tensor(conf).to(torch.float64)
+    pos = torch.linspace(0, c.numel(), n_bins + 1, dtype=torch.float64, device=c.device)
+    return _interp_sorted(torch.sort(c).values, pos)
+
+
+def bin_statistics(conf, correct, edges, *, close_first: bool = False, rule: str = "custom") -> BinStats:
+    """Bin (conf, correct) into ``(lo, hi]`` bins of the given edges (first bin ``[lo, hi]`` if close_first).
+
+    conf (N,), correct (N,) bool/0-1, edges (M+1,) increasing -> :class:`BinStats` (weights count / N).
+    """
+    c = as_tensor(conf).to(torch.float64)
+    a = as_tensor(correct, device=c.device).to(torch.float64)
+    e = as_tensor(edges, device=c.device).to(torch.float64)
+    counts, conf_sum, acc_sum = _bin_sums(c, a, e, close_first)
+    return _bin_stats(e, counts, conf_sum, acc_sum, c.numel(), rule)
+
+
+def _bin_sums(c, a, e, close_first=False):
+    m = e.numel() - 1
+    bin_id = torch.bucketize(c, e, right=False) - 1     # (lo, hi]: j with e_j < c <= e_{j+1}
+    if close_first:
+        bin_id = torch.where(c == e[0], 0, bin_id)
+    bin_id = torch.where((bin_id >= 0) & (bin_id < m), bin_id, m)
+    counts = torch.bincount(bin_id, minlength=m + 1)[:m].to(torch.float64)
+    conf_sum = torch.bincount(bin_id, weights=c, minlength=m + 1)[:m]
+    acc_sum = torch.bincount(bin_id, weights=a, minlength=m + 1)[:m]
+    return counts, conf_sum, acc_sum
+
+
+def _bin_stats(e, counts, conf_sum, acc_sum, n, rule) -> BinStats:
+    cnt = counts.cpu().numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(cnt > 0, acc_sum.cpu().numpy() / np.maximum(cnt, 1), np.nan)
+        conf = np.where(cnt > 0, conf_sum.cpu().numpy() / np.maximum(cnt, 1), np.nan)
+    return BinStats(edges=e.cpu().numpy(), counts=cnt.astype(np.int64), accuracy=acc, confidence=conf,
+                    num_samples=int(n), rule=rule)
+
+
+def _errors_from_sums(counts, conf_sum, acc_sum, n):
+    """ECE, O-ECE, U-ECE, MCE from per-bin sums (last dim = bins), batched over leading dims.
+
+    (n_b / N) |acc_b - conf_b| = |S_acc,b - S_conf,b| / N, so no division by empty bins happens.
+    """
+    diff = (conf_sum - acc_sum) / n
+    ece = diff.abs().sum(-1)                                   # ECE (Guo 2017, eq. 3)
+    oece = diff.clamp(min=0).sum(-1)                           # O-ECE: sum_b n_b/N max(conf_b - acc_b, 0)
+    uece = (-diff).clamp(min=0).sum(-1)                        # U-ECE: sum_b n_b/N max(acc_b - conf_b, 0)
+    gap = (conf_sum - acc_sum).abs() / counts.clamp(min=1)
+    mce = torch.where(counts > 0, gap, torch.zeros_like(gap)).amax(-1)   # MCE = max_b |acc_b - conf_b| (Guo 2017)
+    return ece, oece, uece, mce
+
+
+def _adaptive_sums(sorted_conf, w_sorted, cum, n_bins, close_first, total):
+    """Per-bin sums for adaptive bins, batched over replicate weights.
+
+    sorted_conf (N,) ascending; w_sorted (B, N) sample multiplicities in sorted order; cum: dict of
+    prefix sums (B, N+1) of w, w*conf, w*correct. Edges come from the resample's own sorted values.
+    """
+    bsz, n = w_sorted.shape
+    dev = sorted_conf.device
+    pos = torch.linspace(0, total, n_bins + 1, dtype=torch.float64, device=dev)
+    # value at rank r of the resample = sorted_conf[first i with cumulative count > r]
+    ranks_lo = pos.clamp(max=total - 1).floor()
+    ranks = torch.stack([ranks_lo, (ranks_lo + 1).clamp(max=total - 1)], 0).expand(bsz, 2, -1).reshape(bsz, -1)
+    cnt = cum["w"][:, 1:].contiguous()
+    which = torch.searchsorted(cnt, ranks.contiguous(), right=True).clamp(max=n - 1)
+    vals = sorted_conf[which].view(bsz, 2, -1)
+    x = pos.clamp(max=total - 1)
+    lo, hi = vals[:, 0], vals[:, 1]
+    edges = torch.where(x == ranks_lo, lo, (hi - lo) * (x - ranks_lo) + lo)   # numpy.interp, per replicate
+    upto = torch.searchsorted(sorted_conf, edges.contiguous(), right=True)    # samples with conf <= edge
+    if close_first:
+        below = torch.searchsorted(sorted_conf, edges[:, :1].contiguous(), right=False)
+        upto = torch.cat([below, upto[:, 1:]], 1)
+    sums = []
+    for key in ("w", "conf", "acc"):
+        c = cum[key]
+        at = c.gather(1, upto)
+        sums.append((at[:, 1:] - at[:, :-1]).clamp(min=0) if key == "w" else at[:, 1:] - at[:, :-1])
+    return edges, sums[0], sums[1], sums[2]
+
+
+def _prefix(w_sorted, conf_sorted, acc_sorted):
+    zero = torch.zeros(w_sorted.shape[0], 1, dtype=torch.float64, device=w_sorted.device)
+    return {"w": torch.cat([zero, w_sorted.cumsum(1)], 1),
+            "conf": torch.cat([zero, (w_sorted * conf_sorted).cumsum(1)], 1),
+            "acc": torch.cat([zero, (w_sorted * acc_sorted).cumsum(1)], 1)}
+
+
+# --- public metrics ------------------------------------------------------------------------------------
+@single_threaded
+def expected_calibration_error(logits, labels, n_bins: int = 15, *, num_classes: int | None = None,
+                               device=None) -> float:
+    """ECE = sum_b (n_b / N) |acc_b - conf_b| over M equal-width (lo, hi] bins (Guo et al. 2017, eq. 3).
+
+    logits (N, K), labels (N,) -> float (a fraction; x100 for %).
+    """
+    _check_bins(n_bins)
+    z, y = _prepare(logits, labels, num_classes, device)
+    sc = _scan(z, y, want_nll=False, want_brier=False)
+    _warn_small(sc.conf.numel(), n_bins)
+    counts, cs, acs = _bin_sums(sc.conf, sc.correct.to(torch.float64), equal_width_edges(n_bins, z.device))
+    return float(_errors_from_sums(counts, cs, acs, sc.conf.numel())[0])
+
+
+@single_threaded
+def max_calibration_error(logits, labels, n_bins: int = 15, *, num_classes: int | None = None,
+                          device=None) -> float:
+    """MCE = max_b |acc_b - conf_b| over non-empty equal-width bins (Guo et al. 2017). logits (N, K)."""
+    _check_bins(n_bins)
+    z, y = _prepare(logits, labels, num_classes, device)
+    sc = _scan(z, y, want_nll=False, want_brier=False)
+    counts, cs, acs = _bin_sums(sc.conf, sc.correct.to(torch.float64), equal_width_edges(n_bins, z.device))
+    return float(_errors_from_sums(counts, cs, acs, sc.conf.numel())[3])
+
+
+@single_threaded
+def adaptive_ece(logits, labels, n_bins: int = 15, *, rule: str = "reference", num_classes: int | None = None,
+                 device=None) -> float:
+    """Adaptive ECE with equal-mass edges (Nixon et al. 2019; edge rule of the reference code).
+
+    rule="reference": bins (lo, hi], so samples at the lowest confidence fall in no bin but count in N;
+    rule="corrected": the first bin is [lo, hi]. logits (N, K), labels (N,) -> float.
+    """
+    _check_rule(rule)
+    _check_bins(n_bins)
+    z, y = _prepare(logits, labels, num_classes, device)
+    sc = _scan(z, y, want_nll=False, want_brier=False)
+    _warn_small(sc.conf.numel(), n_bins)
+    a = sc.correct.to(torch.float64)
+    e = adaptive_edges(sc.conf, n_bins)
+    counts, cs, acs = _bin_sums(sc.conf, a, e, close_first=(rule == "corrected"))
+    return float(_errors_from_sums(counts, cs, acs, sc.conf.numel())[0])
+
+
+@single_threaded
+def classwise_ece(logits, labels, n_bins: int = 15, *, num_classes: int | None = None, device=None,
+                  per_class: bool = False):
+    """Classwise ECE: for each class k bin p_k of all N samples against 1[y == k]; mean over the K classes.
+
+    (Kull et al. 2019; the MbLS/FedLaS code.) logits (N, K), labels (N,) -> float, or (float, (K,) array)
+    with per_class=True.
+    """
+    _check_bins(n_bins)
+    z, y = _prepare(logits, labels, num_classes, device)
+    sc = _scan(z, y, n_bins=n_bins, want_nll=False, want_brier=False, want_classwise=True)
+    _warn_small(sc.conf.numel(), n_bins)
+    value, per = _classwise_from_cells(sc.cw_counts, sc.cw_psum, sc.cw_hits, sc.conf.numel())
+    return (value, per) if per_class else value
+
+
+def _classwise_from_cells(counts, psum, hits, n):
+    # classwise ECE (Kull 2019): (1/K) sum_k sum_b (n_kb/N) |acc_kb - conf_kb|
+    per = (psum - hits).abs().sum(-1) / n
+    return float(per.mean()), per.cpu().numpy()
+
+
+@single_threaded
+def over_under_ece(logits, labels, n_bins: int = 15, *, num_classes: int | None = None,
+                   device=None) -> tuple[float, float]:
+    """(O-ECE, U-ECE) on equal-width bins; they sum exactly to the ECE of the same bins (FedLaS)."""
+    _check_bins(n_bins)
+    z, y = _prepare(logits, labels, num_classes, device)
+    sc = _scan(z, y, want_nll=False, want_brier=False)
+    counts, cs, acs = _bin_sums(sc.conf, sc.correct.to(torch.float64), equal_width_edges(n_bins, z.device))
+    _, o, u, _ = _errors_from_sums(counts, cs, acs, sc.conf.numel())
+    return float(o), float(u)
+
+
+@single_threaded
+def negative_log_likelihood(logits, labels, *, num_classes: int | None = None, device=None) -> float:
+    """NLL = mean_i -log softmax(z_i)_{y_i}. logits (N, K), labels (N,) -> float (nats)."""
+    z, y = _prepare(logits, labels, num_classes, device)
+    return float(_scan(z, y, want_brier=False).nll.mean())
+
+
+@single_threaded
+def brier_score(logits, labels, *, num_classes: int | None = None, device=None) -> float:
+    """Brier = mean_i sum_k (p_ik - 1[y_i = k])^2 (range [0, 2]). logits (N, K), labels (N,) -> float."""
+    z, y = _prepare(logits, labels, num_classes, device)
+    return float(_scan(z, y, want_nll=False).brier.mean())
+
+
+def _check_rule(rule: str) -> None:
+    if rule not in ADAPTIVE_RULES:
+        raise DataError(f"unknown adaptive ECE rule {rule!r}; expected one of {', '.join(ADAPTIVE_RULES)}")
+
+
+def _warn_small(n: int, n_bins: int) -> None:
+    if n < n_bins:
+        warnings.warn(f"only {n} samples for {n_bins} bins; with fewer samples than bins the ECE estimates "
+                      "are dominated by noise", RuntimeWarning, stacklevel=4)
+
+
+# --- the full report -----------------------------------------------------------------------------------
+@single_threaded
+def calibration_report(logits, labels, n_bins: int = 15, *, n_boot: int = 0, seed: int = 0,
+                       ci_level: float = 0.95, adaptive_rule: str = "reference", temperature: float = 1.0,
+                       num_classes: int | None = None, name: str = "model", device=None) -> CalibrationResult:
+    """Every calibration metric of one model in one pass, with optional bootstrap confidence intervals.
+
+    logits (N, K) pre-softmax, labels (N,) ints in [0, K). ``temperature``: divide the logits by T first
+    (see :func:`fit_temperature`). ``n_boot`` > 0 adds percentile intervals at ``ci_level`` for every scalar
+    from ``n_boot`` resamples of the N samples (seeded by ``seed``; vectorised, no loop over samples).
+    Bad input raises :class:`DataError`; NaN/inf rows are excluded with a warning; fewer samples than bins,
+    or a single label value, warn.
+    """
+    _check_rule(adaptive_rule)
+    _check_bins(n_bins)
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise DataError(f"temperature must be a positive finite number; got {temperature}")
+    if not 0 < ci_level < 1:
+        raise DataError(f"ci_level must lie in (0, 1); got {ci_level}")
+    if n_boot < 0:
+        raise DataError(f"n_boot must be >= 0; got {n_boot}")
+    z, y = _prepare(logits, labels, num_classes, device)
+    if temperature != 1.0:
+        z = apply_temperature(z, temperature)
+    sc = _scan(z, y, n_bins=n_bins, want_classwise=True)
+    n, k = sc.conf.numel(), sc.num_classes
+    _warn_small(n, n_bins)
+    if n > 1 and bool((sc.labels == sc.labels[0]).all()):
+        warnings.warn(f"all {n} samples have label {int(sc.labels[0])}: the metrics describe one class only",
+                      RuntimeWarning, stacklevel=3)
+    a = sc.correct.to(torch.float64)
+    ew = equal_width_edges(n_bins, z.device)
+    counts, cs, acs = _bin_sums(sc.conf, a, ew)
+    ece, oece, uece, mce = _errors_from_sums(counts, cs, acs, n)
+    close_first = adaptive_rule == "corrected"
+    order = torch.argsort(sc.conf)
+    sorted_conf = sc.conf[order]
+    ones = torch.ones(1, n, dtype=torch.float64, device=z.device)
+    a_edges, a_cnt, a_cs, a_as = _adaptive_sums(sorted_conf, ones, _prefix(ones, sorted_conf, a[order][None]),
+                                                n_bins, close_first, n)
+    aece = _errors_from_sums(a_cnt, a_cs, a_as, n)[0]
+    cw, cw_per = _classwise_from_cells(sc.cw_counts, sc.cw_psum, sc.cw_hits, n)
+    res = CalibrationResult(
+        name=name, num_samples=n, num_classes=k, n_bins=n_bins, accuracy=float(a.mean()),
+        mean_confidence=float(sc.conf.mean()), ece=float(ece), mce=float(mce), aece=float(aece[0]),
+        classwise_ece=cw, oece=float(oece), uece=float(uece), nll=float(sc.nll.mean()),
+        brier=float(sc.brier.mean()), bins=_bin_stats(ew, counts, cs, acs, n, "equal-width"),
+        adaptive_bins=_bin_stats(a_edges[0], a_cnt[0], a_cs[0], a_as[0], n, f"adaptive-{adaptive_rule}"),
+        classwise_per_class=cw_per, confidence=sc.conf.cpu().numpy(), correct=sc.correct.cpu().numpy(),
+        adaptive_rule=adaptive_rule, temperature=float(temperature), n_excluded=sc.n_excluded,
+        n_boot=int(n_boot), ci_level=ci_level, seed=seed if n_boot else None)
+    if n_boot:
+        res.replicates = _bootstrap(z, sc, order, n_bins, n_boot, seed, close_first)
+        res.ci = _percentile_ci(res.replicates, ci_level)
+    return res
+
+
+def _bootstrap(z, sc: _Scan, order, n_bins, n_boot, seed, close_first) -> dict[str, np.ndarray]:
+    """Every scalar on n_boot resamples of the N samples -> {name: (n_boot,) array}.
+
+    Resample r draws N indices uniformly with replacement (torch.randint, seeded generator, blocks of
+    replicates in order); each is turned into multiplicity weights w (B, N) so every metric is a weighted
+    sum over the original samples: no loop over samples and no copy of the logits per replicate.
+    """
+    n = sc.conf.numel()
+    k = sc.num_classes
+    dev = sc.conf.device
+    gen = torch.Generator(device=dev).manual_seed(int(seed))
+    a = sc.correct.to(torch.float64)
+    ew_bin = torch.bucketize(sc.conf, equal_width_edges(n_bins, dev), right=False) - 1
+    ew_bin = torch.where((ew_bin >= 0) & (ew_bin < n_bins), ew_bin, n_bins)
+    per_sample = torch.stack([a, sc.conf, sc.nll, sc.brier], 1)              # (N, 4)
+    sorted_conf, a_sorted = sc.conf[order], a[order]
+    cw_design = _classwise_design(z, sc, n_bins)                             # CSR (N, 2KM)
+    if n * cw_design.shape[1] <= _DENSE_DESIGN_ELEMENTS:
+        cw_dense, cw_t = cw_design.to_dense(), None                          # small: plain GEMM
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                                  # torch's sparse-beta notice
+            cw_dense, cw_t = None, cw_design.to_sparse_coo().t().coalesce().to_sparse_csr()
+    out = {key: [] for key in SCALARS}
+    bsz = max(1, min(n_boot, _BOOT_ELEMENTS // max(n, 1)))
+    for done in range(0, n_boot, bsz):
+        b = min(bsz, n_boot - done)
+        idx = torch.randint(n, (b, n), generator=gen, device=dev)
+        flat = (idx + torch.arange(b, device=dev)[:, None] * n).reshape(-1)
+        w = torch.bincount(flat, minlength=b * n).view(b, n).to(torch.float64)   # multiplicities
+        means = (w @ per_sample) / n
+        for j, key in enumerate(("accuracy", "mean_confidence", "nll", "brier")):
+            out[key].append(means[:, j])
+        bins = ew_bin.expand(b, n)
+        sums = [torch.zeros(b, n_bins + 1, dtype=torch.float64, device=dev).scatter_add_(1, bins, v)
+                for v in (w, w * sc.conf, w * a)]
+        ece, oece, uece, mce = _errors_from_sums(*(s[:, :n_bins] for s in sums), n)
+        out["ece"].append(ece)
+        out["oece"].append(oece)
+        out["uece"].append(uece)
+        out["mce"].append(mce)
+        w_sorted = w[:, order]
+        _, ac, acs, aas = _adaptive_sums(sorted_conf, w_sorted, _prefix(w_sorted, sorted_conf, a_sorted),
+                                         n_bins, close_first, n)
+        out["aece"].append(_errors_from_sums(ac, acs, aas, n)[0])
+        cells = (w @ cw_dense if cw_t is None else (cw_t @ w.T).T).reshape(b, 2, k, n_bins)
+        # classwise ECE (Kull 2019) per replicate: mean_k sum_b |S_hit,kb - S_p,kb| / N
+        out["classwise_ece"].append(((cells[:, 1] - cells[:, 0]).abs().sum(-1) / n).mean(-1))
+    return {key: torch.cat(parts).cpu().numpy() for key, parts in out.items()}
+
+
+def _percentile_ci(replicates: dict, ci_level: float) -> dict:
+    lo_q, hi_q = 100 * (1 - ci_level) / 2, 100 * (1 - (1 - ci_level) / 2)
+    return {key: (float(np.percentile(v, lo_q)), float(np.percentile(v, hi_q))) for key, v in replicates.items()}
+
+
+def _classwise_design(z, sc: _Scan, n_bins: int) -> torch.Tensor:
+    """CSR (N, 2*K*M): per sample, p_k at column (k, bin of p_k) and 1 at column K*M + (y, bin of p_y).
+
+    ``w @ A`` then gives, per replicate, the classwise bin sums of p_k and of 1[y = k] (only these two
+    enter the classwise ECE: sum_b |S_hit - S_p|). Columns are increasing within each row by construction,
+    so the CSR is built directly (no sort).
+    """
+    n, k = sc.conf.numel(), sc.num_classes
+    dev = sc.conf.device
+    zz = z if sc.keep is None else z[sc.keep]
+    p = torch.exp(zz - zz.amax(1, keepdim=True))              # the same formula and dtype as _scan
+    p = (p / p.sum(1, keepdim=True)).to(torch.float64)
+    edges = equal_width_edges(n_bins, dev)
+    bin_id = torch.bucketize(p, edges, right=False) - 1                     # (N, K), (lo, hi]
+    ok = (bin_id >= 0) & (bin_id < n_bins)
+    km = k * n_bins
+    cols_p = torch.arange(k, device=dev) * n_bins + bin_id.clamp(0, n_bins - 1)
+    vals_p = torch.where(ok, p, 0.0)
+    rows = torch.arange(n, device=dev)
+    bin_y = bin_id[rows, sc.labels]
+    col_y = km + sc.labels * n_bins + bin_y.clamp(0, n_bins - 1)
+    val_y = ok[rows, sc.labels].to(torch.float64)
+    cols = torch.cat([cols_p, col_y[:, None]], 1).reshape(-1)
+    vals = torch.cat([vals_p, val_y[:, None]], 1).reshape(-1)
+    crow = torch.arange(0, n * (k + 1) + 1, k + 1, device=dev)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                                      # torch's sparse-beta notice
+        return torch.sparse_csr_tensor(crow, cols, vals, (n, 2 * km), check_invariants=False)
+
+
+# --- temperature scaling -------------------------------------------------------------------------------
+def apply_temperature(logits, temperature: float):
+    """z / T (Guo et al. 2017, temperature scaling). Returns the same type as given (tensor or ndarray)."""
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise DataError(f"temperature must be a positive finite number; got {temperature}")
+    if isinstance(logits, torch.Tensor):
+        return logits / temperature
+    return np.asarray(logits, dtype=np.float64) / temperature
+
+
+def fit_temperature(logits, labels, *, init: float = 1.5, max_iter: int = 100, num_classes: int | None = None,
+                    device=None) -> TemperatureResult:
+    """Fit one T > 0 minimising the NLL of softmax(z / T) on held-out logits (Guo et al. 2017, sec. 4.2).
+
+    LBFGS (strong Wolfe line search) on log T from T = ``init``, float64. logits (N, K), labels (N,).
+    """
+    z, y = _prepare(logits, labels, num_classes, device)
+    finite = torch.isfinite(z).all(1)
+    n_bad = int((~finite).sum())
+    if n_bad:
+        warnings.warn(f"{n_bad} of {z.shape[0]} samples have NaN or inf logits; they are excluded from the "
+                      "temperature fit", RuntimeWarning, stacklevel=2)
+        z, y = z[finite], y[finite]
+        if z.shape[0] == 0:
+            raise DataError("no finite logits rows to fit a temperature on")
+    z = z.to(torch.float64)
+    log_t = torch.tensor([math.log(init)], dtype=torch.float64, device=z.device, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-10, tolerance_change=1e-14)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    with torch.no_grad():
+        before = float(torch.nn.functional.cross_entropy(z, y))
+    opt.step(closure)
+    with torch.no_grad():
+        t = float(log_t.exp())
+        after = float(torch.nn.functional.cross_entropy(z / t, y))
+        grad = log_t.grad.abs().item() if log_t.grad is not None else float("nan")
+    return TemperatureResult(temperature=t, nll_before=before, nll_after=after, num_samples=int(z.shape[0]),
+                             converged=bool(grad < 1e-5))
+
+
+# --- several models ------------------------------------------------------------------------------------
+def calibrate_dumps(dumps, *, n_bins: int = 15, n_boot: int = 0, seed: int = 0, ci_level: float = 0.95,
+                    adaptive_rule: str = "reference", val_dumps=None, device=None) -> list[CalibrationResult]:
+    """:func:`calibration_report` for each Dump; with ``val_dumps`` (one per Dump, same model) also fit a
+    temperature on it and add the scaled result, named ``"<name> +TS"``, right after the unscaled one."""
+    dumps = list(dumps)
+    if val_dumps is not None and len(val_dumps) != len(dumps):
+        raise DataError(f"{len(val_dumps)} validation dumps for {len(dumps)} dumps; expected one per dump")
+    out = []
+    for i, d in enumerate(dumps):
+        kw = dict(n_bins=n_bins, n_boot=n_boot, seed=seed, ci_level=ci_level, adaptive_rule=adaptive_rule,
+                  num_classes=d.num_classes, device=device)
+        out.append(calibration_report(d.logits, d.labels, name=d.name, **kw))
+        if val_dumps is not None:
+            v = val_dumps[i]
+            if v.num_classes != d.num_classes:
+                raise DataError(f"validation dump {v.name} has {v.num_classes} classes but {d.name} has "
+                                f"{d.num_classes}; expected the same model")
+            fit = fit_temperature(v.logits, v.labels, num_classes=v.num_classes, device=device)
+            out.append(calibration_report(d.logits, d.labels, name=f"{d.name} +TS", temperature=fit.temperature,
+                                          **kw))
+    return out
+
+
+_ROW_KEYS = (("accuracy", "Acc %", 100), ("ece", "ECE %", 100), ("aece", "AECE %", 100),
+             ("classwise_ece", "CW-ECE %", 100), ("oece", "O-ECE %", 100), ("uece", "U-ECE %", 100),
+             ("nll", "NLL", 1), ("brier", "Brier", 1))
+TABLE_HEADERS = {key: header for key, header, _ in _ROW_KEYS}
+
+
+def comparison_rows(results, digits: int = 2) -> list[dict]:
+    """Rows in the layout of FedLaS Table 1/4: model, T, N, then accuracy, ECE, AECE, classwise ECE, O-ECE,
+    U-ECE (in %), NLL and Brier; each cell "value [low, high]" when bootstrap intervals exist."""
+    rows = []
+    for r in results:
+        row = {"model": r.name, "T": f"{r.temperature:.3f}", "N": r.num_samples}
+        for key, _, scale in _ROW_KEYS:
+            nd = digits if scale == 100 else digits + 2
+            cell = f"{scale * getattr(r, key):.{nd}f}"
+            if key in r.ci:
+                lo, hi = r.ci[key]
+                cell += f" [{scale * lo:.{nd}f}, {scale * hi:.{nd}f}]"
+            row[key] = cell
+        rows.append(row)
+    return rows

@@ -1,0 +1,97 @@
+"""2-D embeddings (UMAP, t-SNE) of the penultimate features of chosen classes, seeded.
+
+umap-learn compiles with numba on first use in each process (seconds); it is imported inside
+:func:`embed_features` only, so importing repanalysis stays fast. t-SNE is scikit-learn's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from repanalysis.analyze.projection import sample_per_class
+from repanalysis.errors import DataError
+
+METHODS = ("umap", "tsne")
+
+
+@dataclass
+class EmbeddingResult:
+    """coords (n, 2); labels (n,) class index; sample_index (n,) source rows; classes / class_names."""
+
+    coords: np.ndarray
+    labels: np.ndarray
+    sample_index: np.ndarray
+    classes: list[int]
+    class_names: list[str]
+    method: str
+    seed: int
+    name: str | None = None
+    params: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "method": self.method, "seed": self.seed, "classes": self.classes,
+                "class_names": self.class_names, "params": self.params, "coords": self.coords.tolist(),
+                "labels": self.labels.tolist(), "sample_index": self.sample_index.tolist()}
+
+    def to_rows(self) -> list[dict]:
+        names = dict(zip(self.classes, self.class_names))
+        return [{"model": self.name, "sample": int(i), "label": int(y), "class": names[int(y)],
+                 "x": float(a), "y": float(b)} for i, y, (a, b) in zip(self.sample_index, self.labels, self.coords)]
+
+
+def embed_features(features, labels, classes=None, *, method: str = "umap", samples_per_class: int | None = 300,
+                   seed: int = 0, metric: str = "cosine", n_neighbors: int = 15, min_dist: float = 0.1,
+                   perplexity: float = 30.0, class_names: list[str] | None = None,
+                   name: str | None = None) -> EmbeddingResult:
+    """Embed the features of ``classes`` (default: all present) in 2-D with UMAP or t-SNE.
+
+    features: (N, D); labels: (N,). samples_per_class: random samples per class (seeded; None = all).
+    metric: distance for the neighbour graph ("cosine" matches the separation metric, or "euclidean").
+    n_neighbors / min_dist: UMAP; perplexity: t-SNE (clipped to n - 1). Returns an :class:`EmbeddingResult`.
+    """
+    if method not in METHODS:
+        raise DataError(f"unknown embedding method {method!r}; expected one of {', '.join(METHODS)}")
+    if features is None:
+        raise DataError("embeddings need penultimate features; re-run `repanalysis extract` with features")
+    labels_np = np.asarray(labels)
+    if np.ndim(features) != 2 or len(features) != len(labels_np):
+        raise DataError(f"expected features [N, D] and labels [N]; got {np.shape(features)} and {labels_np.shape}")
+    if classes is None:
+        classes = np.unique(labels_np).tolist()
+    classes = [int(c) for c in classes]
+    if len(classes) < 2:
+        raise DataError(f"an embedding needs at least 2 classes; got {len(classes)}")
+    rows = sample_per_class(labels_np, classes, samples_per_class, seed)
+    x = np.asarray(features[rows], dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise DataError("features of the chosen samples contain NaN or inf; expected finite features")
+    n = len(x)
+    if n < 5:
+        raise DataError(f"an embedding needs at least 5 samples; got {n}")
+    if method == "umap":
+        import umap  # lazy: numba compiles on first use
+
+        params = {"n_neighbors": min(n_neighbors, n - 1), "min_dist": min_dist, "metric": metric}
+        reducer = umap.UMAP(n_components=2, random_state=seed, n_jobs=1, **params)
+        coords = reducer.fit_transform(x)
+    else:
+        from sklearn.manifold import TSNE
+
+        params = {"perplexity": float(min(perplexity, n - 1)), "metric": metric}
+        coords = TSNE(n_components=2, random_state=seed, init="pca", **params).fit_transform(x)
+    names = [str(class_names[c]) if class_names and c < len(class_names) else str(c) for c in classes]
+    return EmbeddingResult(coords=np.asarray(coords, dtype=np.float64), labels=labels_np[rows], sample_index=rows,
+                           classes=classes, class_names=names, method=method, seed=seed, name=name, params=params)
+
+
+def embed_dump(dump, classes=None, **kwargs) -> EmbeddingResult:
+    """:func:`embed_features` on a Dump (features, labels and class names from it)."""
+    from repanalysis.data.class_resolution import class_label
+
+    if dump.features is None:
+        dump.array("features")
+    names = [class_label(i, dump.num_classes, dump.class_names) for i in range(dump.num_classes)] \
+        if dump.class_names or dump.num_classes == 1000 else None
+    kwargs.setdefault("name", dump.name)
+    return embed_features(dump.features, dump.labels, classes, class_names=names, **kwargs)

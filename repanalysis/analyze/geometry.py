@@ -1,0 +1,302 @@
+"""Class separation of penultimate features: d_within, d_total and R^2 (Kornblith et al. 2021; MaxSup Table 2).
+
+Definitions (REFERENCE.md "Feature geometry"): cosine distance 1 - cos(a, b); features are NOT centred;
+averages run over all ordered pairs, self-pairs included, each class weighted 1/K and each class pair 1/K^2.
+They are computed by the exact O(N*D) closed form (no pairwise matrix): with u = h / ||h|| and c_k the mean
+of u over class k, d_within = 1 - mean_k ||c_k||^2 and d_total = 1 - ||mean_k c_k||^2.
+
+Data is streamed in chunks into float64 accumulators (per-class sums of unit vectors), so a Dump of
+1.28M x 2048 float16 features is processed in bounded memory.
+
+Edge cases, all reported once per call:
+- a class with a single sample: its d_within term is 0 by definition (only the self-pair, distance 0);
+  it is kept, with a warning.
+- features with zero norm (or NaN/inf): the cosine is undefined; those rows are excluded, with a warning.
+- classes of the model with no sample: they are left out of the class averages (K counts present classes).
+- fewer than two classes present: DataError.
+"""
+from __future__ import annotations
+
+import mmap
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from repanalysis.errors import DataError
+
+DEFAULT_CHUNK = 8192
+
+
+def r2_from_distances(d_within, d_total):
+    """R^2 ("inter-class separability") from the two mean distances; works on floats and arrays."""
+    # Kornblith et al. 2021, Sec. 3.2 / MaxSup Table 2: R^2 = 1 - d_within / d_total
+    return 1.0 - d_within / d_total
+
+
+@dataclass
+class SeparationResult:
+    """Class separation of one feature set.
+
+    d_within, d_total, r2: floats (REFERENCE.md definitions).
+    per_class_d_within: (C,) mean cosine distance inside each present class (ordered pairs, self-pairs in).
+    classes: (C,) class indices present, in increasing order; counts: (C,) samples per present class.
+    n_samples: rows used; n_excluded: rows dropped for zero norm or non-finite values.
+    single_sample_classes: class indices with one sample (their d_within term is 0 by definition).
+    """
+
+    d_within: float
+    d_total: float
+    r2: float
+    per_class_d_within: np.ndarray
+    classes: np.ndarray
+    counts: np.ndarray
+    n_samples: int
+    n_excluded: int = 0
+    single_sample_classes: list[int] = field(default_factory=list)
+    name: str | None = None
+    split: str | None = None
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        for key in ("per_class_d_within", "classes", "counts"):
+            out[key] = np.asarray(out[key]).tolist()
+        return out
+
+
+class SeparationAccumulator:
+    """Streaming closed form: ``update(features_chunk, labels_chunk)`` any number of times, then ``compute()``.
+
+    Keeps, in float64, the per-class sum of unit feature vectors (K, D) and the per-class counts (K,).
+    """
+
+    def __init__(self, num_classes: int | None = None, device: str | torch.device | None = None):
+        self.num_classes = num_classes
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.sums: torch.Tensor | None = None
+        self.counts: torch.Tensor | None = None
+        self.n_excluded = 0
+        self.n_nonfinite = 0
+        self._buf: torch.Tensor | None = None
+
+    def _grow(self, k: int, d: int) -> None:
+        if self.sums is None:
+            self.sums = torch.zeros(k, d, dtype=torch.float64, device=self.device)
+            self.counts = torch.zeros(k, dtype=torch.int64, device=self.device)
+        elif k > self.sums.shape[0]:
+            extra = k - self.sums.shape[0]
+            self.sums = torch.cat([self.sums, self.sums.new_zeros(extra, d)])
+            self.counts = torch.cat([self.counts, self.counts.new_zeros(extra)])
+
+    def update(self, features, labels) -> None:
+        """Add a chunk: features (n, D) float (any precision), labels (n,) integer class indices."""
+        h = _read_only_tensor(features).to(self.device)
+        y = _read_only_tensor(labels).to(self.device)
+        if h.ndim != 2:
+            raise DataError(f"features must be 2-D [N, D]; got shape {tuple(h.shape)}")
+        if y.ndim != 1 or y.shape[0] != h.shape[0]:
+            raise DataError(f"labels must be 1-D with one entry per feature row ({h.shape[0]}); "
+                            f"got shape {tuple(y.shape)}")
+        if h.shape[0] == 0:
+            return
+        y = y.long()
+        if int(y.min()) < 0:
+            raise DataError(f"labels must be class indices >= 0; found {int(y.min())}")
+        k_needed = int(y.max()) + 1
+        if self.num_classes is not None and k_needed > self.num_classes:
+            raise DataError(f"labels must lie in [0, {self.num_classes - 1}] for {self.num_classes} classes; "
+                            f"found {k_needed - 1}")
+        self._grow(max(k_needed, self.num_classes or 0), h.shape[1])
+        if h.shape[1] != self.sums.shape[1]:
+            raise DataError(f"feature width changed between chunks: {self.sums.shape[1]} then {h.shape[1]}")
+        # one float64 work buffer, reused across chunks (fresh large allocations cost more than the arithmetic)
+        n, d = h.shape
+        if self._buf is None or self._buf.shape[0] < n or self._buf.shape[1] != d:
+            self._buf = torch.empty(n, d, dtype=torch.float64, device=self.device)
+        u = self._buf[:n].copy_(h)
+        norms = torch.linalg.vector_norm(u, dim=1)
+        finite = torch.isfinite(norms)
+        keep = finite & (norms > 0)
+        n_drop = int((~keep).sum())
+        if n_drop:
+            self.n_excluded += n_drop
+            self.n_nonfinite += int((~finite).sum())
+            u, norms, y = u[keep], norms[keep], y[keep]
+        u.mul_(norms.reciprocal_()[:, None])  # unit vectors
+        self.sums.index_add_(0, y, u)
+        self.counts += torch.bincount(y, minlength=self.sums.shape[0])
+
+    def compute(self, name: str | None = None, split: str | None = None) -> SeparationResult:
+        if self.sums is None or int(self.counts.sum()) == 0:
+            raise DataError("no usable feature rows (all empty, zero-norm or non-finite); "
+                            "expected features with non-zero norm")
+        if self.n_excluded:
+            what = "zero norm" if self.n_nonfinite == 0 else "zero norm or NaN/inf values"
+            warnings.warn(f"{self.n_excluded} feature rows with {what} have no cosine; they are excluded "
+                          f"from d_within/d_total", RuntimeWarning, stacklevel=3)
+        present = self.counts > 0
+        classes = torch.nonzero(present).flatten()
+        if classes.numel() < 2:
+            raise DataError(f"class separation needs at least 2 classes with samples; found {classes.numel()}")
+        counts = self.counts[classes]
+        c = self.sums[classes] / counts[:, None].to(torch.float64)  # class means of unit vectors, (C, D)
+        # Kornblith et al. 2021 closed form: per-class mean pairwise cosine distance = 1 - ||c_k||^2
+        per_class = 1.0 - (c * c).sum(dim=1)
+        d_within = float(per_class.mean())
+        c_bar = c.mean(dim=0)
+        # Kornblith et al. 2021 closed form: d_total = 1 - ||mean_k c_k||^2 (every class pair weighted 1/K^2)
+        d_total = float(1.0 - (c_bar * c_bar).sum())
+        single = classes[counts == 1].tolist()
+        if single:
+            shown = ", ".join(str(s) for s in single[:10]) + (" ..." if len(single) > 10 else "")
+            warnings.warn(f"{len(single)} class(es) have a single sample ({shown}): their d_within term is 0 "
+                          f"by definition (only the self-pair); they are kept", RuntimeWarning, stacklevel=3)
+        r2 = r2_from_distances(d_within, d_total) if d_total > 0 else float("nan")
+        return SeparationResult(d_within=d_within, d_total=d_total, r2=float(r2),
+                                per_class_d_within=per_class.cpu().numpy(), classes=classes.cpu().numpy(),
+                                counts=counts.cpu().numpy(), n_samples=int(counts.sum()),
+                                n_excluded=self.n_excluded, single_sample_classes=single, name=name, split=split)
+
+
+def _read_only_tensor(x) -> torch.Tensor:
+    """A tensor view of numpy data (memmap rows included) that is only read, never written."""
+    if isinstance(x, torch.Tensor):
+        return x
+    arr = np.ascontiguousarray(np.asarray(x))
+    if arr.flags.writeable:
+        return torch.from_numpy(arr)
+    with warnings.catch_warnings():  # torch warns that a read-only array could be written through the tensor;
+        warnings.simplefilter("ignore", UserWarning)  # this tensor is only read
+        return torch.from_numpy(arr)
+
+
+def _release_pages(arr, start_row: int, stop_row: int) -> None:
+    """Drop the pages of rows [start_row, stop_row) of a read-only memmap from this process's resident set.
+
+    The file stays in the page cache; without this a long sequential scan of a memory-mapped Dump would
+    keep every page it touched mapped (resident) until the scan ends.
+    """
+    mm = getattr(arr, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    row_bytes = int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize
+    base = int(getattr(arr, "offset", 0))
+    lo = base + start_row * row_bytes
+    hi = base + stop_row * row_bytes
+    page = mmap.PAGESIZE
+    lo_aligned = (lo // page) * page
+    hi_aligned = (hi // page) * page
+    if hi_aligned > lo_aligned:
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, lo_aligned, hi_aligned - lo_aligned)
+        except (OSError, ValueError):
+            pass
+
+
+def iter_feature_chunks(source, labels=None, chunk_size: int = DEFAULT_CHUNK
+                        ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (features, labels) chunks from a Dump (via ``Dump.iter_chunks``) or from two arrays.
+
+    Memory-mapped inputs are released page by page as the scan moves on, so memory stays bounded.
+    """
+    from repanalysis.extract.store import Dump
+
+    if isinstance(source, Dump):
+        if source.features is None:
+            source.array("features")  # raises DumpError with the hint to re-extract
+        feats = source.features
+        for start, chunk in source.iter_chunks(("features", "labels"), chunk_size=chunk_size):
+            yield chunk["features"], chunk["labels"]
+            _release_pages(feats, start, start + len(chunk["labels"]))
+        return
+    if labels is None:
+        raise DataError("labels are required with a features array; expected class_separation(features, labels)")
+    if isinstance(source, torch.Tensor) or isinstance(labels, torch.Tensor):
+        n = len(source)
+        if len(labels) != n:
+            raise DataError(f"labels must have one entry per feature row ({n}); got {len(labels)}")
+        for start in range(0, n, chunk_size):
+            yield source[start:start + chunk_size], labels[start:start + chunk_size]
+        return
+    feats = source if isinstance(source, np.ndarray) else np.asarray(source)
+    labs = np.asarray(labels)
+    if feats.ndim != 2:
+        raise DataError(f"features must be 2-D [N, D]; got shape {feats.shape}")
+    if labs.ndim != 1 or len(labs) != len(feats):
+        raise DataError(f"labels must be 1-D with one entry per feature row ({len(feats)}); got shape {labs.shape}")
+    for start in range(0, len(feats), chunk_size):
+        yield feats[start:start + chunk_size], labs[start:start + chunk_size]
+        _release_pages(feats, start, min(start + chunk_size, len(feats)))
+
+
+def class_separation(features, labels=None, *, num_classes: int | None = None, chunk_size: int = DEFAULT_CHUNK,
+                     device: str | torch.device | None = None, name: str | None = None,
+                     split: str | None = None) -> SeparationResult:
+    """d_within, d_total, R^2 and per-class d_within of penultimate features, by the exact closed form.
+
+    features: (N, D) array/tensor/memmap of any float dtype, or a Dump (then ``labels`` is taken from it).
+    labels: (N,) integer class indices. num_classes: K of the model (optional; checks the label range).
+    Returns a :class:`SeparationResult`. Streams in chunks of ``chunk_size`` rows (float64 accumulators).
+
+    Example::
+
+        >>> h = np.array([[1., 0.], [1., 0.], [0., 1.], [0., 2.]]); y = np.array([0, 0, 1, 1])
+        >>> r = class_separation(h, y); (r.d_within, r.d_total, r.r2)
+        (0.0, 0.5, 1.0)
+    """
+    from repanalysis.extract.store import Dump
+
+    if isinstance(features, Dump):
+        num_classes = num_classes or features.num_classes
+        name = name or features.name
+        split = split or split_of(features)
+    acc = SeparationAccumulator(num_classes=num_classes, device=device)
+    for h, y in iter_feature_chunks(features, labels, chunk_size=chunk_size):
+        acc.update(h, y)
+    return acc.compute(name=name, split=split)
+
+
+def split_of(dump) -> str | None:
+    """"train" / "val" / "test" of a Dump: its meta's split, else a split word in its data set or folder name."""
+    import re
+
+    split = dump.meta.get("split") or (dump.meta.get("dataset") or {}).get("split")
+    if split:
+        return str(split)
+    for text in ((dump.meta.get("dataset") or {}).get("root"), dump.path):
+        if text:
+            words = re.split(r"[^a-z]+", str(text).rsplit("/", 1)[-1].lower())
+            for word, split in (("train", "train"), ("val", "val"), ("validation", "val"), ("test", "test")):
+                if word in words:
+                    return split
+    return None
+
+
+def separation_table(results: Iterable[SeparationResult]) -> list[dict]:
+    """Rows like MaxSup Table 2: one per model, train and val columns side by side when both are given.
+
+    Results with the same ``name`` are merged; ``split`` ("train", "val", "test") picks the column suffix;
+    columns run train, val, test.
+    """
+    rows: dict[str, dict] = {}
+    for r in results:
+        suffix = f" {r.split}" if r.split else ""
+        key, copy = r.name or "model", 1
+        while key in rows and f"d_within{suffix}" in rows[key]:  # same model and split twice: a new row
+            copy += 1
+            key = f"{r.name or 'model'} ({copy})"
+        row = rows.setdefault(key, {"model": key})
+        row[f"d_within{suffix}"] = r.d_within
+        row[f"d_total{suffix}"] = r.d_total
+        row[f"R^2{suffix}"] = r.r2
+    out = list(rows.values())
+    keys = []
+    for row in out:
+        keys += [k for k in row if k not in keys]
+    rank = {"train": 0, "val": 1, "test": 2}
+    order = ["model"] + [k for prefix in ("d_within", "d_total", "R^2")
+                         for k in sorted((k for k in keys if k.startswith(prefix)),
+                                         key=lambda k: rank.get(k[len(prefix):].strip(), 3))]
+    return [{k: row.get(k) for k in order} for row in out]

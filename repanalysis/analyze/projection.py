@@ -1,0 +1,182 @@
+"""Müller-style 3-class projections of penultimate features (Müller et al. 2019; MaxSup Appendix G).
+
+template (default): templates are the classifier rows of the three classes with the bias appended,
+w~_k = [W_k, b_k]; features get a 1 appended, h~ = [h, 1]. An orthonormal basis Q (D+1, 2) of
+span(w~_2 - w~_1, w~_3 - w~_1) comes from a QR decomposition, and coordinates are h~ Q. Because the template
+differences lie in that plane, z_k - z_1 = (w~_k - w~_1) . h~ = (Q^T (w~_k - w~_1)) . coords exactly: the
+coordinates are a linear (invertible) function of the logit differences z_2 - z_1, z_3 - z_1, and the
+three-class decision regions are exact in the plane.
+
+centroid (the MaxSup code's variant): the basis is the top-2 right singular vectors of the three class
+centroids minus their mean; features are centred by their global mean (over the sampled points) first.
+It needs no classifier weights.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from repanalysis.errors import DataError
+
+METHODS = ("template", "centroid")
+
+
+@dataclass
+class ProjectionResult:
+    """Projected samples of three classes for one model.
+
+    coords: (n, 2) plane coordinates; labels: (n,) class index of each point; sample_index: (n,) row of
+    each point in the source features. classes: the three class indices; class_names: their display names.
+    basis: (2, D+1) for template, (2, D) for centroid; origin: (D,) global mean for centroid, else None.
+    anchors: (3, 2) projected templates (template) or projected class centroids (centroid).
+    decision_weights: (3, 2) for the template method: among the three classes the model predicts
+    argmax_k decision_weights[k] . coords (exact); None for centroid.
+    """
+
+    coords: np.ndarray
+    labels: np.ndarray
+    sample_index: np.ndarray
+    classes: list[int]
+    class_names: list[str]
+    method: str
+    basis: np.ndarray
+    anchors: np.ndarray
+    origin: np.ndarray | None = None
+    decision_weights: np.ndarray | None = None
+    name: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "method": self.method, "classes": list(self.classes),
+                "class_names": list(self.class_names), "coords": self.coords.tolist(),
+                "labels": self.labels.tolist(), "sample_index": self.sample_index.tolist(),
+                "anchors": self.anchors.tolist(),
+                "decision_weights": None if self.decision_weights is None else self.decision_weights.tolist()}
+
+    def to_rows(self) -> list[dict]:
+        """One dict per point (model, sample index, class index, class name, x, y) for a CSV file."""
+        names = dict(zip(self.classes, self.class_names))
+        return [{"model": self.name, "sample": int(i), "label": int(y), "class": names[int(y)],
+                 "x": float(x0), "y": float(x1)}
+                for i, y, (x0, x1) in zip(self.sample_index, self.labels, self.coords)]
+
+    def predict(self, coords) -> np.ndarray:
+        """Class index predicted by the model among the three classes at plane points (m, 2) (template only)."""
+        if self.decision_weights is None:
+            raise DataError("decision regions need the template method (classifier weights); this projection "
+                            "used the centroid method")
+        scores = np.asarray(coords, dtype=np.float64) @ self.decision_weights.T
+        return np.asarray(self.classes)[scores.argmax(axis=1)]
+
+
+def sample_per_class(labels, classes, samples_per_class: int | None = 80, seed: int = 0) -> np.ndarray:
+    """Row indices of up to ``samples_per_class`` random samples of each class (seeded), sorted per class.
+
+    A class with fewer samples contributes all of them (with a warning); a class with none is an error.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picked, short = [], []
+    for k in classes:
+        rows = np.flatnonzero(labels == k)
+        if len(rows) == 0:
+            raise DataError(f"class {k} has no samples in this data; expected classes present in the labels")
+        if samples_per_class is not None and len(rows) > samples_per_class:
+            rows = np.sort(rng.choice(rows, size=samples_per_class, replace=False))
+        elif samples_per_class is not None and len(rows) < samples_per_class:
+            short.append(f"{k} ({len(rows)})")
+        picked.append(rows)
+    if short:
+        warnings.warn(f"{len(short)} class(es) have fewer than {samples_per_class} samples; all of theirs are used: "
+                      f"{', '.join(short[:10])}{' ...' if len(short) > 10 else ''}", RuntimeWarning, stacklevel=2)
+    return np.concatenate(picked)
+
+
+def template_basis(classifier_weight, classifier_bias, classes) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Q (D+1, 2) orthonormal basis of the template plane, templates (3, D+1)) in float64."""
+    w = torch.as_tensor(np.asarray(classifier_weight, dtype=np.float64))
+    b = torch.as_tensor(np.asarray(classifier_bias, dtype=np.float64))
+    templates = torch.cat([w[list(classes)], b[list(classes), None]], dim=1)  # w~_k = [W_k, b_k]
+    # Müller et al. 2019 / MaxSup App. G: plane through the three templates, span(w~_2 - w~_1, w~_3 - w~_1)
+    diffs = (templates[1:] - templates[0]).T  # (D+1, 2)
+    q, r = torch.linalg.qr(diffs)
+    if float(torch.abs(torch.diagonal(r)).min()) <= 1e-12 * float(torch.abs(r).max()):
+        raise DataError(f"the templates of classes {list(classes)} are collinear; no plane through them")
+    return q, templates
+
+
+def project_classes(features, labels, classes, *, method: str = "template", classifier_weight=None,
+                    classifier_bias=None, samples_per_class: int | None = 80, seed: int = 0,
+                    class_names: list[str] | None = None, name: str | None = None) -> ProjectionResult:
+    """Project samples of three classes onto a plane (Müller et al. 2019).
+
+    features: (N, D); labels: (N,); classes: three class indices. classifier_weight (K, D) and
+    classifier_bias (K,) are required by method="template" (bias may be None: taken as zeros).
+    samples_per_class: random samples per class (seeded; None = all). class_names: names of all K classes
+    (for display). Returns a :class:`ProjectionResult`.
+    """
+    if method not in METHODS:
+        raise DataError(f"unknown projection method {method!r}; expected one of {', '.join(METHODS)}")
+    classes = [int(c) for c in classes]
+    if len(classes) != 3 or len(set(classes)) != 3:
+        raise DataError(f"a 3-class projection needs three distinct classes; got {classes}")
+    labels_np = np.asarray(labels)
+    if features is None:
+        raise DataError("the projection needs penultimate features; re-run `repanalysis extract` with features")
+    if np.ndim(features) != 2 or len(features) != len(labels_np):
+        raise DataError(f"expected features [N, D] and labels [N]; got {np.shape(features)} and {labels_np.shape}")
+    rows = sample_per_class(labels_np, classes, samples_per_class, seed)
+    h = torch.as_tensor(np.asarray(features[rows], dtype=np.float64))
+    if not torch.isfinite(h).all():
+        raise DataError("features of the chosen samples contain NaN or inf; expected finite features")
+    y = labels_np[rows]
+    names = [str(class_names[c]) if class_names and c < len(class_names) else str(c) for c in classes]
+    if method == "template":
+        if classifier_weight is None:
+            raise DataError("the template method needs the classifier weights W and b, which this Dump lacks; "
+                            "use method='centroid' (--method centroid) or re-extract with classifier weights")
+        w = np.asarray(classifier_weight)
+        if w.ndim != 2 or w.shape[1] != h.shape[1] or max(classes) >= w.shape[0]:
+            raise DataError(f"classifier weight {w.shape} does not fit features of width {h.shape[1]} and "
+                            f"classes {classes}; expected (K, {h.shape[1]})")
+        bias = np.zeros(w.shape[0]) if classifier_bias is None else classifier_bias
+        q, templates = template_basis(w, bias, classes)
+        h1 = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], dim=1)  # h~ = [h, 1]
+        coords = h1 @ q
+        anchors = templates @ q
+        return ProjectionResult(coords=coords.numpy(), labels=y, sample_index=rows, classes=classes,
+                                class_names=names, method=method, basis=q.T.numpy(), anchors=anchors.numpy(),
+                                decision_weights=anchors.numpy(), name=name)
+    # MaxSup code's variant: SVD of the centroids minus their mean; features centred by the global mean
+    centroids = torch.stack([h[torch.as_tensor(y == k)].mean(dim=0) for k in classes])  # (3, D)
+    _, s, vh = torch.linalg.svd(centroids - centroids.mean(dim=0), full_matrices=False)
+    if float(s[1]) <= 1e-12 * max(float(s[0]), 1e-300):
+        raise DataError(f"the centroids of classes {classes} are collinear; no plane through them")
+    basis = vh[:2]  # (2, D)
+    origin = h.mean(dim=0)
+    coords = (h - origin) @ basis.T
+    anchors = (centroids - origin) @ basis.T
+    return ProjectionResult(coords=coords.numpy(), labels=y, sample_index=rows, classes=classes, class_names=names,
+                            method=method, basis=basis.numpy(), anchors=anchors.numpy(), origin=origin.numpy(),
+                            name=name)
+
+
+def project_dump(dump, classes, *, method: str = "template", samples_per_class: int | None = 80, seed: int = 0,
+                 name: str | None = None) -> ProjectionResult:
+    """:func:`project_classes` on a Dump (features, labels, classifier weights and class names from it)."""
+    from repanalysis.data.class_resolution import class_label
+
+    if dump.features is None:
+        dump.array("features")  # DumpError with the re-extract hint
+    if method == "template" and dump.classifier_weight is None:
+        raise DataError(f"dump {dump.name} has no classifier weights, which the template method needs; use "
+                        "--method centroid, or re-extract so that W and b are stored")
+    names = [class_label(i, dump.num_classes, dump.class_names) for i in range(dump.num_classes)] \
+        if dump.class_names or dump.num_classes == 1000 else None
+    return project_classes(dump.features, dump.labels, classes, method=method,
+                           classifier_weight=dump.classifier_weight, classifier_bias=dump.classifier_bias,
+                           samples_per_class=samples_per_class, seed=seed, class_names=names,
+                           name=name or dump.name)

@@ -1,0 +1,187 @@
+"""Feature-geometry figures: 3-class projections (MaxSup Fig. 4-5 / App. G), UMAP/t-SNE scatters, and
+d_within / R^2 bars per model with train and val side by side (MaxSup Table 2 as a figure)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
+
+from repanalysis.plot.style import OKABE_ITO, get_ax, model_colors, subplots
+
+# classes get the palette's later colours so that they are not confused with the model colours
+CLASS_COLORS = [OKABE_ITO[i] for i in (3, 5, 2, 4, 1, 0, 7, 6)]
+_SPLIT_LABEL = {None: "all"}
+
+
+def _class_colors(classes: Sequence[int]) -> dict[int, str]:
+    """Okabe-Ito colours for up to 8 classes; tab10 / tab20 / a turbo ramp beyond (distinct for any count)."""
+    import matplotlib
+
+    n = len(classes)
+    if n <= len(CLASS_COLORS):
+        palette = CLASS_COLORS
+    elif n <= 20:
+        cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+        palette = [matplotlib.colors.to_hex(cmap(i)) for i in range(n)]
+    else:
+        cmap = matplotlib.colormaps["turbo"]
+        palette = [matplotlib.colors.to_hex(cmap(x)) for x in np.linspace(0.05, 0.95, n)]
+    return {int(c): palette[i] for i, c in enumerate(classes)}
+
+
+def shared_limits(results, margin: float = 0.06) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((xmin, xmax), (ymin, ymax)) covering the points of every result, with a relative margin."""
+    pts = np.vstack([r.coords for r in results])
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    pad = (hi - lo) * margin + 1e-12
+    return (lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1])
+
+
+def plot_projection(result, ax=None, *, limits=None, decision_regions: bool = False, show_anchors: bool = True,
+                    point_size: float = 14, legend: bool = True, resolution: int = 300):
+    """Scatter of a :class:`~repanalysis.analyze.projection.ProjectionResult`, one colour per class.
+
+    limits: ((xmin, xmax), (ymin, ymax)) to share axes across models. decision_regions: shade the plane by
+    the class the model predicts among the three (template method only; exact there). Returns the Axes.
+    """
+    ax = get_ax(ax)
+    colors = _class_colors(result.classes)
+    (x0, x1), (y0, y1) = limits or shared_limits([result])
+    if decision_regions and result.decision_weights is not None:
+        gx, gy = np.meshgrid(np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution))
+        pred = result.predict(np.column_stack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
+        index = np.searchsorted(np.asarray(sorted(result.classes)), pred)
+        cmap = ListedColormap([colors[c] for c in sorted(result.classes)])
+        ax.imshow(index, extent=(x0, x1, y0, y1), origin="lower", cmap=cmap, alpha=0.13, aspect="auto",
+                  interpolation="nearest", vmin=0, vmax=2, zorder=0)
+    for k, label in zip(result.classes, result.class_names):
+        pts = result.coords[result.labels == k]
+        ax.scatter(pts[:, 0], pts[:, 1], s=point_size, color=colors[k], alpha=0.75, linewidths=0.3,
+                   edgecolors="white", label=f"{label} (n={len(pts)})", zorder=2)
+    if show_anchors and result.method == "centroid":
+        ax.scatter(result.anchors[:, 0], result.anchors[:, 1], marker="X", s=90, c=[colors[k] for k in result.classes],
+                   edgecolors="black", linewidths=0.8, zorder=3)
+        ax.scatter([], [], marker="X", s=60, c="white", edgecolors="black", linewidths=0.8, label="class mean")
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    kind = "template plane" if result.method == "template" else "centroid plane"
+    ax.set_xlabel(f"{kind} axis 1 (feature units)")
+    ax.set_ylabel(f"{kind} axis 2 (feature units)")
+    if result.name:
+        ax.set_title(result.name)
+    if legend:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, markerscale=1.3)
+    return ax
+
+
+def plot_projections(results, *, decision_regions: bool = False, split: str | None = None, panel_size=(4.2, 4.0)):
+    """One panel per model with the same axis limits; returns the Figure."""
+    fig, axes = subplots(1, len(results), figsize=(panel_size[0] * len(results), panel_size[1]),
+                         sharex=True, sharey=True, layout="constrained")
+    limits = shared_limits(results)
+    for i, (r, ax) in enumerate(zip(results, axes[0])):
+        plot_projection(r, ax, limits=limits, decision_regions=decision_regions, legend=(i == len(results) - 1))
+        if i:
+            ax.set_ylabel("")
+    method = results[0].method
+    extra = ", shaded: predicted class" if decision_regions and method == "template" else ""
+    where = f" ({split})" if split else ""
+    fig.suptitle(f"3-class projection, {method} method{where}: {', '.join(results[0].class_names)}{extra}")
+    return fig
+
+
+def plot_embedding(result, ax=None, *, point_size: float = 10, legend: bool = True):
+    """Scatter of an :class:`~repanalysis.analyze.embed.EmbeddingResult`, one colour per class; returns the Axes."""
+    ax = get_ax(ax)
+    colors = _class_colors(result.classes)
+    for k, label in zip(result.classes, result.class_names):
+        pts = result.coords[result.labels == k]
+        ax.scatter(pts[:, 0], pts[:, 1], s=point_size, color=colors[k], alpha=0.75, linewidths=0, label=label)
+    name = "UMAP" if result.method == "umap" else "t-SNE"
+    ax.set_xlabel(f"{name} 1 (a.u.)")
+    ax.set_ylabel(f"{name} 2 (a.u.)")
+    if result.name:
+        ax.set_title(result.name)
+    if legend:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, markerscale=1.5)
+    return ax
+
+
+def plot_embeddings(results, panel_size=(4.2, 4.0)):
+    """One embedding panel per model (each with its own axes: UMAP/t-SNE scales are not comparable)."""
+    fig, axes = subplots(1, len(results), figsize=(panel_size[0] * len(results), panel_size[1]),
+                         layout="constrained")
+    for i, (r, ax) in enumerate(zip(results, axes[0])):
+        plot_embedding(r, ax, legend=(i == len(results) - 1))
+    name = "UMAP" if results[0].method == "umap" else "t-SNE"
+    fig.suptitle(f"{name} of penultimate features (seed {results[0].seed})")
+    return fig
+
+
+def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within", "r2")):
+    """Bars of d_within and R^2 per model, train and val side by side (val hatched).
+
+    results: SeparationResults with ``name`` (model) and ``split`` ("train", "val"/"test"). axes: a
+    sequence of one Axes per metric (None: a new figure). Returns the list of Axes.
+    """
+    if axes is None:
+        fig, grid = subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8))
+        axes = list(grid[0])
+    models = list(dict.fromkeys(r.name or "model" for r in results))
+    rank = {"train": 0, "val": 1, "test": 2}
+    splits = sorted(dict.fromkeys(_SPLIT_LABEL.get(r.split, r.split) for r in results), key=lambda s: rank.get(s, 3))
+    colors = model_colors(models)
+    width = 0.8 / len(splits)
+    labels = {"d_within": "d_within (mean cosine distance)", "d_total": "d_total (mean cosine distance)",
+              "r2": "R^2 = 1 - d_within / d_total (unitless)"}
+    for metric, ax in zip(metrics, axes):
+        for r in results:
+            i, j = models.index(r.name or "model"), splits.index(_SPLIT_LABEL.get(r.split, r.split))
+            x = i + (j - (len(splits) - 1) / 2) * width
+            value = getattr(r, metric)
+            ax.bar(x, value, width=width * 0.95, color=colors[r.name or "model"], edgecolor="black", linewidth=0.6,
+                   hatch="//" if j else None, alpha=1.0 if j == 0 else 0.7)
+            ax.annotate(f"{value:.3f}", (x, value), ha="center", va="bottom", fontsize=7, xytext=(0, 1),
+                        textcoords="offset points")
+        ax.set_xticks(range(len(models)))
+        ax.set_xticklabels(models)
+        ax.set_ylabel(labels.get(metric, metric))
+        ax.set_xlabel("model")
+        ax.margins(y=0.12)
+    handles = [Patch(facecolor=colors[m], edgecolor="black", label=m) for m in models]
+    handles += [Patch(facecolor="white", edgecolor="black", hatch="//" if j else None, label=s)
+                for j, s in enumerate(splits)]
+    axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    return axes
+
+
+def plot_feature_norms(results, ax=None, norm: str = "l2", class_names: Sequence[str] | None = None):
+    """Mean (+/- std) feature norm per class, one bar colour per model, from CollapseResults; returns the Axes.
+
+    norm: "l2" or "l1". class_names: labels of the class indices (default: the indices).
+    """
+    ax = get_ax(ax, figsize=(min(11.0, max(5.0, 0.3 * len(results[0].classes) * len(results) + 2)), 3.8))
+    models = [r.name or f"model {i}" for i, r in enumerate(results)]
+    colors = model_colors(models)
+    width = 0.8 / len(results)
+    classes = sorted(set().union(*(r.classes.tolist() for r in results)))
+    pos = {c: i for i, c in enumerate(classes)}
+    for j, (r, m) in enumerate(zip(results, models)):
+        mean, std = (r.norm_l2_mean, r.norm_l2_std) if norm == "l2" else (r.norm_l1_mean, r.norm_l1_std)
+        x = np.array([pos[c] for c in r.classes.tolist()]) + (j - (len(results) - 1) / 2) * width
+        ax.bar(x, mean, width=width * 0.95, yerr=std, color=colors[m], edgecolor="black", linewidth=0.5,
+               error_kw={"elinewidth": 0.8, "capsize": 2}, label=m)
+    ax.set_xticks(range(len(classes)))
+    ax.set_xticklabels([class_names[c] if class_names and c < len(class_names) else str(c) for c in classes],
+                       rotation=45 if len(classes) > 10 else 0)
+    ax.set_xlabel("class")
+    ax.set_ylabel(f"{norm.upper()} feature norm (feature units)")
+    ax.set_title(f"{norm.upper()} norm of penultimate features per class (mean +/- std)")
+    ax.legend(loc="best", fontsize=8)
+    return ax
+
+
+__all__ = ["plot_feature_norms", "plot_projection", "plot_projections", "plot_embedding", "plot_embeddings",
+           "plot_separation_bars", "shared_limits"]

@@ -1,0 +1,371 @@
+"""Calibration metrics: hand-worked cases, brute-force loops, the reference adaptive-ECE code, torchmetrics/netcal."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import repanalysis  # noqa: F401  (compat fix before torchmetrics imports torchvision)
+from repanalysis.analyze import calibration as C
+from repanalysis.errors import DataError
+
+
+# --- independent references ---------------------------------------------------------------------------
+def loop_ece(conf, correct, edges, n_total=None, first_closed=False):
+    """The MbLS/focal-loss reference loop: bins (lo, hi] (gt/le), weights in_bin.mean() over all samples."""
+    conf, correct = np.asarray(conf, float), np.asarray(correct, float)
+    n = n_total or len(conf)
+    ece = o = u = 0.0
+    gaps = []
+    for j, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        in_bin = (conf > lo) & (conf <= hi)
+        if first_closed and j == 0:
+            in_bin |= conf == lo
+        if in_bin.sum() == 0:
+            continue
+        gap = conf[in_bin].mean() - correct[in_bin].mean()
+        w = in_bin.sum() / n
+        ece += w * abs(gap)
+        o += w * max(gap, 0)
+        u += w * max(-gap, 0)
+        gaps.append(abs(gap))
+    return ece, o, u, max(gaps)
+
+
+def reference_adaptive_ece(logits, labels, n_bins=15):
+    """A copy of AdaptiveECELoss.forward (Mukhoti et al. 2020 code, used by MbLS/ACLS/FedLaS), in float64."""
+    soft = torch.softmax(torch.as_tensor(logits, dtype=torch.float64), 1)
+    conf, pred = soft.max(1)
+    acc = pred.eq(torch.as_tensor(labels))
+    x = conf.numpy()
+    edges = np.interp(np.linspace(0, len(x), n_bins + 1), np.arange(len(x)), np.sort(x))
+    _, bounds = np.histogram(x, edges)
+    ece = 0.0
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        in_bin = conf.gt(lo.item()) * conf.le(hi.item())
+        prop = in_bin.double().mean()
+        if prop.item() > 0:
+            ece += float(torch.abs(conf[in_bin].mean() - acc[in_bin].double().mean()) * prop)
+    return ece
+
+
+def loop_classwise(logits, labels, n_bins=15):
+    p = torch.softmax(torch.as_tensor(logits, dtype=torch.float64), 1).numpy()
+    labels = np.asarray(labels)
+    edges = np.linspace(0, 1, n_bins + 1)
+    per = [loop_ece(p[:, k], labels == k, edges)[0] for k in range(p.shape[1])]
+    return float(np.mean(per)), np.array(per)
+
+
+def random_logits(n=3000, k=10, seed=0, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, k, generator=g, dtype=torch.float64) * scale
+    y = torch.randint(0, k, (n,), generator=g)
+    z[torch.arange(n)[: n // 2], y[: n // 2]] += 4.0      # half the samples lean to the right class
+    return z, y
+
+
+# --- hand-worked -------------------------------------------------------------------------------------------
+# M = 10 bins. a, b: logits (0, 0) -> conf exactly 0.5, ON the edge 5/10 -> bin (0.4, 0.5]; the tie makes
+# the prediction class 0, so a (label 0) is right and b (label 1) wrong. c, d: logits (0, -200) -> conf
+# exactly 1.0 (last bin), c right, d wrong. e: logits (log 3, 0) -> conf 0.75, right.
+HAND_Z = np.array([[0, 0], [0, 0], [0, -200], [0, -200], [math.log(3), 0]], dtype=np.float64)
+HAND_Y = np.array([0, 1, 0, 1, 0])
+
+
+@pytest.mark.filterwarnings("ignore:only 5 samples")
+def test_hand_worked_bins_and_errors():
+    res = C.calibration_report(HAND_Z, HAND_Y, n_bins=10)
+    # bin 4: n=2, acc 0.5, conf 0.5 -> 0;  bin 7: n=1, acc 1, conf .75;  bin 9: n=2, acc .5, conf 1.0
+    assert res.bins.counts.tolist() == [0, 0, 0, 0, 2, 0, 0, 1, 0, 2]
+    assert res.bins.accuracy[[4, 7, 9]] == pytest.approx([0.5, 1.0, 0.5])
+    assert res.bins.confidence[[4, 7, 9]] == pytest.approx([0.5, 0.75, 1.0])
+    assert np.isnan(res.bins.accuracy[0])
+    assert res.ece == pytest.approx(2 / 5 * 0.5 + 1 / 5 * 0.25)
+    assert res.oece == pytest.approx(0.2)
+    assert res.uece == pytest.approx(0.05)
+    assert res.mce == pytest.approx(0.5)
+    assert res.accuracy == pytest.approx(3 / 5)
+    assert res.mean_confidence == pytest.approx((0.5 + 0.5 + 1 + 1 + 0.75) / 5)
+    assert res.nll == pytest.approx((2 * math.log(2) + 200 + math.log(4 / 3)) / 5)
+    # Brier: a, b: .25 + .25; c: 0; d: 1 + 1; e: 2 * .25^2
+    assert res.brier == pytest.approx((0.5 + 0.5 + 0 + 2 + 0.125) / 5)
+    assert C.expected_calibration_error(HAND_Z, HAND_Y, n_bins=10) == pytest.approx(res.ece, abs=0)
+    assert C.max_calibration_error(HAND_Z, HAND_Y, n_bins=10) == pytest.approx(0.5)
+    assert C.over_under_ece(HAND_Z, HAND_Y, n_bins=10) == pytest.approx((0.2, 0.05))
+
+
+def test_edge_sample_goes_to_lower_bin():
+    # conf exactly 0.25 (4 equal logits) lies on the edge 5/20: bin (0.2, 0.25], index 4, not 5
+    z = np.zeros((1, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        st = C.calibration_report(z, np.array([0]), n_bins=20)
+    assert st.bins.counts[4] == 1 and st.bins.counts.sum() == 1
+    # binning core on hand-set values: 0.2 == 3/15 is an inner edge -> bin 2; 1.0 -> bin 14; 0 -> no bin
+    b = C.bin_statistics(np.array([0.2, 1.0, 0.0, 0.2000001]), np.array([1, 0, 1, 1]), C.equal_width_edges(15))
+    assert b.counts[2] == 1 and b.counts[3] == 1 and b.counts[14] == 1 and b.counts.sum() == 3
+
+
+@pytest.mark.filterwarnings("ignore:only 5 samples")
+def test_hand_worked_classwise():
+    # K = 2, M = 2 bins (0, .5], (.5, 1]. p_0 = [.5, .5, 1, 1, .75]; y==0: [1, 0, 1, 0, 1]
+    # class 0: bin0 {.5,.5} acc .5 conf .5 -> 0; bin1 {1,1,.75}: acc 2/3, conf 2.75/3 -> 3/5*|2/3-2.75/3|
+    # class 1: p_1 = [.5, .5, ~0, ~0, .25]; y==1: [0,1,0,1,0]; bin0 all five: acc 2/5, conf 1.25/5 -> .15
+    value, per = C.classwise_ece(HAND_Z, HAND_Y, n_bins=2, per_class=True)
+    c0 = 3 / 5 * abs(2 / 3 - 2.75 / 3)
+    c1 = abs(2 / 5 - (1.25 + 2 * math.exp(-200)) / 5)
+    assert per == pytest.approx([c0, c1])
+    assert value == pytest.approx((c0 + c1) / 2)
+
+
+@pytest.mark.filterwarnings("ignore:only 6 samples")
+def test_hand_worked_adaptive():
+    # conf sorted .55 .6 .65 .7 .8 .9 (K = 2 logits), M = 3: positions 0, 2, 4, 6 -> edges .55 .65 .8 .9
+    c = np.array([0.7, 0.55, 0.9, 0.6, 0.8, 0.65])
+    z = np.stack([np.log(c / (1 - c)), np.zeros(6)], 1)
+    y = np.array([0, 0, 1, 0, 0, 1])                         # right, right, wrong, right, right, wrong
+    conf = torch.softmax(torch.tensor(z), 1).max(1).values.numpy()
+    edges = C.adaptive_edges(conf, 3).numpy()
+    assert edges == pytest.approx([0.55, 0.65, 0.8, 0.9])
+    np.testing.assert_array_equal(edges, np.interp(np.linspace(0, 6, 4), np.arange(6), np.sort(conf)))
+    right = np.array([1, 1, 0, 1, 1, 0])
+    ref = loop_ece(conf, right, edges, n_total=6)[0]           # .55 is in no bin but counts in N
+    hand = (2 / 6) * abs(np.mean(conf[[3, 5]]) - 0.5) + (2 / 6) * abs(np.mean(conf[[0, 4]]) - 1) \
+        + (1 / 6) * abs(conf[2] - 0)
+    assert ref == pytest.approx(hand)
+    assert C.adaptive_ece(z, y, 3) == pytest.approx(hand)
+    corrected = (3 / 6) * abs(np.mean(conf[[1, 3, 5]]) - 2 / 3) + (2 / 6) * abs(np.mean(conf[[0, 4]]) - 1) \
+        + (1 / 6) * abs(conf[2] - 0)
+    assert C.adaptive_ece(z, y, 3, rule="corrected") == pytest.approx(corrected)
+    res = C.calibration_report(z, y, 3)
+    assert res.adaptive_bins.counts.tolist() == [2, 2, 1]
+    assert C.calibration_report(z, y, 3, adaptive_rule="corrected").adaptive_bins.counts.tolist() == [3, 2, 1]
+
+
+# --- brute force and reference code -------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_against_loops_on_random_logits(dtype):
+    z, y = random_logits()
+    z = z.to(dtype)
+    res = C.calibration_report(z, y)
+    p = torch.softmax(z.double(), 1)
+    conf, pred = p.max(1)
+    right = (pred == y).numpy()
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    ece, o, u, mce = loop_ece(conf.numpy(), right, np.linspace(0, 1, 16))
+    assert res.ece == pytest.approx(ece, abs=tol)
+    assert res.oece == pytest.approx(o, abs=tol) and res.uece == pytest.approx(u, abs=tol)
+    assert res.mce == pytest.approx(mce, abs=tol)
+    assert res.aece == pytest.approx(reference_adaptive_ece(z, y), abs=tol)
+    cw, per = loop_classwise(z, y)
+    assert res.classwise_ece == pytest.approx(cw, abs=tol)
+    np.testing.assert_allclose(res.classwise_per_class, per, atol=tol)
+    nll = torch.nn.functional.cross_entropy(z.double(), y).item()
+    assert res.nll == pytest.approx(nll, rel=1e-6 if dtype == torch.float32 else 1e-12)
+    brier = ((p - torch.nn.functional.one_hot(y, 10)) ** 2).sum(1).mean().item()
+    assert res.brier == pytest.approx(brier, abs=tol)
+    assert res.accuracy == pytest.approx(right.mean())
+    assert res.bins.counts.sum() == len(y)
+    assert res.ece == pytest.approx(res.oece + res.uece, abs=1e-15)       # identity ECE = O-ECE + U-ECE
+
+
+def test_chunking_does_not_change_values(monkeypatch):
+    z, y = random_logits(n=1000, k=7, seed=3)
+    whole = C.calibration_report(z, y)
+    monkeypatch.setattr(C, "_CHUNK_ELEMENTS_CPU", 50)      # 7 rows per chunk
+    chunked = C.calibration_report(z, y)
+    for key in C.SCALARS:
+        assert getattr(chunked, key) == pytest.approx(getattr(whole, key), abs=1e-13), key
+
+
+@pytest.mark.filterwarnings("ignore:only 3 samples")
+def test_ties_use_first_argmax():
+    z = torch.tensor([[1.0, 3.0, 3.0], [1.0, 3.0, 3.0], [2.0, 2.0, 2.0]], dtype=torch.float64)
+    y = torch.tensor([1, 2, 0])                                  # argmax is 1, 1, 0
+    res = C.calibration_report(z, y, n_bins=4)
+    np.testing.assert_array_equal(res.correct, [True, False, True])
+
+
+def test_identity_many_bin_counts():
+    z, y = random_logits(n=500, k=5, seed=7)
+    for m in (1, 2, 7, 15, 40):
+        r = C.calibration_report(z, y, n_bins=m)
+        assert r.ece == pytest.approx(r.oece + r.uece, abs=1e-15)
+        assert r.bins.edges.shape == (m + 1,) and r.bins.counts.shape == (m,)
+
+
+def test_reference_rule_leaves_out_lowest_sample():
+    z, y = random_logits(n=300, k=4, seed=11)
+    ref = C.calibration_report(z, y, n_bins=10)
+    cor = C.calibration_report(z, y, n_bins=10, adaptive_rule="corrected")
+    assert ref.adaptive_bins.counts.sum() == 299 and cor.adaptive_bins.counts.sum() == 300
+    assert ref.adaptive_bins.num_samples == 300
+
+
+# --- reference libraries --------------------------------------------------------------------------------
+def _no_edge_values(conf, n_bins=15):
+    scaled = np.asarray(conf, dtype=np.float64) * n_bins
+    return not np.any(np.isclose(scaled, np.round(scaled), rtol=0, atol=1e-9))
+
+
+@pytest.mark.filterwarnings("ignore:torch.searchsorted")
+def test_agrees_with_torchmetrics_when_no_confidence_on_an_edge():
+    # torchmetrics bins [lo, hi) and gives conf == 1.0 its own bin: identical to ours when no conf is j/M
+    from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
+
+    z, y = random_logits(n=4000, k=10, seed=5)
+    z = z.float()
+    res = C.calibration_report(z, y)
+    assert _no_edge_values(res.confidence)
+    tm = multiclass_calibration_error(z, y, num_classes=10, n_bins=15, norm="l1").item()
+    assert res.ece == pytest.approx(tm, abs=1e-6)
+    tm_max = multiclass_calibration_error(z, y, num_classes=10, n_bins=15, norm="max").item()
+    assert res.mce == pytest.approx(tm_max, abs=1e-6)
+    p = torch.softmax(z, 1)
+    per = [binary_calibration_error(p[:, k], (y == k).long(), n_bins=15).item() for k in range(10)]
+    assert res.classwise_ece == pytest.approx(np.mean(per), abs=1e-6)
+
+
+def test_differs_from_torchmetrics_on_edge_as_documented():
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    # conf 0.5 (right) and 0.45 (wrong), M = 10: ours puts both in (0.4, 0.5]; torchmetrics splits them
+    conf = torch.tensor([0.5, 0.45], dtype=torch.float64)
+    ours = C.bin_statistics(conf, torch.tensor([1, 0]), C.equal_width_edges(10))
+    assert ours.counts[4] == 2
+    ours_ece = abs(0.475 - 0.5)
+    tm = binary_calibration_error(conf.float(), torch.tensor([1, 0]), n_bins=10).item()
+    assert tm == pytest.approx(0.5 * 0.5 + 0.5 * 0.45, abs=1e-6)
+    assert ours_ece != pytest.approx(tm)
+
+
+def test_agrees_with_netcal_when_no_confidence_on_an_inner_edge():
+    from netcal.metrics import ECE, MCE
+
+    z, y = random_logits(n=4000, k=10, seed=6)
+    res = C.calibration_report(z, y)
+    assert _no_edge_values(res.confidence)
+    p = torch.softmax(z, 1).numpy()
+    assert res.ece == pytest.approx(ECE(bins=15).measure(p, y.numpy()), abs=1e-9)
+    assert res.mce == pytest.approx(MCE(bins=15).measure(p, y.numpy()), abs=1e-9)
+
+
+# --- bootstrap ---------------------------------------------------------------------------------------
+def test_bootstrap_replicates_equal_metrics_on_resamples():
+    z, y = random_logits(n=200, k=4, seed=2)
+    res = C.calibration_report(z, y, n_bins=6, n_boot=4, seed=123, adaptive_rule="reference")
+    gen = torch.Generator().manual_seed(123)
+    idx = torch.randint(200, (4, 200), generator=gen)            # one block: same draws as the library
+    for r in range(4):
+        again = C.calibration_report(z[idx[r]], y[idx[r]], n_bins=6)
+        for key in C.SCALARS:
+            assert res.replicates[key][r] == pytest.approx(getattr(again, key), abs=1e-12), (key, r)
+
+
+def test_bootstrap_is_seeded_and_brackets_estimate():
+    z, y = random_logits(n=800, k=5, seed=4)
+    a = C.calibration_report(z, y, n_boot=300, seed=1)
+    b = C.calibration_report(z, y, n_boot=300, seed=1)
+    c = C.calibration_report(z, y, n_boot=300, seed=2)
+    assert a.ci == b.ci and a.ci != c.ci
+    for key in ("accuracy", "ece", "nll", "brier", "classwise_ece"):
+        lo, hi = a.ci[key]
+        assert lo <= getattr(a, key) <= hi, key
+    # the accuracy interval matches the binomial standard error
+    se = math.sqrt(a.accuracy * (1 - a.accuracy) / 800)
+    assert a.ci["accuracy"][1] - a.ci["accuracy"][0] == pytest.approx(2 * 1.96 * se, rel=0.2)
+    d = a.to_dict()
+    assert set(d["ci"]) == set(C.SCALARS) and d["n_boot"] == 300
+
+
+# --- temperature scaling -----------------------------------------------------------------------------
+def test_temperature_scaling_recovers_known_temperature():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(20000, 10, generator=g, dtype=torch.float64) * 4
+    t_true = 2.5
+    y = torch.multinomial(torch.softmax(z / t_true, 1), 1, generator=g).squeeze(1)   # labels drawn with T
+    fit = C.fit_temperature(z, y)
+    assert fit.temperature == pytest.approx(t_true, rel=0.03)
+    assert fit.nll_after < fit.nll_before
+    # the fitted T is the NLL minimiser: a brute-force grid does not beat it
+    grid = torch.linspace(2.0, 3.0, 201, dtype=torch.float64)
+    nll = torch.stack([torch.nn.functional.cross_entropy(z / t, y) for t in grid])
+    assert fit.nll_after <= nll.min().item() + 1e-9
+    before = C.calibration_report(z, y)
+    after = C.calibration_report(z, y, temperature=fit.temperature)
+    assert after.ece < before.ece and after.nll == pytest.approx(fit.nll_after, rel=1e-9)
+    np.testing.assert_allclose(C.apply_temperature(z.numpy(), 2.0), z.numpy() / 2)
+
+
+# --- bad input ------------------------------------------------------------------------------------------
+def test_probabilities_are_refused():
+    z, y = random_logits(n=100, k=5)
+    with pytest.raises(DataError, match="look like probabilities"):
+        C.calibration_report(torch.softmax(z, 1), y)
+    with pytest.raises(DataError, match="look like probabilities"):
+        C.expected_calibration_error(torch.softmax(z, 1).numpy(), y.numpy())
+    C.calibration_report(torch.log_softmax(z, 1), y)             # log-probabilities are fine logits
+
+
+def test_nan_rows_are_excluded_with_a_warning():
+    z, y = random_logits(n=300, k=5, seed=9)
+    z[20, (y[20] + 1) % 5] = float("-inf")    # -inf off the label is a valid zero probability: row kept
+    bad = z.clone()
+    bad[[3, 50, 77], 1] = float("nan")
+    bad[10, 0] = float("inf")
+    with pytest.warns(RuntimeWarning, match="4 of 300 samples"):
+        res = C.calibration_report(bad, y, n_boot=20)
+    keep = torch.ones(300, dtype=torch.bool)
+    keep[[3, 10, 50, 77]] = False
+    ref = C.calibration_report(z[keep], y[keep])
+    assert res.n_excluded == 4 and res.num_samples == 296
+    for key in C.SCALARS:
+        assert getattr(res, key) == pytest.approx(getattr(ref, key), abs=1e-13), key
+
+
+@pytest.mark.parametrize("z, y, match", [
+    (np.zeros((4, 1)), np.zeros(4, int), "at least 2 classes"),
+    (np.zeros((4, 3)), np.array([0, 1, 3, 0]), r"labels must lie in \[0, 2\]"),
+    (np.zeros((0, 3)), np.zeros(0, int), "no samples"),
+    (np.zeros((4, 3)), np.zeros(3, int), "one entry per logits row"),
+])
+def test_bad_input_raises_one_line(z, y, match):
+    with pytest.raises(DataError, match=match) as info:
+        C.calibration_report(z, y)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_options():
+    z, y = random_logits(n=50, k=3)
+    with pytest.raises(DataError, match="number of bins"):
+        C.calibration_report(z, y, n_bins=0)
+    with pytest.raises(DataError, match="adaptive ECE rule"):
+        C.adaptive_ece(z, y, rule="mine")
+    with pytest.raises(DataError, match="temperature"):
+        C.apply_temperature(z, -1.0)
+
+
+def test_warnings_for_few_samples_and_single_label():
+    z, y = random_logits(n=10, k=3)
+    with pytest.warns(RuntimeWarning, match="only 10 samples for 15 bins"):
+        C.calibration_report(z, y)
+    with pytest.warns(RuntimeWarning, match="all 40 samples have label 2"):
+        C.calibration_report(torch.randn(40, 3), torch.full((40,), 2))
+
+
+def test_num_classes_from_model_not_labels():
+    # labels only use classes 0..2 of a 6-class model: classwise ECE averages over all 6 classes
+    z, y = random_logits(n=400, k=6, seed=8)
+    y = y % 3
+    res = C.calibration_report(z, y)
+    assert res.num_classes == 6 and res.classwise_per_class.shape == (6,)
+    assert res.classwise_ece == pytest.approx(loop_classwise(z, y)[0], abs=1e-12)
+
+
+def test_single_threaded_restores_the_callers_thread_count():
+    before = torch.get_num_threads()
+    seen = []
+    C.single_threaded(lambda: seen.append(torch.get_num_threads()))()
+    assert seen == [1] and torch.get_num_threads() == before

@@ -1,0 +1,147 @@
+"""Confidence scores, NCI, misclassification AUROC and OOD detection against hand-worked and brute-force values."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import repanalysis  # noqa: F401
+from repanalysis.analyze import confidence as F
+from repanalysis.errors import DataError
+
+
+def pairwise_auroc(pos, neg):
+    """Mann-Whitney: P(score_pos > score_neg) + 0.5 P(equal), by brute force over all pairs."""
+    pos, neg = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
+    return float(((pos > neg) + 0.5 * (pos == neg)).mean())
+
+
+def brute_fpr_at_tpr(pos, neg, level=0.95):
+    """Smallest FPR over thresholds t (score >= t is 'positive') whose TPR reaches the level."""
+    best = 1.0
+    for t in np.unique(np.r_[pos, neg, np.inf]):
+        tpr, fpr = np.mean(pos >= t), np.mean(neg >= t)
+        if tpr >= level:
+            best = min(best, fpr)
+    return best
+
+
+def test_scores_hand_worked():
+    z = np.array([[0.0, math.log(3.0)], [2.0, 2.0]])
+    h = np.array([[1.0, -2.0, 3.0], [0.0, 0.5, -0.5]])
+    s = F.confidence_scores(z, h)
+    assert s["max_softmax"].tolist() == pytest.approx([0.75, 0.5])
+    assert s["max_logit"].tolist() == pytest.approx([math.log(3), 2.0])
+    assert s["energy"].tolist() == pytest.approx([math.log(4), 2 + math.log(2)])
+    assert s["feature_l1"].tolist() == pytest.approx([6.0, 1.0])
+
+
+def test_nci_is_standardised_l1_with_population_std():
+    h = np.array([[1.0, -1.0], [2.0, 0.0], [0.0, -6.0], [0.5, 0.5]])   # L1 = 2, 2, 6, 1
+    l1 = np.array([2.0, 2.0, 6.0, 1.0])
+    expected = (l1 - l1.mean()) / l1.std()                              # numpy std is ddof=0
+    np.testing.assert_allclose(F.feature_norm_confidence(h), expected)
+    with pytest.raises(DataError, match="same feature L1 norm"):
+        F.feature_norm_confidence(np.ones((3, 2)))
+
+
+def test_misclassification_auroc_matches_pairwise_count():
+    g = torch.Generator().manual_seed(0)
+    n, k = 600, 5
+    y = torch.randint(0, k, (n,), generator=g)
+    z = torch.randn(n, k, generator=g, dtype=torch.float64)
+    z[torch.arange(n), y] += torch.rand(n, generator=g, dtype=torch.float64) * 3
+    h = torch.randn(n, 8, generator=g, dtype=torch.float64) * (1 + z.amax(1, keepdim=True).abs())
+    res = F.misclassification_scores(z, y, h, name="m")
+    correct = (z.argmax(1) == y).numpy()
+    np.testing.assert_array_equal(res.correct, correct)
+    p = torch.softmax(z, 1).amax(1).numpy()
+    assert res.auroc["max_softmax"] == pytest.approx(pairwise_auroc(p[correct], p[~correct]))
+    l1 = h.abs().sum(1).numpy()
+    assert res.auroc["feature_l1"] == pytest.approx(pairwise_auroc(l1[correct], l1[~correct]))
+    e = torch.logsumexp(z, 1).numpy()
+    assert res.auroc["energy"] == pytest.approx(pairwise_auroc(e[correct], e[~correct]))
+    np.testing.assert_allclose(res.nci, (l1 - l1.mean()) / l1.std())
+    assert res.accuracy == pytest.approx(correct.mean())
+    assert set(res.to_dict()["auroc"]) == set(F.SCORES)
+
+
+def test_without_features_has_three_scores():
+    z = torch.randn(50, 3, dtype=torch.float64)
+    y = torch.randint(0, 3, (50,))
+    res = F.misclassification_scores(z, y)
+    assert set(res.auroc) == {"max_softmax", "max_logit", "energy"} and res.nci is None
+
+
+def test_fpr_at_95_hand_worked_and_brute_force():
+    # 20 positives 1..20, negatives at 0.5, 1.5, 2.5, 30: TPR >= .95 needs t <= 2 -> FPR = 2/4 (1.5 and 30)
+    pos = np.arange(1, 21, dtype=float)
+    neg = np.array([0.5, 1.5, 2.5, 30.0])
+    assert F.fpr_at_tpr(pos, neg)[0] == pytest.approx(0.5)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        pos, neg = rng.normal(1, 1, 137), rng.normal(0, 1, 91)
+        assert F.fpr_at_tpr(pos, neg)[0] == pytest.approx(brute_fpr_at_tpr(pos, neg))
+
+
+def test_ood_detection_against_brute_force():
+    g = torch.Generator().manual_seed(1)
+    zi = torch.randn(300, 6, generator=g, dtype=torch.float64) * 3
+    zo = torch.randn(200, 6, generator=g, dtype=torch.float64)
+    hi = torch.rand(300, 4, generator=g, dtype=torch.float64) + 0.5
+    ho = torch.rand(200, 4, generator=g, dtype=torch.float64)
+    res = F.ood_detection(zi, zo, hi, ho, name="CE")
+    for key, (a, b) in {"max_logit": (zi.amax(1), zo.amax(1)), "feature_l1": (hi.sum(1), ho.sum(1)),
+                        "max_softmax": (torch.softmax(zi, 1).amax(1), torch.softmax(zo, 1).amax(1))}.items():
+        a, b = a.numpy(), b.numpy()
+        assert res.auroc[key] == pytest.approx(pairwise_auroc(a, b)), key
+        assert res.fpr_at_95_tpr[key] == pytest.approx(brute_fpr_at_tpr(a, b)), key
+    fpr, tpr = res.roc["energy"]
+    assert fpr[0] == 0 and tpr[-1] == 1 and np.all(np.diff(tpr) >= 0)
+    assert res.num_in == 300 and res.num_ood == 200
+    assert res.to_dict()["auroc"]["max_logit"] == pytest.approx(res.auroc["max_logit"])
+
+
+def test_nan_rows_excluded_with_count():
+    z = torch.randn(40, 3, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,))
+    z[[2, 9], 0] = float("nan")
+    with pytest.warns(RuntimeWarning, match="2 of 40 samples"):
+        res = F.misclassification_scores(z, y)
+    assert res.correct.size == 38 and res.n_excluded == 2
+    with pytest.warns(RuntimeWarning, match="2 samples"):
+        F.ood_detection(z, torch.randn(10, 3))
+
+
+def test_bad_input():
+    with pytest.raises(DataError, match="same K"):
+        F.ood_detection(np.zeros((4, 3)), np.zeros((4, 5)))
+    with pytest.raises(DataError, match="features must be"):
+        F.confidence_scores(np.zeros((4, 3)), np.zeros((5, 2)))
+    with pytest.raises(DataError, match=r"labels must lie in"):
+        F.misclassification_scores(np.zeros((4, 3)), np.array([0, 1, 2, 7]))
+
+
+def test_figures_label_axes_and_name_models(tmp_path):
+    from repanalysis.analyze.calibration import calibration_report
+    from repanalysis.plot import calibration as P
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(400, 4, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, 4, (400,), generator=g)
+    h = torch.rand(400, 6, generator=g, dtype=torch.float64)
+    cal = [calibration_report(z, y, name="CE"), calibration_report(z / 2, y, name="CE +TS")]
+    ax = P.plot_reliability(cal[0])
+    assert ax.get_xlabel().startswith("Confidence") and "ECE" in ax.get_legend().get_texts()[0].get_text()
+    fig = P.reliability_figure(cal)
+    assert len([a for a in fig.axes if a.get_visible()]) == 4
+    ax = P.plot_confidence_histograms(cal)
+    assert [t.get_text().split(" (")[0] for t in ax.get_legend().get_texts()] == ["CE", "CE +TS"]
+    mis = F.misclassification_scores(z, y, h, name="CE")
+    assert P.plot_nci_scatter(mis).get_xlabel().startswith("Standardised feature L1 norm")
+    with pytest.raises(DataError, match="no NCI"):
+        P.plot_nci_scatter(F.misclassification_scores(z, y, name="CE"))
+    ood = F.ood_detection(z, z[:100] / 3, h, h[:100] / 2, name="CE")
+    assert P.plot_roc(ood).get_ylabel().startswith("True positive rate")
+    written = P.save_calibration_figures(tmp_path, cal, [mis], [ood])
+    assert {p.name for p in written} >= {"reliability.png", "nci_scatter.pdf", "ood_roc.png", "confidence_hist.png"}

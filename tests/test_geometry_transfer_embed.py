@@ -1,0 +1,92 @@
+"""Linear probe against scikit-learn's LogisticRegression; t-SNE / UMAP embeddings keep clusters apart."""
+import numpy as np
+import pytest
+
+import repanalysis  # noqa: F401
+from repanalysis.analyze.embed import embed_dump, embed_features
+from repanalysis.analyze.transfer import fit_probe, linear_probe, probe_dumps
+from repanalysis.errors import DataError
+from repanalysis.extract.store import Dump
+
+
+def _blobs(seed, n=300, d=8, k=4, spread=1.0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    x = rng.normal(size=(k, d))[y] * 2 + spread * rng.normal(size=(n, d)) + 5.0
+    return x.astype(np.float32), y
+
+
+def test_probe_matches_sklearn():
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = _blobs(0, spread=2.0)
+    lam = 1e-2
+    fit = fit_probe(torch.from_numpy(x), torch.from_numpy(y), 4, lam, max_iter=1000, tol=1e-9)
+    xs = (x - x.mean(0)) / x.std(0)
+    ref = LogisticRegression(C=1.0 / (len(x) * lam), tol=1e-10, max_iter=5000).fit(xs, y)
+    np.testing.assert_allclose(fit.weight.numpy(), ref.coef_, atol=2e-3)
+    p_ours = torch.softmax(fit.logits(torch.from_numpy(x)), 1).numpy()
+    np.testing.assert_allclose(p_ours, ref.predict_proba(xs), atol=1e-3)
+
+
+def test_linear_probe_scores_and_selects_l2():
+    x, y = _blobs(1, n=400, spread=2.5)
+    r = linear_probe(x[:300], y[:300], x[300:], y[300:], device="cpu", l2_grid=(1e-4, 1e-2, 1.0))
+    assert set(r.val_accuracy) == {1e-4, 1e-2, 1.0}
+    assert r.l2 in r.val_accuracy and r.val_accuracy[r.l2] == max(r.val_accuracy.values())
+    # test accuracy equals an independent count with sklearn at the chosen l2
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    sc = StandardScaler().fit(x[:300])
+    ref = LogisticRegression(C=1.0 / (300 * r.l2), tol=1e-10, max_iter=5000).fit(sc.transform(x[:300]), y[:300])
+    assert r.test_accuracy == pytest.approx(ref.score(sc.transform(x[300:]), y[300:]), abs=1 / 100 + 1e-9)
+    assert r.n_train == 300 and r.n_test == 100 and r.num_classes == 4
+
+
+def test_probe_dumps_and_errors():
+    x, y = _blobs(2)
+    tr = Dump.from_arrays(np.zeros((200, 1000)), y[:200], x[:200], class_names=list("abcdef"), name="CE")
+    te = Dump.from_arrays(np.zeros((100, 1000)), y[200:], x[200:], class_names=list("abcdef"))
+    r = probe_dumps(tr, te, l2=1e-3, device="cpu")
+    assert r.num_classes == 6 and r.name == "CE" and r.test_accuracy > 0.9
+    with pytest.raises(DataError, match="width"):
+        linear_probe(x, y, x[:, :3], y, l2=1e-3, device="cpu")
+    with pytest.raises(DataError, match="single class"):
+        linear_probe(x, np.zeros_like(y), x, y, l2=1e-3, device="cpu")
+
+
+def _knn_accuracy(coords, labels):
+    d = ((coords[:, None] - coords[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return np.mean(labels[d.argmin(1)] == labels)
+
+
+def test_tsne_seeded_and_separates():
+    x, y = _blobs(3, n=240, d=20, k=6, spread=0.3)
+    a = embed_features(x, y, [0, 2, 5], method="tsne", samples_per_class=30, seed=1, perplexity=15)
+    b = embed_features(x, y, [0, 2, 5], method="tsne", samples_per_class=30, seed=1, perplexity=15)
+    np.testing.assert_array_equal(a.coords, b.coords)
+    assert a.coords.shape == (len(a.labels), 2) and set(a.labels) == {0, 2, 5}
+    assert _knn_accuracy(a.coords, a.labels) > 0.95
+
+
+def test_umap_separates_and_dump_names():
+    x, y = _blobs(4, n=150, d=10, k=3, spread=0.3)
+    dump = Dump.from_arrays(np.zeros((150, 3)), y, x, class_names=["cat", "dog", "fox"], name="LS")
+    r = embed_dump(dump, method="umap", samples_per_class=None, seed=0, n_neighbors=10)
+    assert r.class_names == ["cat", "dog", "fox"] and r.name == "LS"
+    assert _knn_accuracy(r.coords, r.labels) > 0.95
+    with pytest.raises(DataError, match="unknown embedding method"):
+        embed_features(x, y, method="pca")
+
+
+def test_umap_is_not_imported_at_import_time():
+    import subprocess
+    import sys
+
+    code = ("import sys, repanalysis, repanalysis.analyze.embed, repanalysis.cli.embed; "
+            "print('umap' in sys.modules, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

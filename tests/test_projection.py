@@ -1,0 +1,99 @@
+"""Müller 3-class projection: exact linearity in logit differences, decision regions, centroid variant."""
+import numpy as np
+import pytest
+
+import repanalysis  # noqa: F401
+from repanalysis.analyze.projection import project_classes, project_dump, sample_per_class
+from repanalysis.errors import DataError, DumpError
+from repanalysis.extract.store import Dump
+
+
+def _toy(seed=0, n=300, d=9, k=5):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    feats = rng.normal(size=(k, d))[labels] * 2 + rng.normal(size=(n, d))
+    w, b = rng.normal(size=(k, d)), rng.normal(size=k)
+    return feats, labels, w, b
+
+
+def test_template_coords_linear_in_logit_differences():
+    feats, labels, w, b = _toy()
+    classes = [3, 0, 4]
+    r = project_classes(feats, labels, classes, classifier_weight=w, classifier_bias=b, samples_per_class=40)
+    z = feats[r.sample_index] @ w.T + b
+    diffs = np.stack([z[:, classes[1]] - z[:, classes[0]], z[:, classes[2]] - z[:, classes[0]]], axis=1)
+    # coords = diffs @ A for a fixed invertible 2x2 A (no intercept): least squares must fit exactly
+    a, *_ = np.linalg.lstsq(diffs, r.coords, rcond=None)
+    np.testing.assert_allclose(diffs @ a, r.coords, atol=1e-9)
+    assert abs(np.linalg.det(a)) > 1e-9
+    # and the stored decision weights reproduce the logit differences themselves
+    t = r.decision_weights
+    np.testing.assert_allclose(r.coords @ (t[1] - t[0]), diffs[:, 0], atol=1e-9)
+    np.testing.assert_allclose(r.coords @ (t[2] - t[0]), diffs[:, 1], atol=1e-9)
+    # three-class predictions from the plane equal argmax of the real logits over those classes
+    want = np.asarray(classes)[z[:, classes].argmax(axis=1)]
+    np.testing.assert_array_equal(r.predict(r.coords), want)
+    # orthonormal basis
+    np.testing.assert_allclose(r.basis @ r.basis.T, np.eye(2), atol=1e-12)
+
+
+def test_sampling_is_seeded_and_per_class():
+    feats, labels, w, b = _toy(n=500)
+    r1 = project_classes(feats, labels, [0, 1, 2], classifier_weight=w, classifier_bias=b, samples_per_class=30,
+                         seed=7)
+    r2 = project_classes(feats, labels, [0, 1, 2], classifier_weight=w, classifier_bias=b, samples_per_class=30,
+                         seed=7)
+    np.testing.assert_array_equal(r1.sample_index, r2.sample_index)
+    np.testing.assert_array_equal(np.bincount(r1.labels, minlength=3)[:3], [30, 30, 30])
+    assert np.all(labels[r1.sample_index] == r1.labels)
+    r3 = project_classes(feats, labels, [0, 1, 2], classifier_weight=w, classifier_bias=b, samples_per_class=30,
+                         seed=8)
+    assert not np.array_equal(r1.sample_index, r3.sample_index)
+
+
+def test_centroid_method_matches_numpy_svd():
+    feats, labels, _, _ = _toy(seed=2)
+    classes = [1, 2, 3]
+    r = project_classes(feats, labels, classes, method="centroid", samples_per_class=None)
+    h = feats[r.sample_index]
+    mu = np.stack([h[r.labels == k].mean(0) for k in classes])
+    _, _, vt = np.linalg.svd(mu - mu.mean(0))
+    coords = (h - h.mean(0)) @ vt[:2].T
+    # same plane up to a rotation/reflection: Gram matrices agree
+    anchors = (mu - h.mean(0)) @ vt[:2].T
+    ours, ref = np.vstack([r.coords, r.anchors]), np.vstack([coords, anchors])
+    np.testing.assert_allclose(ours @ ours.T, ref @ ref.T, atol=1e-8)
+    with pytest.raises(DataError, match="template method"):
+        r.predict(r.coords)
+
+
+def test_errors():
+    feats, labels, w, b = _toy()
+    with pytest.raises(DataError, match="method='centroid'"):
+        project_classes(feats, labels, [0, 1, 2])
+    with pytest.raises(DataError, match="three distinct"):
+        project_classes(feats, labels, [0, 1, 1], classifier_weight=w, classifier_bias=b)
+    with pytest.raises(DataError, match="unknown projection method"):
+        project_classes(feats, labels, [0, 1, 2], method="pca")
+    with pytest.raises(DataError, match="no samples"):
+        sample_per_class(labels, [0, 7], 5)
+    w_bad = w.copy()
+    w_bad[2] = 2 * w[1] - w[0]
+    with pytest.raises(DataError, match="collinear"):
+        project_classes(feats, labels, [0, 1, 2], classifier_weight=w_bad, classifier_bias=np.zeros(5))
+    dump = Dump.from_arrays(feats @ w.T, labels, feats, class_names=list("abcde"))
+    with pytest.raises(DataError, match="--method centroid"):
+        project_dump(dump, [0, 1, 2])
+    with pytest.raises(DumpError, match="features"):
+        project_dump(Dump.from_arrays(feats @ w.T, labels), [0, 1, 2], method="centroid")
+
+
+def test_project_dump_uses_names_and_weights():
+    feats, labels, w, b = _toy()
+    dump = Dump.from_arrays(feats @ w.T + b, labels, feats, class_names=list("abcde"), classifier_weight=w,
+                            classifier_bias=b, name="CE")
+    with pytest.warns(RuntimeWarning, match="fewer than 100 samples"):
+        r = project_dump(dump, [4, 2, 0], samples_per_class=100)
+    assert r.class_names == ["e", "c", "a"] and r.name == "CE"
+    rows = r.to_rows()
+    assert rows[0].keys() == {"model", "sample", "label", "class", "x", "y"}
