@@ -35,7 +35,7 @@ def _parse_range(value: str) -> tuple[float, float]:
 @out_option("repanalysis-out/logits")
 @json_option
 def command(inputs, names, threshold, alpha, kde_samples, kde_range, device, out, as_json):
-    """Near-zero logits, top-1 probability and the LS error-enhancement split (MaxSup Fig. 2/3)."""
+    """Near-zero logits, top-1 probability and the LS error-enhancement split (MaxSup Figures 2-3)."""
     from repanalysis.analyze.logits import TABLE_HEADERS, compare_logits, comparison_dict, comparison_table
     from repanalysis.plot.logits import save_logit_figures
     from repanalysis.report import format_table, write_json_atomic

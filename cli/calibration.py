@@ -32,7 +32,7 @@ from repanalysis.errors import RepanalysisError
 @out_option("repanalysis-out/calibration")
 @json_option
 def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_rule, device, out, as_json):
-    """Calibration table (accuracy, ECE, AECE, classwise ECE, O-/U-ECE, NLL, Brier, CIs) and reliability figures."""
+    """ECE, AECE, classwise and O-/U-ECE, NLL, Brier with CIs; reliability diagrams (FedLaS Tables 1, 4)."""
     from repanalysis.analyze._arrays import pick_device
     from repanalysis.analyze.calibration import TABLE_HEADERS, calibrate_dumps, comparison_rows
     from repanalysis.analyze.confidence import misclassification_scores

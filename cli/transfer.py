@@ -20,7 +20,7 @@ from repanalysis.errors import RepanalysisError
               help="Dump of the downstream test set (repeatable, in the same order as --train).")
 @click.option("--names", default=None, help="Comma-separated display names, one per --train/--test pair.")
 @click.option("--l2", type=float, default=None,
-              help="L2 strength of the probe (default: chosen on 20%% of the train set from 1e-6..1e-1).")
+              help="L2 strength of the probe (default: chosen on 20% of the train set from 1e-6..1e-1).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
 @out_option("repanalysis-out/transfer")

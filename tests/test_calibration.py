@@ -369,3 +369,15 @@ def test_single_threaded_restores_the_callers_thread_count():
     seen = []
     C.single_threaded(lambda: seen.append(torch.get_num_threads()))()
     assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_correctness_on_tied_float16_logits_matches_first_index_argmax():
+    # float16 logits on a coarse grid: many rows tie at the max; the prediction is the first maximal index
+    g = torch.Generator().manual_seed(5)
+    z = (torch.randint(0, 4, (3000, 6), generator=g).float() / 2).half()
+    y = torch.randint(0, 6, (3000,), generator=g)
+    expected = (torch.softmax(z.double(), 1).argmax(1) == y).numpy()
+    assert (torch.softmax(z.double(), 1).amax(1) <= 0.5).float().mean() > 0.3   # ties are common here
+    res = C.calibration_report(z, y)
+    np.testing.assert_array_equal(res.correct, expected)
+    assert res.accuracy == pytest.approx(expected.mean(), abs=1e-15)

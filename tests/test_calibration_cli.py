@@ -80,8 +80,8 @@ def test_demo_step_on_real_dumps(real_checkpoints, real_dumps, ood_dumps, tmp_pa
 
     lines = []
     ctx = DemoContext(out=tmp_path, checkpoints=real_checkpoints, dumps=real_dumps, data={},
-                      class_names=real_dumps["CE"]["test"].class_names, ood_dumps=ood_dumps, device="cpu",
-                      log=lines.append)
+                      class_names=real_dumps["CE"]["test"].class_names, ood_dumps=ood_dumps,
+                      log=lines.append)  # the demo's default device "auto" (the CLI's default too)
     step.run(ctx)
     payload = json.loads((tmp_path / "calibration" / "calibration.json").read_text())
     assert len(payload["models"]) == 6 and len(payload["ood"]) == 3

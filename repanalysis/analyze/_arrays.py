@@ -21,7 +21,8 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def as_tensor(x, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> torch.Tensor:
-    """numpy / memmap / list / tensor -> tensor on ``device`` (CPU by default), optionally cast."""
+    """numpy / memmap / list / tensor -> tensor on ``device`` (CPU by default; "auto" = CUDA when present),
+    optionally cast."""
     if isinstance(x, torch.Tensor):
         t = x
     else:
@@ -29,7 +30,7 @@ def as_tensor(x, dtype: torch.dtype | None = None, device: str | torch.device | 
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             t = torch.from_numpy(np.ascontiguousarray(np.asarray(x)))
     if device is not None:
-        t = t.to(device)
+        t = t.to(pick_device(device))
     if dtype is not None:
         t = t.to(dtype)
     return t

@@ -24,9 +24,9 @@ How this compares with the reference libraries (read from their source, torchmet
   an inner edge ``j/M`` (1.0 is fine, up to the eps clip). netcal's ``equal_intervals=False`` uses
   ``np.quantile`` edges with the outer edges forced to 0 and 1, a different rule from the adaptive ECE here.
 
-Speed: one chunked pass over the logits (chunks sized to stay in cache, buffers reused, float32 inputs
-kept in float32 for the per-entry work and promoted to float64 per sample) gives every per-sample quantity;
-binning is ``bucketize`` + ``bincount``. The same code runs on CPU or GPU (``device=``). The metric
+Speed: one chunked pass over the logits through torch's fused row softmax (chunks sized to stay in L2,
+buffers reused, float32 inputs kept in float32 for the per-entry work and promoted to float64 per sample)
+gives every per-sample quantity; binning is ``bucketize`` + ``bincount``. The same code runs on CPU or GPU (``device=``). The metric
 functions run with one intra-op CPU thread (see :func:`single_threaded`).
 
 Example::
@@ -52,7 +52,8 @@ from repanalysis.errors import DataError
 ADAPTIVE_RULES = ("reference", "corrected")
 SCALARS = ("accuracy", "mean_confidence", "ece", "mce", "aece", "classwise_ece", "oece", "uece", "nll",
            "brier")
-_CHUNK_ELEMENTS_CPU = 1 << 20     # ~4 MiB of float32 per chunk: stays in cache, buffers reused
+_CHUNK_ELEMENTS_CPU = 1 << 20     # 4 MiB of float32 per chunk (the row softmax works in L1 either way)
+_CHUNK_ELEMENTS_CLASSWISE = 1 << 17   # 512 KiB: the classwise binning makes several passes over the chunk
 _CHUNK_ELEMENTS_GPU = 1 << 26
 _BOOT_ELEMENTS = 1 << 22          # replicate block size for the bootstrap (bsz * N entries at once)
 _DENSE_DESIGN_ELEMENTS = 1 << 23  # classwise bootstrap: dense (N, 2KM) design up to 64 MiB, else sparse
@@ -202,22 +203,15 @@ def single_threaded(fn):
 _CALLER = threading.local()      # the caller's intra-op thread count while inside single_threaded
 
 
-def _tensor(x, device=None) -> torch.Tensor:
-    """as_tensor without torch's "non-writable array" notice for read-only memory maps (never written here)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return as_tensor(x, device=device)
-
-
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _prepare(logits, labels, num_classes, device) -> tuple[torch.Tensor, torch.Tensor]:
-    z = _tensor(logits, device=device)
+    z = as_tensor(logits, device=device)
     if not z.is_floating_point():
         z = z.to(torch.float32)
-    z, y = check_logits_labels(z, _tensor(labels, device), num_classes, device=device,
+    z, y = check_logits_labels(z, as_tensor(labels, device=device), num_classes, device=device,
                                dtype=_work_dtype(z.dtype))
     n, k = z.shape
     if n == 0:
@@ -261,22 +255,31 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
           want_brier: bool = True, want_classwise: bool = False, chunk_elements: int | None = None) -> _Scan:
     """One chunked pass: per-sample max softmax, correctness, NLL, Brier and classwise bin sums.
 
-    p = softmax(z) is formed per chunk as exp(z - max) / s with s = sum exp(z - max), so conf = 1 / s.
-    Rows with NaN or +inf logits, or -inf at the label (infinite NLL), are excluded (warning with the count).
+    Each chunk of rows goes through torch's fused row softmax into a reused, cache-sized buffer p (one read
+    of the logits; max, exp-sum and scaling happen per row in L1), then conf = max_k p_k, p_y and
+    max_{j != y} p_j are read off p. NLL = log s + m - z_y with s = 1 / conf = sum_k exp(z_k - m) and
+    m = max_k z_k.
+    Rows with NaN or +inf logits (NaN softmax), or -inf at the label (infinite NLL), are excluded (warning
+    with the count).
     """
     n, k = z.shape
     dev = z.device
     if chunk_elements is None:
-        chunk_elements = _CHUNK_ELEMENTS_GPU if dev.type == "cuda" else _CHUNK_ELEMENTS_CPU
+        chunk_elements = (_CHUNK_ELEMENTS_GPU if dev.type == "cuda" else
+                          min(_CHUNK_ELEMENTS_CPU, _CHUNK_ELEMENTS_CLASSWISE) if want_classwise else
+                          _CHUNK_ELEMENTS_CPU)
     rows = max(1, chunk_elements // k)
     f64 = torch.float64
-    m_all = torch.empty(n, dtype=z.dtype, device=dev)
-    s_all = torch.empty(n, dtype=z.dtype, device=dev)
-    zy_all = torch.empty(n, dtype=z.dtype, device=dev)
+    conf_all = torch.empty(n, dtype=z.dtype, device=dev)
+    py_all = torch.empty(n, dtype=z.dtype, device=dev)
+    other_all = torch.empty(n, dtype=z.dtype, device=dev)
+    m_all = torch.empty(n, dtype=z.dtype, device=dev) if want_nll else None
+    zy_all = torch.empty(n, dtype=z.dtype, device=dev) if want_nll else None
     sq_all = torch.empty(n, dtype=z.dtype, device=dev) if want_brier else None
     edges = equal_width_edges(n_bins, device=dev)
     cells = k * n_bins
     y_col = y[:, None]
+    softmax_into = torch.ops.aten._softmax.out
 
     def scan_rows(first: int, last: int):
         """Rows first:last in chunks of ``rows``; returns this range's classwise (counts, psum, hits) or None."""
@@ -290,23 +293,19 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
         for start in range(first, last, rows):
             stop = min(start + rows, last)
             c = z[start:stop]
-            b = buf[:stop - start]
-            m = torch.amax(c, 1, keepdim=True, out=m_all[start:stop, None])
-            torch.sub(c, m, out=b)
-            b.exp_()
-            s = torch.sum(b, 1, out=s_all[start:stop])
-            torch.gather(c, 1, y_col[start:stop], out=zy_all[start:stop, None])
+            b = softmax_into(c, 1, False, out=buf[:stop - start])           # p_k, fused per row
+            torch.amax(b, 1, out=conf_all[start:stop])
+            torch.gather(b, 1, y_col[start:stop], out=py_all[start:stop, None])
+            if want_nll:
+                torch.amax(c, 1, keepdim=True, out=m_all[start:stop, None])
+                torch.gather(c, 1, y_col[start:stop], out=zy_all[start:stop, None])
             if want_brier:
                 torch.sum(torch.square(b, out=buf2[:stop - start]), 1, out=sq_all[start:stop])
             if want_classwise:
-                b.div_(s[:, None])                                   # p_k for every class of the chunk
                 p = b.reshape(-1).to(f64)
                 bin_id = torch.bucketize(p, edges, right=False) - 1  # (lo, hi]: j with e_j < p <= e_{j+1}
                 cell = bin_id + class_offset[:p.numel()]
-                ok = (bin_id >= 0) & (bin_id < n_bins)
-                row_ok = torch.isfinite(m[:, 0]) & torch.isfinite(s)
-                if not bool(row_ok.all()):
-                    ok &= row_ok.repeat_interleave(k)
+                ok = (bin_id >= 0) & (bin_id < n_bins)               # NaN rows (NaN / +inf logits): no bin
                 cell = torch.where(ok, cell, cells)
                 cw_counts += torch.bincount(cell, minlength=cells + 1).to(f64)
                 cw_psum += torch.bincount(cell, weights=torch.where(ok, p, 0.0), minlength=cells + 1)
@@ -315,6 +314,8 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
                 cell_y = (yc * n_bins + bin_id.view(-1, k).gather(1, yc[:, None]).squeeze(1))
                 ok_y = ok.view(-1, k).gather(1, yc[:, None]).squeeze(1)
                 cw_hits += torch.bincount(torch.where(ok_y, cell_y, cells), minlength=cells + 1).to(f64)
+            b.scatter_(1, y_col[start:stop], -1.0)                   # largest p_j over j != y (b is spent)
+            torch.amax(b, 1, out=other_all[start:stop])
         return (cw_counts, cw_psum, cw_hits) if want_classwise else None
 
     # On CPU the chunks are shared out to as many worker threads as the caller had intra-op threads, each
@@ -338,22 +339,25 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
         cw_counts = sum(part[0] for part in parts)
         cw_psum = sum(part[1] for part in parts)
         cw_hits = sum(part[2] for part in parts)
-    m64, s64, zy64 = m_all.to(f64), s_all.to(f64), zy_all.to(f64)
-    finite = torch.isfinite(m64) & torch.isfinite(s64) & torch.isfinite(zy64)
-    conf = 1.0 / s64                                        # max_k p_k = exp(0) / s
-    correct = zy64 == m64
-    # argmax takes the first maximal index: with a tie at the max, y is the prediction only if no earlier
-    # class ties. A tie puts two exact 1.0 terms in s, so s >= 2 (conf <= 1/2): only those rows need an argmax.
-    idx = torch.nonzero(correct & (s64 >= 2)).squeeze(1)
-    if idx.numel():
-        correct[idx] = z[idx].argmax(1) == y[idx]
-    log_s = torch.log(s64)
-    nll = (log_s + m64 - zy64) if want_nll else None       # -log p_y = logsumexp(z) - z_y (Guo 2017)
+    conf = conf_all.to(f64)
+    finite = torch.isfinite(conf)                           # NaN softmax: a NaN or +inf logit in the row
+    # The prediction is the first index of the largest softmax probability, as in the reference code
+    # (``confidences, predictions = torch.max(softmax(z), 1)``) and torchmetrics: y is predicted when p_y is
+    # the max and no other class reaches it; when another does (a tie, e.g. in float16 logits), argmax
+    # decides, on those rows only (torch's argmax costs ~5x an amax, so it is not run on every row).
+    correct = (py_all == conf_all) & (other_all < conf_all)
+    tie = torch.nonzero((py_all == conf_all) & (other_all == conf_all)).squeeze(1)
+    if tie.numel():
+        correct[tie] = torch.softmax(z[tie], 1).argmax(1) == y[tie]
+    nll = None
+    if want_nll:
+        zy64 = zy_all.to(f64)
+        finite &= torch.isfinite(zy64)                      # -inf at the label: infinite NLL
+        nll = -torch.log(conf) + m_all.to(f64) - zy64       # -log p_y = log s + m - z_y (Guo 2017)
     brier = None
     if want_brier:
-        p_y = torch.exp(zy64 - m64) / s64
         # Brier (Brier 1950): sum_k (p_k - 1[y=k])^2 = sum_k p_k^2 - 2 p_y + 1
-        brier = sq_all.to(f64) / (s64 * s64) - 2.0 * p_y + 1.0
+        brier = sq_all.to(f64) - 2.0 * py_all.to(f64) + 1.0
     n_bad = int((~finite).sum())
     cw = (None, None, None)
     if want_classwise:

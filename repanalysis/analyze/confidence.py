@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import check_logits_labels
-from repanalysis.analyze.calibration import _tensor as as_tensor
+from repanalysis.analyze._arrays import as_tensor, check_logits_labels
 from repanalysis.errors import DataError
 
 SCORES = ("max_softmax", "max_logit", "energy", "feature_l1")
