@@ -7,17 +7,7 @@ import pytest
 import torch
 
 import repanalysis as ra
-from repanalysis.cli.main import main
-
-
-def run_cli(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+from _cli import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import torch
 import repanalysis as ra
 from repanalysis.analyze.cam import localise_dataset
 from repanalysis.data.boxes import open_regions
+from _cli import run_cli as _cli
 
 PHOTOS = Path(ra.__file__).parent / "data" / "photos"  # shipped as package data
 
@@ -64,18 +65,6 @@ def test_efficientnet_lite0_looks_at_the_object(lite0, photo_folder):
     assert res.precision[informative].mean() >= share[informative].mean() + 0.25
     assert (res.energy[informative] > share[informative]).all()
     assert np.nanmean(res.pr_area[informative]) > share[informative].mean()
-
-
-def _cli(argv, capsys):
-    from repanalysis.cli.main import main
-
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_cli_end_to_end_and_bad_input(lite0, photo_folder, tmp_path, capsys):

@@ -9,6 +9,7 @@ import repanalysis as ra
 from repanalysis.cli.main import main
 from repanalysis.errors import RepanalysisError
 from repanalysis.train.trainer import _to_input
+from _cli import run_cli as _cli
 
 
 def test_real_dumps_hold_what_the_model_computes(real_checkpoints, real_data, real_dumps):
@@ -91,13 +92,6 @@ def test_model_and_data_that_do_not_fit_fail_clearly(tmp_path, real_checkpoints)
     write_npz(tmp_path / "many.npz", np.zeros((12, 28, 28), np.uint8), np.arange(12))
     with pytest.raises(RepanalysisError, match="12 classes but the model outputs 10"):
         ra.extract(real_checkpoints["CE"], tmp_path / "many.npz", tmp_path / "d2", progress=False, workers=0)
-
-
-def _cli(args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 def test_bare_logits_command_uses_the_configured_data_and_run_folder(tmp_path, monkeypatch, capsys,

@@ -11,21 +11,10 @@ from repanalysis.analyze.collapse import neural_collapse
 from repanalysis.analyze.geometry import class_separation
 from repanalysis.analyze.projection import project_dump
 from repanalysis.extract.store import Dump, load_dump
+from _cli import run_cli as _cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAMES = ["zero", "one", "two", "three", "four", "five"]
-
-
-def _cli(argv, capsys):
-    from repanalysis.cli.main import main
-
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _dump(seed, n=240, d=12, k=6, spread=1.0, split="train", name="CE", weights=True):

@@ -136,6 +136,17 @@ def test_pickled_code_needs_explicit_trust(tmp_path):
     torch.save(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), tmp_path / "module.pth")
     with pytest.raises(CheckpointError, match="pickled Python objects.*--trust-checkpoint"):
         load_model(tmp_path / "module.pth")
+    # the legacy (pre-1.6, non-zip) torch.save format: refused alike with code in it, loaded without
+    torch.save(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), tmp_path / "legacy_module.pth",
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="pickled Python objects.*--trust-checkpoint"):
+        load_model(tmp_path / "legacy_module.pth")
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    torch.save(net.state_dict(), tmp_path / "legacy_sd.pth", _use_new_zipfile_serialization=False)
+    from repanalysis.models.checkpoint import read_checkpoint
+
+    assert torch.equal(read_checkpoint(tmp_path / "legacy_sd.pth").state_dict["weight"], net[1].weight)
+    assert load_model(tmp_path / "module.pth", trust=True).num_classes == 3
     lm = load_model(tmp_path / "module.pth", trust=True)
     assert lm.num_classes == 3 and lm.classifier_name == "1"
     torch.jit.save(torch.jit.script(nn.Linear(4, 2)), tmp_path / "ts.pt")
@@ -148,8 +159,9 @@ def test_unreadable_checkpoints_fail_in_one_line(tmp_path, resnet18):
     data = (tmp_path / "good.pth").read_bytes()
     (tmp_path / "trunc.pth").write_bytes(data[: len(data) // 3])
     (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "text.pth").write_text("not a checkpoint\n")   # not "pickled objects": there are none
     for name, pattern in [("trunc.pth", "truncated or not a PyTorch checkpoint"), ("empty.pth", "empty"),
-                          ("missing.pth", "not found")]:
+                          ("missing.pth", "not found"), ("text.pth", "truncated or not a PyTorch checkpoint")]:
         with pytest.raises(CheckpointError, match=pattern) as err:
             load_model(tmp_path / name)
         assert "\n" not in str(err.value)

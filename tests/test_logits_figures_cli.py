@@ -13,6 +13,7 @@ import repanalysis  # noqa: F401  (compat fix before anything else)
 from repanalysis.analyze.logits import logit_stats
 from repanalysis.extract.store import Dump
 from repanalysis.plot import logits as plots
+from _cli import run_cli as _cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -96,16 +97,6 @@ def test_error_enhancement_without_errors():
 
 
 # --- CLI --------------------------------------------------------------------------------------------
-def _cli(argv, capsys):
-    from repanalysis.cli.main import main
-
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture()

@@ -116,3 +116,24 @@ def test_iter_chunks_and_subset_cover_every_row(tmp_path):
     sub = d.subset(labels == 3)
     np.testing.assert_array_equal(sub.features, feats[labels == 3])
     np.testing.assert_array_equal(sub.ids, np.flatnonzero(labels == 3))
+
+
+def test_disk_full_while_reserving_leaves_nothing_behind(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    specs = {"logits": ((7,), np.float32), "labels": ((), np.int64)}
+    with pytest.raises(DumpError, match="disk full while reserving"):
+        DumpWriter(tmp_path / "new", 30, specs, {"fingerprint": "a"})
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DumpError, match="disk full"):
+        DumpWriter(tmp_path / "empty", 30, specs, {"fingerprint": "a"})
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+    monkeypatch.undo()
+    w = DumpWriter(tmp_path / "new", 30, specs, {"fingerprint": "a"})    # space again: a clean start
+    assert w.done == 0

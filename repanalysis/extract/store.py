@@ -419,28 +419,42 @@ class DumpWriter:
                     p.suffix not in (".npy", ".txt", ".json", ".tmp") for p in self.path.iterdir()):
                 raise DumpError(f"refusing to overwrite {self.path}: it holds files that are not a Dump's")
             shutil.rmtree(self.path)
+        created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
-        self._check_space(static_arrays)
-        self.meta = {"format": FORMAT, "version": VERSION, **meta, "num_samples": self.num_samples,
-                     "complete": False, "progress": {"done": 0},
-                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     "arrays": {k: {"shape": [self.num_samples, *shape], "dtype": dt.name}
-                                for k, (shape, dt) in self.specs.items()}}
-        from repanalysis import __version__
+        try:
+            self._check_space(static_arrays)
+            self.meta = {"format": FORMAT, "version": VERSION, **meta, "num_samples": self.num_samples,
+                         "complete": False, "progress": {"done": 0},
+                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         "arrays": {k: {"shape": [self.num_samples, *shape], "dtype": dt.name}
+                                    for k, (shape, dt) in self.specs.items()}}
+            from repanalysis import __version__
 
-        self.meta.setdefault("tool_version", __version__)
-        if static_arrays:
-            for key, value in static_arrays.items():
-                np.save(self.path / f"{key}.npy", np.asarray(value))
-        if sample_names is not None:
-            (self.path / "samples.txt").write_text("".join(f"{s}\n" for s in sample_names))
-        self._arrays = {}
-        for key, (shape, dt) in self.specs.items():
-            file = self.path / f"{key}.npy"
-            arr = np.lib.format.open_memmap(file, mode="w+", dtype=dt, shape=(self.num_samples, *shape))
-            self._arrays[key] = arr
-            _reserve(file)
-        write_json_atomic(self.path / "meta.json", self.meta)
+            self.meta.setdefault("tool_version", __version__)
+            if static_arrays:
+                for key, value in static_arrays.items():
+                    np.save(self.path / f"{key}.npy", np.asarray(value))
+            if sample_names is not None:
+                (self.path / "samples.txt").write_text("".join(f"{s}\n" for s in sample_names))
+            self._arrays = {}
+            for key, (shape, dt) in self.specs.items():
+                file = self.path / f"{key}.npy"
+                arr = np.lib.format.open_memmap(file, mode="w+", dtype=dt, shape=(self.num_samples, *shape))
+                self._arrays[key] = arr
+                _reserve(file)
+            write_json_atomic(self.path / "meta.json", self.meta)
+        except BaseException:
+            # a full disk or an interrupt while laying out a new Dump leaves nothing half-made behind
+            self._arrays = {}
+            if created:
+                shutil.rmtree(self.path, ignore_errors=True)
+            else:
+                for item in self.path.iterdir():     # the folder was empty before: all of this is ours
+                    if item.is_dir():
+                        shutil.rmtree(item, ignore_errors=True)
+                    else:
+                        item.unlink(missing_ok=True)
+            raise
 
     def _check_space(self, static_arrays) -> None:
         need = sum(self.num_samples * int(np.prod(shape, dtype=np.int64)) * dt.itemsize

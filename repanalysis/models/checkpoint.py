@@ -79,6 +79,10 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> RawCheckpoi
             raise CheckpointError(f"cannot load TorchScript {path}: {_first_line(exc)}") from None
         return RawCheckpoint(path, None, module=module.eval(), kind="torchscript",
                              notes=["loaded TorchScript archive (trusted)"])
+    if not _is_zip(path) and not _starts_like_pickle(path):
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or not a PyTorch "
+                              "checkpoint (neither a torch.save zip archive, a legacy torch.save pickle nor "
+                              ".safetensors)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -96,6 +100,12 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> RawCheckpoi
             raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or not a PyTorch "
                                   f"checkpoint ({_first_line(exc)})") from None
     return _unwrap(path, obj)
+
+
+def _starts_like_pickle(path: Path) -> bool:
+    """Legacy (non-zip) torch.save files are pickles of protocol >= 2, which start with the PROTO opcode."""
+    with open(path, "rb") as fh:
+        return fh.read(1) == b"\x80"
 
 
 def _is_zip(path: Path) -> bool:
