@@ -20,6 +20,8 @@ Example::
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import csv
 import dataclasses
 import xml.etree.ElementTree as ET
@@ -53,19 +55,22 @@ class Region:
     boxes: np.ndarray | None
 
 
-class RegionSource:
+class RegionSource(ABC):
     """Base of box and mask sources: ``has(name)``, ``region(name, label, size, out_hw)``, ``source``."""
 
     source: str = ""
 
+    @abstractmethod
     def has(self, name: str) -> bool:
-        raise NotImplementedError
+        """Whether the source holds a region for the image ``name``."""
 
+    @abstractmethod
     def region(self, name: str, label: int, size: tuple[int, int], out_hw: tuple[int, int]) -> Region:
-        raise NotImplementedError
+        """The region of image ``name`` (class ``label``, original ``size`` W x H) on the model input."""
 
+    @abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """Number of images with a region."""
 
 
 class BoxRegions(RegionSource):

@@ -1,7 +1,7 @@
 """The batched forward pass: model + data set -> Dump, incrementally, resumable, bounded memory.
 
 ``extract`` runs under inference mode, on CUDA when present (``device="auto"``), in fp32 by default or
-bf16/fp16 autocast, channels_last for convolutional models on CUDA, with DataLoader workers and pinned
+bf16/fp16 autocast, channels_last for convolutional models (CPU and CUDA), with DataLoader workers and pinned
 memory; rows go straight into the Dump's memory-mapped arrays and ``meta.json`` records progress after
 each flushed group of batches, so a killed run resumes when re-run with the same arguments.
 """
@@ -89,10 +89,23 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
         raise RepanalysisError("cannot find the model's final linear layer to read penultimate features; "
                                "pass --feature-layer NAME")
     net = lm.model.to(dev).eval()
-    use_cl = channels_last if channels_last is not None else (dev.type == "cuda" and lm.family != "vit"
-                                                               and lm.family != "deit")
+    # channels_last (NHWC) suits cuDNN and oneDNN alike: measured on 2 CPU cores, batch 32 at 224 px, it runs
+    # ResNet-18 1.3x, EfficientNet-B0 1.5x and MobileNetV2 1.6x faster. Transformers gain nothing.
+    use_cl = channels_last if channels_last is not None else lm.family not in ("vit", "deit")
     if use_cl:
         net = net.to(memory_format=torch.channels_last)
+    try:
+        return _extract_with(lm, net, dev, dataset, transform, output, seed_pt, n, want_features, layer,
+                             feature_layer, use_cl, precision, feature_dtype, batch_size, workers, overwrite,
+                             name, progress, max_batches, log)
+    finally:
+        if use_cl:   # the caller's model keeps its own memory format
+            net.to(memory_format=torch.contiguous_format)
+
+
+def _extract_with(lm, net, dev, dataset, transform, output, seed_pt, n, want_features, layer, feature_layer,
+                  use_cl, precision, feature_dtype, batch_size, workers, overwrite, name, progress,
+                  max_batches, log) -> Dump:
 
     # Probe one sample for the feature width (and to fail early on a model/data mismatch).
     x0 = dataset[0][0].unsqueeze(0).to(dev)
