@@ -7,9 +7,7 @@ overlay grid / precision-recall figures to --out.
 """
 from __future__ import annotations
 
-import csv
 import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -62,7 +60,7 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     from repanalysis.data.boxes import open_regions
     from repanalysis.plot.cam import plot_cam_grid, plot_pr_curves
     from repanalysis.plot.style import save_figure
-    from repanalysis.report import format_table, write_json_atomic
+    from repanalysis.report import format_table, write_csv_atomic, write_json_atomic
 
     name_list = split_names(names)
     if name_list is not None and len(name_list) != len(checkpoints):
@@ -101,7 +99,7 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     payload = {"method": method, "target": target, "threshold": threshold, "topk": topk,
                "boxes": str(boxes) if boxes else None, "models": [r.to_dict() for r in results]}
     write_json_atomic(out / "gradcam.json", payload)
-    _write_csv(out / "gradcam_per_image.csv", [row for r in results for row in r.per_image_rows()])
+    write_csv_atomic(out / "gradcam_per_image.csv", [row for r in results for row in r.per_image_rows()])
     written = [out / "gradcam.json", out / "gradcam_per_image.csv"]
     written += save_figure(plot_cam_grid(results, max_images=show, class_names=class_names), out / "gradcam_grid")
     written += save_figure(plot_pr_curves(results).figure, out / "gradcam_pr")
@@ -122,18 +120,3 @@ def _boxes_beside(ds) -> Path:
                 return Path(labels_file)
     raise RepanalysisError(f"no boxes for {ds.root}: pass --boxes (LOC_val_solution.csv, a VOC XML folder, a "
                            "'path,x0,y0,x1,y1' list or a folder of PNG masks)")
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            if rows:
-                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
