@@ -78,7 +78,8 @@ def save_figure(fig, path_stem: str | os.PathLike, formats: Sequence[str] = ("pn
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".{fmt}")
         os.close(fd)
         try:
-            fig.savefig(tmp, format=fmt)
+            # no creation date in the PDF: the same figure gives the same bytes (diffable, cacheable)
+            fig.savefig(tmp, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
             umask_mode(tmp)
             os.replace(tmp, target)
         except BaseException:
