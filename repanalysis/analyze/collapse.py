@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from repanalysis.analyze._arrays import pick_device
-from repanalysis.analyze.geometry import _release_pages
 from repanalysis.errors import DataError
 
 DEFAULT_CHUNK = 8192
@@ -67,18 +66,15 @@ class CollapseResult:
 
 
 def _chunks(source, arrays: dict, chunk_size: int):
-    from repanalysis.extract.store import Dump
+    from repanalysis.extract.store import Dump, release_pages
 
     if isinstance(source, Dump):
-        feats = source.features
-        for start, chunk in source.iter_chunks(tuple(arrays), chunk_size=chunk_size):
+        for _, chunk in source.iter_chunks(tuple(arrays), chunk_size=chunk_size):   # releases pages
             yield chunk
-            _release_pages(feats, start, start + len(chunk["labels"]))
         return
     n = len(arrays["labels"])
-    for start in range(0, n, chunk_size):
-        yield {k: v[start:start + chunk_size] for k, v in arrays.items()}
-        _release_pages(arrays["features"], start, min(start + chunk_size, n))
+    yield from release_pages(({k: v[start:start + chunk_size] for k, v in arrays.items()}
+                              for start in range(0, n, chunk_size)), arrays.values())
 
 
 def _f64(x, device=None) -> torch.Tensor:

@@ -17,7 +17,6 @@ Edge cases, all reported once per call:
 """
 from __future__ import annotations
 
-import mmap
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Iterator
@@ -172,44 +171,19 @@ def _read_only_tensor(x) -> torch.Tensor:
         return torch.from_numpy(arr)
 
 
-def _release_pages(arr, start_row: int, stop_row: int) -> None:
-    """Drop the pages of rows [start_row, stop_row) of a read-only memmap from this process's resident set.
-
-    The file stays in the page cache; without this a long sequential scan of a memory-mapped Dump would
-    keep every page it touched mapped (resident) until the scan ends.
-    """
-    mm = getattr(arr, "_mmap", None)
-    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    row_bytes = int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize
-    base = int(getattr(arr, "offset", 0))
-    lo = base + start_row * row_bytes
-    hi = base + stop_row * row_bytes
-    page = mmap.PAGESIZE
-    lo_aligned = (lo // page) * page
-    hi_aligned = (hi // page) * page
-    if hi_aligned > lo_aligned:
-        try:
-            mm.madvise(mmap.MADV_DONTNEED, lo_aligned, hi_aligned - lo_aligned)
-        except (OSError, ValueError):
-            pass
-
-
 def iter_feature_chunks(source, labels=None, chunk_size: int = DEFAULT_CHUNK
                         ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (features, labels) chunks from a Dump (via ``Dump.iter_chunks``) or from two arrays.
 
     Memory-mapped inputs are released page by page as the scan moves on, so memory stays bounded.
     """
-    from repanalysis.extract.store import Dump
+    from repanalysis.extract.store import Dump, release_pages
 
     if isinstance(source, Dump):
         if source.features is None:
             source.array("features")  # raises DumpError with the hint to re-extract
-        feats = source.features
-        for start, chunk in source.iter_chunks(("features", "labels"), chunk_size=chunk_size):
+        for _, chunk in source.iter_chunks(("features", "labels"), chunk_size=chunk_size):  # releases pages
             yield chunk["features"], chunk["labels"]
-            _release_pages(feats, start, start + len(chunk["labels"]))
         return
     if labels is None:
         raise DataError("labels are required with a features array; expected class_separation(features, labels)")
@@ -226,9 +200,8 @@ def iter_feature_chunks(source, labels=None, chunk_size: int = DEFAULT_CHUNK
         raise DataError(f"features must be 2-D [N, D]; got shape {feats.shape}")
     if labs.ndim != 1 or len(labs) != len(feats):
         raise DataError(f"labels must be 1-D with one entry per feature row ({len(feats)}); got shape {labs.shape}")
-    for start in range(0, len(feats), chunk_size):
-        yield feats[start:start + chunk_size], labs[start:start + chunk_size]
-        _release_pages(feats, start, min(start + chunk_size, len(feats)))
+    yield from release_pages(((feats[start:start + chunk_size], labs[start:start + chunk_size])
+                              for start in range(0, len(feats), chunk_size)), [feats])
 
 
 def class_separation(features, labels=None, *, num_classes: int | None = None, chunk_size: int = DEFAULT_CHUNK,
