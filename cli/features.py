@@ -50,13 +50,12 @@ def command(dumps, checkpoints, data, layout, split, names, classes, samples_per
     from repanalysis.analyze.projection import project_dump
     from repanalysis.cli.common import echo_json
     from repanalysis.data.class_resolution import resolve_for_dumps
+    from repanalysis.extract.gather import gather_dumps
     from repanalysis.plot.geometry import plot_projections
     from repanalysis.plot.style import save_figure
-    from repanalysis.report import format_table
+    from repanalysis.report import format_table, write_csv_atomic
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    from repanalysis.extract.gather import gather_dumps
-
     models = gather_dumps(dumps, checkpoints, names, data, layout=layout, split=split, device=device,
                           batch_size=batch_size, overwrite=overwrite, log=log)
     ks = {d.num_classes for d in models}
@@ -71,8 +70,6 @@ def command(dumps, checkpoints, data, layout, split, names, classes, samples_per
     split_label = models[0].meta.get("split")
     written = save_figure(plot_projections(results, decision_regions=decision_regions, split=split_label), stem)
     csv_path = out / "projection_coords.csv"
-    from repanalysis.report import write_csv_atomic
-
     write_csv_atomic(csv_path, [row for r in results for row in r.to_rows()])
     rows = []
     for r in results:

@@ -21,14 +21,13 @@ from repanalysis.cli.common import echo_json, json_option, load_dumps, names_opt
 @json_option
 def command(inputs, names, chunk_size, device, out, as_json):
     """d_within, d_total and R^2 of penultimate features per model (MaxSup Table 2)."""
+    from repanalysis.analyze._arrays import pick_device
     from repanalysis.analyze.geometry import class_separation, separation_table
     from repanalysis.plot.geometry import plot_separation_bars
     from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table, write_json_atomic
 
     dumps = load_dumps(inputs, names)
-    from repanalysis.analyze._arrays import pick_device
-
     dev = pick_device(device)
     results = [class_separation(d, chunk_size=chunk_size, device=dev) for d in dumps]
     out.mkdir(parents=True, exist_ok=True)

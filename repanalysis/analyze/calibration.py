@@ -265,9 +265,9 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
     n, k = z.shape
     dev = z.device
     if chunk_elements is None:
-        chunk_elements = (_CHUNK_ELEMENTS_GPU if dev.type == "cuda" else
-                          min(_CHUNK_ELEMENTS_CPU, _CHUNK_ELEMENTS_CLASSWISE) if want_classwise else
-                          _CHUNK_ELEMENTS_CPU)
+        chunk_elements = _CHUNK_ELEMENTS_GPU if dev.type == "cuda" else _CHUNK_ELEMENTS_CPU
+        if want_classwise and dev.type != "cuda":
+            chunk_elements = min(chunk_elements, _CHUNK_ELEMENTS_CLASSWISE)
     rows = max(1, chunk_elements // k)
     f64 = torch.float64
     conf_all = torch.empty(n, dtype=z.dtype, device=dev)
@@ -345,8 +345,9 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
     # (``confidences, predictions = torch.max(softmax(z), 1)``) and torchmetrics: y is predicted when p_y is
     # the max and no other class reaches it; when another does (a tie, e.g. in float16 logits), argmax
     # decides, on those rows only (torch's argmax costs ~5x an amax, so it is not run on every row).
-    correct = (py_all == conf_all) & (other_all < conf_all)
-    tie = torch.nonzero((py_all == conf_all) & (other_all == conf_all)).squeeze(1)
+    y_at_max = py_all == conf_all
+    correct = y_at_max & (other_all < conf_all)
+    tie = torch.nonzero(y_at_max & (other_all == conf_all)).squeeze(1)
     if tie.numel():
         correct[tie] = torch.softmax(z[tie], 1).argmax(1) == y[tie]
     nll = None

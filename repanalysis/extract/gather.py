@@ -32,8 +32,8 @@ def complete_feature_dump(path: Path):
     return dump if dump.complete and dump.features is not None else None
 
 
-def extract_features_cached(checkpoint, data, *, layout=None, split=None, class_order=None, name=None, device="auto",
-                      batch_size=128, overwrite=False, log=None):
+def extract_features_cached(checkpoint, data, *, layout=None, split=None, class_order=None, name=None,
+                            device="auto", batch_size=128, overwrite=False, log=None):
     """Features Dump of a checkpoint in its run folder (runs/<stem>/features/), reused when already complete
     for the same data set; a Dump of other data there is replaced only with ``overwrite``."""
     import repanalysis as ra
@@ -78,8 +78,9 @@ def gather_dumps(dumps, checkpoints, names, data=None, *, layout=None, split=Non
             if kind == "dump":
                 out.append(ra.load_dump(path, name=name))
             else:
-                out.append(extract_features_cached(path, data, layout=layout, split=split, name=name, device=device,
-                                             batch_size=batch_size, overwrite=overwrite, log=log))
+                out.append(extract_features_cached(path, data, layout=layout, split=split, name=name,
+                                                   device=device, batch_size=batch_size, overwrite=overwrite,
+                                                   log=log))
         return out
     found = config.default_dumps()
     if name_list is not None and len(name_list) != len(found):
@@ -94,8 +95,8 @@ def gather_dumps(dumps, checkpoints, names, data=None, *, layout=None, split=Non
                 raise RepanalysisError(f"run {run_name} has logits only and its checkpoint {ckpt} is not found; "
                                        f"run `repanalysis extract --checkpoint MODEL.pth` for it")
             dump = extract_features_cached(ckpt, data or ds.get("root"), layout=layout or ds.get("layout"),
-                                     split=split or ds.get("split"), class_order=ds.get("class_order"), name=name,
-                                     device=device, batch_size=batch_size, log=log)
+                                           split=split or ds.get("split"), class_order=ds.get("class_order"),
+                                           name=name, device=device, batch_size=batch_size, log=log)
         else:
             dump.name = name
         out.append(dump)
