@@ -34,6 +34,9 @@ def test_interrupted_extraction_resumes_to_the_same_dump(tmp_path, real_checkpoi
     with pytest.raises(RepanalysisError, match="incomplete"):
         ra.load_dump(tmp_path / "d")
     full = ra.extract(lm, real_data["test"], tmp_path / "d", batch_size=64, progress=False, workers=0)
+    # extraction runs convolutions channels_last, and hands the caller's model back in its own format
+    convs = [m.weight for m in lm.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous() for w in convs)
     ref = real_dumps["LS"]["test"]
     np.testing.assert_allclose(full.logits, ref.logits, atol=1e-5)
     np.testing.assert_allclose(full.features, ref.features, atol=1e-5)

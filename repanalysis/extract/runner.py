@@ -91,60 +91,69 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     net = lm.model.to(dev).eval()
     # channels_last (NHWC) suits cuDNN and oneDNN alike: measured on 2 CPU cores, batch 32 at 224 px, it runs
     # ResNet-18 1.3x, EfficientNet-B0 1.5x and MobileNetV2 1.6x faster. Transformers gain nothing.
-    # The batched pass (_run) switches the model to it and back.
+    # Switched before the probe forward (measured: 1.22x vs 1.14x of the reference when switched only for
+    # the batched pass) and back on every way out, so the caller's model keeps its own memory format.
     use_cl = channels_last if channels_last is not None else lm.family not in ("vit", "deit")
-
-    # Probe one sample for the feature width (and to fail early on a model/data mismatch).
-    x0 = dataset[0][0].unsqueeze(0).to(dev)
-    with torch.inference_mode(), _autocast(dev, precision):
-        try:
-            if want_features:
-                with FeatureTap(net, layer, mode="input" if feature_layer is None else "output") as tap:
+    if use_cl:
+        net.to(memory_format=torch.channels_last)
+    try:
+        # Probe one sample for the feature width (and to fail early on a model/data mismatch).
+        x0 = dataset[0][0].unsqueeze(0).to(dev)
+        with torch.inference_mode(), _autocast(dev, precision):
+            try:
+                if want_features:
+                    with FeatureTap(net, layer, mode="input" if feature_layer is None else "output") as tap:
+                        z0 = net(x0)
+                    d = tap.value.shape[1]
+                else:
                     z0 = net(x0)
-                d = tap.value.shape[1]
-            else:
-                z0 = net(x0)
-        except RuntimeError as exc:
-            raise RepanalysisError(f"the model cannot run on this data (input {tuple(x0.shape[1:])}): "
-                                   f"{str(exc).splitlines()[0][:200]}") from None
-    k = z0.shape[1]
-    specs = {"logits": ((k,), np.float32), "labels": ((), np.int64), "ids": ((), np.int64)}
-    if want_features:
-        specs["features"] = ((d,), np.dtype(feature_dtype))
-    static = {}
-    weights = lm.classifier_weights() if feature_layer is None else None
-    if want_features and weights is not None:
-        static = {"classifier_weight": weights[0], "classifier_bias": weights[1]}
-    described = dataset.describe()
-    fingerprint = _fingerprint({"sha": lm.sha256, "arch": lm.arch, "data": dataset.fingerprint(),
-                                "transform": transform.to_dict(), "features": want_features, "layer": feature_layer,
-                                "precision": precision, "feature_dtype": feature_dtype})
-    meta = {"name": name or (lm.checkpoint.stem if lm.checkpoint else lm.arch),
-            "checkpoint": {"path": str(lm.checkpoint.resolve()) if lm.checkpoint else None, "sha256": lm.sha256},
-            "arch": lm.arch, "family": lm.family, "num_classes": int(k), "feature_layer": layer if want_features else None,
-            "dataset": described, "split": described.get("split"), "transform": transform.to_dict(),
-            "class_names": dataset.class_names or lm.class_names, "wnids": getattr(dataset, "wnids", None),
-            "precision": precision, "device": str(dev), "load_notes": lm.notes, "fingerprint": fingerprint,
-            "skipped": list(getattr(dataset, "skipped", []))}
-    target = output.with_name(output.name + ".partial") if seed_pt else output
-    writer = DumpWriter(target, n, specs, meta, overwrite=overwrite, static_arrays=static,
-                        sample_names=list(dataset.samples))
-    if writer.done and log:
-        log(f"resuming {target} at sample {writer.done} of {n}")
-    _run(net, dataset, writer, dev, precision, batch_size, workers, use_cl,
-         layer if want_features else None, feature_layer is None, progress, max_batches)
-    if writer.done < n:
-        return load_dump(target, allow_incomplete=True)
-    bad = _count_nonfinite(writer)
-    writer.finalize({"nonfinite_logit_rows": bad})
-    if bad:
-        warnings.warn(f"{bad} of {n} samples have NaN or inf logits; analyses will exclude them", RuntimeWarning,
-                      stacklevel=2)
-    if seed_pt:
-        dump = save_seed_pt(load_dump(target), output, overwrite=overwrite)
-        shutil.rmtree(target)
-        return dump
-    return load_dump(target)
+            except RuntimeError as exc:
+                raise RepanalysisError(f"the model cannot run on this data (input {tuple(x0.shape[1:])}): "
+                                       f"{str(exc).splitlines()[0][:200]}") from None
+        k = z0.shape[1]
+        specs = {"logits": ((k,), np.float32), "labels": ((), np.int64), "ids": ((), np.int64)}
+        if want_features:
+            specs["features"] = ((d,), np.dtype(feature_dtype))
+        static = {}
+        weights = lm.classifier_weights() if feature_layer is None else None
+        if want_features and weights is not None:
+            static = {"classifier_weight": weights[0], "classifier_bias": weights[1]}
+        described = dataset.describe()
+        fingerprint = _fingerprint({"sha": lm.sha256, "arch": lm.arch, "data": dataset.fingerprint(),
+                                    "transform": transform.to_dict(), "features": want_features,
+                                    "layer": feature_layer, "precision": precision,
+                                    "feature_dtype": feature_dtype})
+        meta = {"name": name or (lm.checkpoint.stem if lm.checkpoint else lm.arch),
+                "checkpoint": {"path": str(lm.checkpoint.resolve()) if lm.checkpoint else None,
+                               "sha256": lm.sha256},
+                "arch": lm.arch, "family": lm.family, "num_classes": int(k),
+                "feature_layer": layer if want_features else None,
+                "dataset": described, "split": described.get("split"), "transform": transform.to_dict(),
+                "class_names": dataset.class_names or lm.class_names, "wnids": getattr(dataset, "wnids", None),
+                "precision": precision, "device": str(dev), "load_notes": lm.notes, "fingerprint": fingerprint,
+                "skipped": list(getattr(dataset, "skipped", []))}
+        target = output.with_name(output.name + ".partial") if seed_pt else output
+        writer = DumpWriter(target, n, specs, meta, overwrite=overwrite, static_arrays=static,
+                            sample_names=list(dataset.samples))
+        if writer.done and log:
+            log(f"resuming {target} at sample {writer.done} of {n}")
+        _run(net, dataset, writer, dev, precision, batch_size, workers, use_cl,
+             layer if want_features else None, feature_layer is None, progress, max_batches)
+        if writer.done < n:
+            return load_dump(target, allow_incomplete=True)
+        bad = _count_nonfinite(writer)
+        writer.finalize({"nonfinite_logit_rows": bad})
+        if bad:
+            warnings.warn(f"{bad} of {n} samples have NaN or inf logits; analyses will exclude them", RuntimeWarning,
+                          stacklevel=2)
+        if seed_pt:
+            dump = save_seed_pt(load_dump(target), output, overwrite=overwrite)
+            shutil.rmtree(target)
+            return dump
+        return load_dump(target)
+    finally:
+        if use_cl:
+            net.to(memory_format=torch.contiguous_format)
 
 
 class _autocast:
@@ -179,8 +188,6 @@ def _run(net, dataset, writer: DumpWriter, dev, precision, batch_size, workers, 
     last_commit = time.monotonic()
     tap = FeatureTap(net, layer, mode="input" if layer_input else "output") if layer else None
     try:
-        if channels_last:
-            net.to(memory_format=torch.channels_last)
         if tap:
             tap.__enter__()
         with torch.inference_mode():
@@ -210,8 +217,6 @@ def _run(net, dataset, writer: DumpWriter, dev, precision, batch_size, workers, 
                 writer.commit(pos)
             except OSError:
                 pass
-        if channels_last:   # the caller's model keeps its own memory format
-            net.to(memory_format=torch.contiguous_format)
         if tap:
             tap.__exit__()
         if bar:
