@@ -180,6 +180,50 @@ def test_chunking_does_not_change_values(monkeypatch):
         assert getattr(chunked, key) == pytest.approx(getattr(whole, key), abs=1e-13), key
 
 
+@pytest.mark.parametrize("n_bins", [1, 2, 3, 7, 10, 15, 100, 1000, 65537])
+def test_equal_width_bin_matches_bucketize_at_every_edge(n_bins):
+    # the arithmetic binning against the binary search it replaces, on values right at, just below and just
+    # above every edge j/M (in float32 and in float64 steps), plus 0, 1, out-of-range, NaN and inf
+    e = C.equal_width_edges(n_bins)
+    e32 = e.float()
+    steps = torch.arange(-40, 41, dtype=torch.int32)
+    f32 = (e32.view(torch.int32)[:, None] + steps).view(torch.float32).reshape(-1)
+    f32 = f32[torch.isfinite(f32)]
+    g = torch.Generator().manual_seed(n_bins)
+    f32 = torch.cat([f32, torch.rand(20000, generator=g),
+                     torch.tensor([0.0, -0.0, 1.0, -1.0, 2.0, 1e-45, float("nan"), float("inf"), -float("inf")])])
+    up, down = torch.tensor(2.0, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64)
+    f64 = torch.cat([e, torch.nextafter(e, up), torch.nextafter(e, down), torch.nextafter(torch.nextafter(e, up), up),
+                     torch.rand(20000, generator=g, dtype=torch.float64), f32.double()])
+    for values, narrow in ((f32.double(), True), (f32.double(), False), (f64, False)):
+        expected = torch.bucketize(values, e, right=False) - 1
+        expected = torch.where((expected >= 0) & (expected < n_bins), expected, n_bins)
+        got = C.equal_width_bin(values, n_bins, float32_values=narrow)
+        assert torch.equal(got, expected), (narrow, values[got != expected][:5])
+
+
+def test_parallel_scan_equals_one_thread(monkeypatch):
+    # rows shared out to 3 worker threads in small chunks give the same numbers and per-sample arrays
+    z, y = random_logits(n=2000, k=9, seed=4)
+    z = z.float()
+    one = C.calibration_report(z, y)
+    monkeypatch.setattr(C, "_CHUNK_ELEMENTS_CPU", 90)              # 10 rows per chunk, 200 chunks
+    monkeypatch.setattr(C, "_CHUNK_ELEMENTS_CLASSWISE", 90)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        many = C.calibration_report(z, y)
+        ece = C.expected_calibration_error(z, y)
+    finally:
+        torch.set_num_threads(before)
+    for key in C.SCALARS:
+        assert getattr(many, key) == pytest.approx(getattr(one, key), abs=1e-13), key
+    assert ece == pytest.approx(one.ece, abs=1e-15)
+    np.testing.assert_array_equal(many.confidence, one.confidence)
+    np.testing.assert_array_equal(many.correct, one.correct)
+    np.testing.assert_array_equal(many.bins.counts, one.bins.counts)
+
+
 @pytest.mark.filterwarnings("ignore:only 3 samples")
 def test_ties_use_first_argmax():
     z = torch.tensor([[1.0, 3.0, 3.0], [1.0, 3.0, 3.0], [2.0, 2.0, 2.0]], dtype=torch.float64)
@@ -323,6 +367,37 @@ def test_nan_rows_are_excluded_with_a_warning():
     assert res.n_excluded == 4 and res.num_samples == 296
     for key in C.SCALARS:
         assert getattr(res, key) == pytest.approx(getattr(ref, key), abs=1e-13), key
+
+
+def test_each_metric_excludes_nan_rows_like_the_report():
+    z, y = random_logits(n=400, k=6, seed=12)
+    z = z.float()
+    bad = z.clone()
+    bad[[5, 99], 2] = float("nan")
+    bad[200] = float("-inf")                  # every logit -inf: NaN softmax
+    keep = torch.ones(400, dtype=torch.bool)
+    keep[[5, 99, 200]] = False
+    for fn in (C.expected_calibration_error, C.max_calibration_error, C.adaptive_ece, C.classwise_ece,
+               C.over_under_ece, C.negative_log_likelihood, C.brier_score):
+        with pytest.warns(RuntimeWarning, match="3 of 400 samples"):
+            got = fn(bad, y)
+        assert got == pytest.approx(fn(z[keep], y[keep]), abs=1e-15), fn.__name__
+
+
+def test_minus_inf_at_the_label_is_excluded_from_the_report():
+    # p_y = 0 exactly: the NLL is infinite, so the row leaves every metric of the report (and is counted)
+    z, y = random_logits(n=300, k=5, seed=13)
+    bad = z.clone()
+    bad[[7, 8], y[[7, 8]]] = float("-inf")
+    with pytest.warns(RuntimeWarning, match="2 of 300 samples"):
+        res = C.calibration_report(bad, y)
+    keep = torch.ones(300, dtype=torch.bool)
+    keep[[7, 8]] = False
+    ref = C.calibration_report(z[keep], y[keep])
+    assert res.n_excluded == 2 and res.bins.counts.sum() == 298
+    for key in C.SCALARS:
+        if key != "classwise_ece":        # classwise bins every row's p_k; those two rows still have p
+            assert getattr(res, key) == pytest.approx(getattr(ref, key), abs=1e-13), key
 
 
 @pytest.mark.parametrize("z, y, match", [

@@ -24,10 +24,12 @@ How this compares with the reference libraries (read from their source, torchmet
   an inner edge ``j/M`` (1.0 is fine, up to the eps clip). netcal's ``equal_intervals=False`` uses
   ``np.quantile`` edges with the outer edges forced to 0 and 1, a different rule from the adaptive ECE here.
 
-Speed: one chunked pass over the logits through torch's fused row softmax (chunks sized to stay in L2,
-buffers reused, float32 inputs kept in float32 for the per-entry work and promoted to float64 per sample)
-gives every per-sample quantity; binning is ``bucketize`` + ``bincount``. The same code runs on CPU or GPU (``device=``). The metric
-functions run with one intra-op CPU thread (see :func:`single_threaded`).
+Speed: one chunked pass over the logits through torch's fused row softmax (cache-sized chunks, buffers
+reused, float32 inputs kept in float32 for the per-entry work and promoted to float64 per sample) gives every
+per-sample quantity, on as many worker threads as the caller's intra-op thread count. Binning is arithmetic,
+``ceil(c M) - 1`` with an exact correction (:func:`equal_width_bin`), then ``bincount``; no binary search.
+The same code runs on CPU or GPU (``device=``). The metric functions themselves run with one intra-op CPU
+thread (see :func:`single_threaded`).
 
 Example::
 
@@ -39,8 +41,10 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,7 +56,7 @@ from repanalysis.errors import DataError
 ADAPTIVE_RULES = ("reference", "corrected")
 SCALARS = ("accuracy", "mean_confidence", "ece", "mce", "aece", "classwise_ece", "oece", "uece", "nll",
            "brier")
-_CHUNK_ELEMENTS_CPU = 1 << 20     # 4 MiB of float32 per chunk (the row softmax works in L1 either way)
+_CHUNK_ELEMENTS_CPU = 1 << 19     # 2 MiB of float32 per chunk (fewer per-chunk op dispatches; measured best)
 _CHUNK_ELEMENTS_CLASSWISE = 1 << 17   # 512 KiB: the classwise binning makes several passes over the chunk
 _CHUNK_ELEMENTS_GPU = 1 << 26
 _BOOT_ELEMENTS = 1 << 22          # replicate block size for the bootstrap (bsz * N entries at once)
@@ -164,17 +168,24 @@ def _nan_to_none(a: np.ndarray) -> list:
 # --- the per-sample pass ------------------------------------------------------------------------------
 @dataclass
 class _Scan:
+    num_samples: int            # N: rows kept (finite)
+    num_classes: int
+    n_excluded: int
     conf: torch.Tensor          # (N,) float64 max softmax
     correct: torch.Tensor       # (N,) bool, argmax(z) == y (first index on ties)
-    nll: torch.Tensor | None    # (N,) float64 -log p_y
-    brier: torch.Tensor | None  # (N,) float64 sum_k (p_k - 1[y=k])^2
     labels: torch.Tensor        # (N,) int64
-    cw_counts: torch.Tensor | None  # (K, M) samples with p_k in bin
-    cw_psum: torch.Tensor | None    # (K, M) sum of p_k in bin
-    cw_hits: torch.Tensor | None    # (K, M) samples with y == k and p_k in bin
-    n_excluded: int
-    num_classes: int
+    bin_counts: torch.Tensor    # (M,) samples per equal-width bin
+    bin_conf: torch.Tensor      # (M,) sum of conf per equal-width bin
+    bin_acc: torch.Tensor       # (M,) sum of correct per equal-width bin
+    nll: torch.Tensor | None = None       # (N,) float64 -log p_y
+    brier: torch.Tensor | None = None     # (N,) float64 sum_k (p_k - 1[y=k])^2
+    cw_counts: torch.Tensor | None = None  # (K, M) samples with p_k in bin
+    cw_psum: torch.Tensor | None = None    # (K, M) sum of p_k in bin
+    cw_hits: torch.Tensor | None = None    # (K, M) samples with y == k and p_k in bin
     keep: torch.Tensor | None = None   # (N_input,) bool rows kept, None when every row was kept
+
+    def equal_width_sums(self):
+        return self.bin_counts, self.bin_conf, self.bin_acc
 
 
 def single_threaded(fn):
@@ -203,6 +214,15 @@ def single_threaded(fn):
 _CALLER = threading.local()      # the caller's intra-op thread count while inside single_threaded
 
 
+_POOL: dict = {}
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A lasting thread pool of ``workers`` threads for the chunked scans (made once per process)."""
+    key = (os.getpid(), workers)           # a forked child gets its own (threads do not survive a fork)
+    if key not in _POOL:
+        _POOL[key] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="repanalysis-scan")
+    return _POOL[key]
+
+
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -224,8 +244,7 @@ def _prepare(logits, labels, num_classes, device) -> tuple[torch.Tensor, torch.T
 
 def _refuse_probabilities(z: torch.Tensor) -> None:
     """Raise when every row lies in [0, 1] and sums to 1: softmax was already applied."""
-    head = z[:1024]
-    if not _looks_like_probabilities(head):
+    if not _looks_like_probabilities(z[:16]):     # logits almost always show it in the first rows
         return
     if all(_looks_like_probabilities(z[s:s + 65536]) for s in range(0, z.shape[0], 65536)):
         raise DataError("the logits look like probabilities (every row lies in [0, 1] and sums to 1); "
@@ -253,12 +272,13 @@ def _check_bins(n_bins) -> None:
 
 def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool = True,
           want_brier: bool = True, want_classwise: bool = False, chunk_elements: int | None = None) -> _Scan:
-    """One chunked pass: per-sample max softmax, correctness, NLL, Brier and classwise bin sums.
+    """One chunked pass over the logits: per-sample conf and correctness, the equal-width bin sums of both,
+    and on request per-sample NLL / Brier and the classwise bin sums.
 
     Each chunk of rows goes through torch's fused row softmax into a reused, cache-sized buffer p (one read
-    of the logits; max, exp-sum and scaling happen per row in L1), then conf = max_k p_k, p_y and
-    max_{j != y} p_j are read off p. NLL = log s + m - z_y with s = 1 / conf = sum_k exp(z_k - m) and
-    m = max_k z_k.
+    of the logits; max, exp-sum and scaling happen per row in L1), then p_y is read off p, p_y is replaced by
+    -1 and one more row max gives q = max_{j != y} p_j, so conf = max(p_y, q) and y is the prediction when
+    p_y > q. NLL = log s + m - z_y with s = 1 / conf = sum_k exp(z_k - m) and m = max_k z_k.
     Rows with NaN or +inf logits (NaN softmax), or -inf at the label (infinite NLL), are excluded (warning
     with the count).
     """
@@ -270,109 +290,119 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
             chunk_elements = min(chunk_elements, _CHUNK_ELEMENTS_CLASSWISE)
     rows = max(1, chunk_elements // k)
     f64 = torch.float64
-    conf_all = torch.empty(n, dtype=z.dtype, device=dev)
+    narrow = z.dtype != f64        # conf holds float32 values (z is float32 or float64 here)
+    conf_all = torch.empty(n, dtype=f64, device=dev)
+    correct_all = torch.empty(n, dtype=torch.bool, device=dev)
     py_all = torch.empty(n, dtype=z.dtype, device=dev)
     other_all = torch.empty(n, dtype=z.dtype, device=dev)
     m_all = torch.empty(n, dtype=z.dtype, device=dev) if want_nll else None
     zy_all = torch.empty(n, dtype=z.dtype, device=dev) if want_nll else None
     sq_all = torch.empty(n, dtype=z.dtype, device=dev) if want_brier else None
-    edges = equal_width_edges(n_bins, device=dev)
     cells = k * n_bins
-    y_col = y[:, None]
     softmax_into = torch.ops.aten._softmax.out
 
     def scan_rows(first: int, last: int):
-        """Rows first:last in chunks of ``rows``; returns this range's classwise (counts, psum, hits) or None."""
+        """Rows first:last; returns this range's (equal-width bin sums, classwise sums or None)."""
         buf = torch.empty(min(rows, last - first), k, dtype=z.dtype, device=dev)
+        flat_buf = buf.view(-1)
         buf2 = torch.empty_like(buf) if want_brier else None
+        # flat index of (i, y_i) inside i's chunk buffer, for all rows of the range at once
+        at_y = torch.arange(last - first, device=dev).remainder_(rows).mul_(k).add_(y[first:last])
         if want_classwise:
-            cw_counts = torch.zeros(cells + 1, dtype=f64, device=dev)
-            cw_psum = torch.zeros(cells + 1, dtype=f64, device=dev)
-            cw_hits = torch.zeros(cells + 1, dtype=f64, device=dev)
-            class_offset = (torch.arange(k, device=dev) * n_bins).repeat(buf.shape[0])
+            cw = torch.zeros(3, cells + k, dtype=f64, device=dev)    # counts, sum p, hits per (class, bin)
+            class_offset = (torch.arange(k, device=dev) * (n_bins + 1)).repeat(buf.shape[0])
         for start in range(first, last, rows):
             stop = min(start + rows, last)
+            whole = stop - start == buf.shape[0]
             c = z[start:stop]
-            b = softmax_into(c, 1, False, out=buf[:stop - start])           # p_k, fused per row
-            torch.amax(b, 1, out=conf_all[start:stop])
-            torch.gather(b, 1, y_col[start:stop], out=py_all[start:stop, None])
+            b = softmax_into(c, 1, False, out=buf if whole else buf[:stop - start])   # p_k, fused per row
+            flat = flat_buf if whole else flat_buf[:(stop - start) * k]
+            at = at_y[start - first:stop - first]
+            torch.index_select(flat, 0, at, out=py_all[start:stop])
             if want_nll:
-                torch.amax(c, 1, keepdim=True, out=m_all[start:stop, None])
-                torch.gather(c, 1, y_col[start:stop], out=zy_all[start:stop, None])
+                torch.amax(c, 1, out=m_all[start:stop])
+                torch.index_select(c.reshape(-1), 0, at, out=zy_all[start:stop])
             if want_brier:
                 torch.sum(torch.square(b, out=buf2[:stop - start]), 1, out=sq_all[start:stop])
             if want_classwise:
-                p = b.reshape(-1).to(f64)
-                bin_id = torch.bucketize(p, edges, right=False) - 1  # (lo, hi]: j with e_j < p <= e_{j+1}
-                cell = bin_id + class_offset[:p.numel()]
-                ok = (bin_id >= 0) & (bin_id < n_bins)               # NaN rows (NaN / +inf logits): no bin
-                cell = torch.where(ok, cell, cells)
-                cw_counts += torch.bincount(cell, minlength=cells + 1).to(f64)
-                cw_psum += torch.bincount(cell, weights=torch.where(ok, p, 0.0), minlength=cells + 1)
-                # 1[y = k]: the cell of (y, bin of the same p_y value as above), so both sums bin alike
-                yc = y[start:stop]
-                cell_y = (yc * n_bins + bin_id.view(-1, k).gather(1, yc[:, None]).squeeze(1))
-                ok_y = ok.view(-1, k).gather(1, yc[:, None]).squeeze(1)
-                cw_hits += torch.bincount(torch.where(ok_y, cell_y, cells), minlength=cells + 1).to(f64)
-            b.scatter_(1, y_col[start:stop], -1.0)                   # largest p_j over j != y (b is spent)
+                _classwise_chunk(b, y[start:stop], n_bins, class_offset, cw)
+            flat.index_fill_(0, at, -1.0)                                  # then the largest p_j over j != y
             torch.amax(b, 1, out=other_all[start:stop])
-        return (cw_counts, cw_psum, cw_hits) if want_classwise else None
+        # the tail of this range: conf = max_k p_k, correct = (first argmax of p) == y, bin sums
+        py, other = py_all[first:last], other_all[first:last]
+        conf, correct = conf_all[first:last], correct_all[first:last]
+        torch.maximum(py, other, out=conf)
+        torch.gt(py, other, out=correct)
+        # p_y tied with another class's probability (e.g. float16 logits): torch's first-index argmax decides,
+        # as in the reference code (``torch.max(softmax(z), 1)``) and torchmetrics; argmax costs ~5x an amax,
+        # so it only runs on the tied rows.
+        tie = torch.eq(py, other)
+        if tie.any():
+            tie = torch.nonzero(tie).squeeze(1) + first
+            correct_all[tie] = torch.softmax(z[tie], 1).argmax(1) == y[tie]
+        return _equal_width_sums(conf, correct, n_bins, float32_values=narrow), (cw if want_classwise else None)
 
-    # On CPU the chunks are shared out to as many worker threads as the caller had intra-op threads, each
-    # running single-threaded ops on its own cache-sized buffers (no OpenMP fork/join per small op).
+    # On CPU the rows are shared out to as many pool threads as the caller had intra-op threads, each running
+    # single-threaded ops on its own cache-sized buffers (no OpenMP fork/join per small op).
     workers = (getattr(_CALLER, "threads", None) or 1) if dev.type == "cpu" else 1
     n_chunks = -(-n // rows)
     workers = max(1, min(workers, n_chunks))
     if workers == 1:
         parts = [scan_rows(0, n)]
     else:
-        from concurrent.futures import ThreadPoolExecutor
-
         def worker(first):
-            torch.set_num_threads(1)     # a new thread starts with the process default
+            torch.set_num_threads(1)     # a pool thread starts with the process default
             return scan_rows(first, min(first + per, n))
 
         per = -(-n_chunks // workers) * rows
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(worker, range(0, n, per)))
-    if want_classwise:
-        cw_counts = sum(part[0] for part in parts)
-        cw_psum = sum(part[1] for part in parts)
-        cw_hits = sum(part[2] for part in parts)
-    conf = conf_all.to(f64)
-    finite = torch.isfinite(conf)                           # NaN softmax: a NaN or +inf logit in the row
-    # The prediction is the first index of the largest softmax probability, as in the reference code
-    # (``confidences, predictions = torch.max(softmax(z), 1)``) and torchmetrics: y is predicted when p_y is
-    # the max and no other class reaches it; when another does (a tie, e.g. in float16 logits), argmax
-    # decides, on those rows only (torch's argmax costs ~5x an amax, so it is not run on every row).
-    y_at_max = py_all == conf_all
-    correct = y_at_max & (other_all < conf_all)
-    tie = torch.nonzero(y_at_max & (other_all == conf_all)).squeeze(1)
-    if tie.numel():
-        correct[tie] = torch.softmax(z[tie], 1).argmax(1) == y[tie]
-    nll = None
+        parts = list(_pool(workers).map(worker, range(0, n, per)))
+    counts, conf_sum, acc_sum, in_no_bin = (sum(part[0][i] for part in parts) for i in range(4))
+    out = _Scan(num_samples=n, num_classes=k, n_excluded=0, conf=conf_all, correct=correct_all, labels=y,
+                bin_counts=counts, bin_conf=conf_sum, bin_acc=acc_sum)
+    # A finite row has conf in [1/K, 1], in a bin; a conf in no bin is NaN (a NaN or +inf logit in the row).
+    n_bad = int(in_no_bin)
+    finite = torch.isfinite(conf_all) if n_bad else None
     if want_nll:
         zy64 = zy_all.to(f64)
-        finite &= torch.isfinite(zy64)                      # -inf at the label: infinite NLL
-        nll = -torch.log(conf) + m_all.to(f64) - zy64       # -log p_y = log s + m - z_y (Guo 2017)
-    brier = None
+        label_inf = torch.isinf(zy64) & torch.isfinite(conf_all)   # -inf at the label: infinite NLL
+        if bool(label_inf.any()):                  # conf is finite there: take those rows out of the bin sums
+            finite = torch.isfinite(conf_all) & ~label_inf
+            idx = torch.nonzero(label_inf).squeeze(1)
+            drop = _equal_width_sums(conf_all[idx], correct_all[idx], n_bins, float32_values=narrow)
+            out.bin_counts, out.bin_conf, out.bin_acc = (a - d for a, d in zip(out.equal_width_sums(), drop))
+            n_bad += idx.numel()
+        out.nll = -torch.log(conf_all) + m_all.to(f64) - zy64      # -log p_y = log s + m - z_y (Guo 2017)
     if want_brier:
         # Brier (Brier 1950): sum_k (p_k - 1[y=k])^2 = sum_k p_k^2 - 2 p_y + 1
-        brier = sq_all.to(f64) - 2.0 * py_all.to(f64) + 1.0
-    n_bad = int((~finite).sum())
-    cw = (None, None, None)
+        out.brier = sq_all.to(f64) - 2.0 * py_all.to(f64) + 1.0
     if want_classwise:
-        cw = tuple(a[:cells].view(k, n_bins) for a in (cw_counts, cw_psum, cw_hits))
+        out.cw_counts, out.cw_psum, out.cw_hits = sum(part[1] for part in parts).view(3, k, n_bins + 1)[:, :, :n_bins]
     if n_bad:
         if n_bad == n:
             raise DataError(f"all {n} rows of logits contain NaN or inf; nothing to analyse")
         warnings.warn(f"{n_bad} of {n} samples have NaN or inf logits; they are excluded", RuntimeWarning,
                       stacklevel=4)
-        conf, correct, y = conf[finite], correct[finite], y[finite]
-        nll = nll[finite] if nll is not None else None
-        brier = brier[finite] if brier is not None else None
-    return _Scan(conf=conf, correct=correct, nll=nll, brier=brier, labels=y, cw_counts=cw[0], cw_psum=cw[1],
-                 cw_hits=cw[2], n_excluded=n_bad, num_classes=k, keep=finite if n_bad else None)
+        out.num_samples, out.n_excluded, out.keep = n - n_bad, n_bad, finite
+        for key in ("conf", "correct", "labels", "nll", "brier"):
+            v = getattr(out, key)
+            if v is not None:
+                setattr(out, key, v[finite])
+    return out
+
+
+def _classwise_chunk(p: torch.Tensor, y: torch.Tensor, n_bins: int, class_offset: torch.Tensor,
+                     cw: torch.Tensor) -> None:
+    """Add one chunk's classwise bin sums into cw (3, K*(M+1)): samples with p_k in bin b of class k, their
+    sum of p_k, and those among them with y == k (Kull et al. 2019). Bin M of each class collects p_k in no
+    bin (p_k = 0, or NaN rows); it is dropped at the end."""
+    rows, k = p.shape
+    p64 = p.reshape(-1).to(torch.float64)
+    bin_id = equal_width_bin(p64, n_bins, float32_values=p.dtype != torch.float64)   # 0..M-1 a bin, M none
+    cell = bin_id + class_offset[:p64.numel()]
+    cw[0] += torch.bincount(cell, minlength=cw.shape[1])
+    cw[1] += torch.bincount(cell, weights=p64, minlength=cw.shape[1])
+    # 1[y = k]: the cell of (y, bin of the same p_y value as above), so both sums bin alike
+    cw[2] += torch.bincount(cell.view(rows, k).gather(1, y[:, None]).squeeze(1), minlength=cw.shape[1])
 
 
 # --- binning -------------------------------------------------------------------------------------------
@@ -423,6 +453,49 @@ def _bin_sums(c, a, e, close_first=False):
     conf_sum = torch.bincount(bin_id, weights=c, minlength=m + 1)[:m]
     acc_sum = torch.bincount(bin_id, weights=a, minlength=m + 1)[:m]
     return counts, conf_sum, acc_sum
+
+
+def equal_width_bin(c: torch.Tensor, n_bins: int, *, float32_values: bool = False) -> torch.Tensor:
+    """Bin index j of each value in the equal-width ``(lo, hi]`` bins: e_j < c <= e_{j+1}, e_j = fl(j / M).
+
+    c (...) float64 -> (...) int64 in [0, M - 1], or M for a value in no bin (<= 0, > 1, NaN). Exactly what
+    ``bucketize(c, equal_width_edges(M), right=False) - 1`` gives, without the binary search (see
+    :func:`_bin_plus_one`). ``float32_values``: every c is a float32 (or narrower) value held in float64,
+    which allows the shortest exact formula.
+    """
+    b = _bin_plus_one(c, n_bins, float32_values=float32_values).long() - 1
+    return b.masked_fill_(b < 0, n_bins)
+
+
+def _bin_plus_one(c: torch.Tensor, n_bins: int, *, float32_values: bool = False) -> torch.Tensor:
+    """1 + the (lo, hi] bin of c as float64: 1..M a bin, 0 for c <= 0 or NaN, M + 1 for c > 1.
+
+    For float32 values c and M < 2^28 the bin is exactly ceil(c M) - 1: c M is exact in float64 (24 + 28 bits),
+    and no float32 lies between j / M and its double fl(j / M) (a float32 c != j/M is at least 2^q / M away
+    from j/M, where 2^q is c's unit in the last place, while |fl(j/M) - j/M| <= 2^(q - 28)), so c > fl(j/M)
+    exactly when c M > j. For float64 values the candidate ceil(c M) - 1 is off by at most one (c M and
+    fl(j/M) are each within half an ulp of the exact values) and one comparison with each of its two edges,
+    recomputed as the same correctly rounded j / M, corrects it.
+    """
+    j = torch.mul(c, n_bins).nan_to_num_(nan=0.0).ceil_()
+    if float32_values and n_bins < 1 << 28:
+        return j.clamp_(0, n_bins + 1)
+    j.clamp_(1, n_bins)                                               # candidate + 1, in [1, M]
+    above_lower = torch.gt(c, (j - 1).div_(n_bins))
+    above_upper = torch.gt(c, j / n_bins)
+    return j.sub_(1).add_(above_lower).add_(above_upper)     # NaN compares False: 0
+
+
+def _equal_width_sums(c: torch.Tensor, correct: torch.Tensor, m: int, *, float32_values: bool = False):
+    """(counts, sum of c, sum of correct) per equal-width (lo, hi] bin, each (M,) float64, and the number of
+    values in no bin; c (N,) float64, correct (N,) bool. One pass of bin arithmetic and two bincounts over the
+    cells (correct, bin)."""
+    cell = _bin_plus_one(c, m, float32_values=float32_values).add_(correct, alpha=m + 2).long()
+    counts = torch.bincount(cell, minlength=2 * (m + 2)).to(torch.float64).view(2, m + 2)   # (correct, 1 + bin)
+    conf_sum = torch.bincount(cell, weights=c, minlength=2 * (m + 2)).view(2, m + 2)[:, 1:m + 1]
+    in_no_bin = counts[:, 0].sum() + counts[:, m + 1].sum()
+    counts = counts[:, 1:m + 1]
+    return counts.sum(0), conf_sum.sum(0), counts[1], in_no_bin
 
 
 def _bin_stats(e, counts, conf_sum, acc_sum, n, rule) -> BinStats:
@@ -495,10 +568,9 @@ def expected_calibration_error(logits, labels, n_bins: int = 15, *, num_classes:
     """
     _check_bins(n_bins)
     z, y = _prepare(logits, labels, num_classes, device)
-    sc = _scan(z, y, want_nll=False, want_brier=False)
-    _warn_small(sc.conf.numel(), n_bins)
-    counts, cs, acs = _bin_sums(sc.conf, sc.correct.to(torch.float64), equal_width_edges(n_bins, z.device))
-    return float(_errors_from_sums(counts, cs, acs, sc.conf.numel())[0])
+    sc = _scan(z, y, n_bins=n_bins, want_nll=False, want_brier=False)
+    _warn_small(sc.num_samples, n_bins)
+    return float(_errors_from_sums(*sc.equal_width_sums(), sc.num_samples)[0])
 
 
 @single_threaded
@@ -507,9 +579,8 @@ def max_calibration_error(logits, labels, n_bins: int = 15, *, num_classes: int 
     """MCE = max_b |acc_b - conf_b| over non-empty equal-width bins (Guo et al. 2017). logits (N, K)."""
     _check_bins(n_bins)
     z, y = _prepare(logits, labels, num_classes, device)
-    sc = _scan(z, y, want_nll=False, want_brier=False)
-    counts, cs, acs = _bin_sums(sc.conf, sc.correct.to(torch.float64), equal_width_edges(n_bins, z.device))
-    return float(_errors_from_sums(counts, cs, acs, sc.conf.numel())[3])
+    sc = _scan(z, y, n_bins=n_bins, want_nll=False, want_brier=False)
+    return float(_errors_from_sums(*sc.equal_width_sums(), sc.num_samples)[3])
 
 
 @single_threaded
@@ -523,7 +594,7 @@ def adaptive_ece(logits, labels, n_bins: int = 15, *, rule: str = "reference", n
     _check_rule(rule)
     _check_bins(n_bins)
     z, y = _prepare(logits, labels, num_classes, device)
-    sc = _scan(z, y, want_nll=False, want_brier=False)
+    sc = _scan(z, y, n_bins=n_bins, want_nll=False, want_brier=False)
     _warn_small(sc.conf.numel(), n_bins)
     a = sc.correct.to(torch.float64)
     e = adaptive_edges(sc.conf, n_bins)
@@ -542,8 +613,8 @@ def classwise_ece(logits, labels, n_bins: int = 15, *, num_classes: int | None =
     _check_bins(n_bins)
     z, y = _prepare(logits, labels, num_classes, device)
     sc = _scan(z, y, n_bins=n_bins, want_nll=False, want_brier=False, want_classwise=True)
-    _warn_small(sc.conf.numel(), n_bins)
-    value, per = _classwise_from_cells(sc.cw_counts, sc.cw_psum, sc.cw_hits, sc.conf.numel())
+    _warn_small(sc.num_samples, n_bins)
+    value, per = _classwise_from_cells(sc.cw_counts, sc.cw_psum, sc.cw_hits, sc.num_samples)
     return (value, per) if per_class else value
 
 
@@ -559,9 +630,8 @@ def over_under_ece(logits, labels, n_bins: int = 15, *, num_classes: int | None 
     """(O-ECE, U-ECE) on equal-width bins; they sum exactly to the ECE of the same bins (FedLaS)."""
     _check_bins(n_bins)
     z, y = _prepare(logits, labels, num_classes, device)
-    sc = _scan(z, y, want_nll=False, want_brier=False)
-    counts, cs, acs = _bin_sums(sc.conf, sc.correct.to(torch.float64), equal_width_edges(n_bins, z.device))
-    _, o, u, _ = _errors_from_sums(counts, cs, acs, sc.conf.numel())
+    sc = _scan(z, y, n_bins=n_bins, want_nll=False, want_brier=False)
+    _, o, u, _ = _errors_from_sums(*sc.equal_width_sums(), sc.num_samples)
     return float(o), float(u)
 
 
@@ -615,14 +685,14 @@ def calibration_report(logits, labels, n_bins: int = 15, *, n_boot: int = 0, see
     if temperature != 1.0:
         z = apply_temperature(z, temperature)
     sc = _scan(z, y, n_bins=n_bins, want_classwise=True)
-    n, k = sc.conf.numel(), sc.num_classes
+    n, k = sc.num_samples, sc.num_classes
     _warn_small(n, n_bins)
     if n > 1 and bool((sc.labels == sc.labels[0]).all()):
         warnings.warn(f"all {n} samples have label {int(sc.labels[0])}: the metrics describe one class only",
                       RuntimeWarning, stacklevel=3)
     a = sc.correct.to(torch.float64)
     ew = equal_width_edges(n_bins, z.device)
-    counts, cs, acs = _bin_sums(sc.conf, a, ew)
+    counts, cs, acs = sc.equal_width_sums()
     ece, oece, uece, mce = _errors_from_sums(counts, cs, acs, n)
     close_first = adaptive_rule == "corrected"
     order = torch.argsort(sc.conf)
@@ -659,8 +729,7 @@ def _bootstrap(z, sc: _Scan, order, n_bins, n_boot, seed, close_first) -> dict[s
     dev = sc.conf.device
     gen = torch.Generator(device=dev).manual_seed(int(seed))
     a = sc.correct.to(torch.float64)
-    ew_bin = torch.bucketize(sc.conf, equal_width_edges(n_bins, dev), right=False) - 1
-    ew_bin = torch.where((ew_bin >= 0) & (ew_bin < n_bins), ew_bin, n_bins)
+    ew_bin = equal_width_bin(sc.conf, n_bins, float32_values=z.dtype != torch.float64)
     per_sample = torch.stack([a, sc.conf, sc.nll, sc.brier], 1)              # (N, 4)
     sorted_conf, a_sorted = sc.conf[order], a[order]
     cw_design = _classwise_design(z, sc, n_bins)                             # CSR (N, 2KM)
@@ -713,11 +782,11 @@ def _classwise_design(z, sc: _Scan, n_bins: int) -> torch.Tensor:
     n, k = sc.conf.numel(), sc.num_classes
     dev = sc.conf.device
     zz = z if sc.keep is None else z[sc.keep]
-    p = torch.exp(zz - zz.amax(1, keepdim=True))              # the same formula and dtype as _scan
-    p = (p / p.sum(1, keepdim=True)).to(torch.float64)
-    edges = equal_width_edges(n_bins, dev)
-    bin_id = torch.bucketize(p, edges, right=False) - 1                     # (N, K), (lo, hi]
-    ok = (bin_id >= 0) & (bin_id < n_bins)
+    p = torch.softmax(zz, 1)                                    # the same kernel and dtype as _scan
+    narrow = p.dtype != torch.float64
+    p = p.to(torch.float64)
+    bin_id = equal_width_bin(p, n_bins, float32_values=narrow)             # (N, K), (lo, hi]; M: no bin
+    ok = bin_id < n_bins
     km = k * n_bins
     cols_p = torch.arange(k, device=dev) * n_bins + bin_id.clamp(0, n_bins - 1)
     vals_p = torch.where(ok, p, 0.0)
@@ -790,8 +859,8 @@ def calibrate_dumps(dumps, *, n_bins: int = 15, n_boot: int = 0, seed: int = 0, 
         raise DataError(f"{len(val_dumps)} validation dumps for {len(dumps)} dumps; expected one per dump")
     out = []
     for i, d in enumerate(dumps):
-        kw = dict(n_bins=n_bins, n_boot=n_boot, seed=seed, ci_level=ci_level, adaptive_rule=adaptive_rule,
-                  num_classes=d.num_classes, device=device)
+        kw = {"n_bins": n_bins, "n_boot": n_boot, "seed": seed, "ci_level": ci_level,
+              "adaptive_rule": adaptive_rule, "num_classes": d.num_classes, "device": device}
         out.append(calibration_report(d.logits, d.labels, name=d.name, **kw))
         if val_dumps is not None:
             v = val_dumps[i]
