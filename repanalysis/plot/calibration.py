@@ -68,7 +68,9 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
         handles[1].set_label("over-confident gap")
         handles[2].set_label("under-confident gap")
     ax.plot([], [], ls="--", color="black", label="perfect calibration")
-    ax.legend(handles=handles + [ax.lines[-1]], loc="best", fontsize=8)
+    # bars can fill any corner (under-confident models reach above the diagonal): a white box keeps it legible
+    ax.legend(handles=handles + [ax.lines[-1]], loc="best", fontsize=8, frameon=True, framealpha=0.9,
+              facecolor="white", edgecolor="0.8")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("Accuracy in bin (fraction)")
