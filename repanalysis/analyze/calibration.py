@@ -214,7 +214,9 @@ def single_threaded(fn):
 _CALLER = threading.local()      # the caller's intra-op thread count while inside single_threaded
 
 
-_POOL: dict = {}
+_POOL: dict = {}                 # (pid, workers) -> ThreadPoolExecutor
+
+
 def _pool(workers: int) -> ThreadPoolExecutor:
     """A lasting thread pool of ``workers`` threads for the chunked scans (made once per process)."""
     key = (os.getpid(), workers)           # a forked child gets its own (threads do not survive a fork)
