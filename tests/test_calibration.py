@@ -200,6 +200,12 @@ def test_equal_width_bin_matches_bucketize_at_every_edge(n_bins):
         expected = torch.where((expected >= 0) & (expected < n_bins), expected, n_bins)
         got = C.equal_width_bin(values, n_bins, float32_values=narrow)
         assert torch.equal(got, expected), (narrow, values[got != expected][:5])
+        # close_first (classwise ECE on probabilities): the first bin is [0, 1/M]; NaN still in no bin
+        prob = values[(values >= 0) & (values <= 1) | torch.isnan(values)]
+        closed = torch.bucketize(prob, e, right=False) - 1
+        closed = torch.where(prob == 0, 0, torch.where(closed >= 0, closed, n_bins))
+        got = C.equal_width_bin(prob, n_bins, float32_values=narrow, close_first=True)
+        assert torch.equal(got, closed), (narrow, prob[got != closed][:5])
 
 
 def test_parallel_scan_equals_one_thread(monkeypatch):
@@ -451,8 +457,60 @@ def test_correctness_on_tied_float16_logits_matches_first_index_argmax():
     g = torch.Generator().manual_seed(5)
     z = (torch.randint(0, 4, (3000, 6), generator=g).float() / 2).half()
     y = torch.randint(0, 6, (3000,), generator=g)
-    expected = (torch.softmax(z.double(), 1).argmax(1) == y).numpy()
+    expected = (z.argmax(1) == y).numpy()
     assert (torch.softmax(z.double(), 1).amax(1) <= 0.5).float().mean() > 0.3   # ties are common here
     res = C.calibration_report(z, y)
     np.testing.assert_array_equal(res.correct, expected)
     assert res.accuracy == pytest.approx(expected.mean(), abs=1e-15)
+
+
+@pytest.mark.filterwarnings("ignore:only")
+def test_prediction_is_argmax_of_logits_when_probabilities_tie():
+    # REFERENCE.md: pred = argmax_k z_k. Logits 0 and 1e-8 give equal float32 probabilities (0.5, 0.5); the
+    # prediction is still class 1, so the sample is correct and the model under-confident (conf 0.5, acc 1)
+    from repanalysis.analyze.logits import logit_stats
+    z = np.array([[0.0, 1e-8], [1e-8, 0.0], [3.0, 0.0]], np.float32)
+    y = np.array([1, 1, 0])
+    assert torch.softmax(torch.from_numpy(z), 1)[0, 0] == torch.softmax(torch.from_numpy(z), 1)[0, 1]
+    res = C.calibration_report(z, y, n_bins=2)
+    np.testing.assert_array_equal(res.correct, [True, False, True])
+    np.testing.assert_array_equal(res.correct, logit_stats(z, y).correct)
+    conf = torch.softmax(torch.from_numpy(z).double(), 1).amax(1).numpy()
+    ece, o, u, _ = loop_ece(conf, np.array([1.0, 0.0, 1.0]), np.linspace(0, 1, 3))
+    assert (res.ece, res.oece, res.uece) == pytest.approx((ece, o, u), abs=1e-7)
+    assert res.accuracy == pytest.approx(2 / 3, abs=1e-15)
+
+
+@pytest.mark.filterwarnings("ignore:only")
+def test_classwise_counts_probabilities_that_underflow_to_zero():
+    # p_1 of the first sample is exp(-120) -> exactly 0 in float32; its label is 1, so 1[y == 1] must count
+    # (REFERENCE.md: all N samples). rule="reference" leaves p = 0 in no bin, as the reference code does.
+    z = np.array([[0.0, -120.0], [3.0, 0.0]], np.float32)
+    y = np.array([1, 0])
+    p = torch.softmax(torch.from_numpy(z), 1)
+    assert p[0, 1] == 0
+    expected = loop_classwise(z.astype(np.float64), y, n_bins=15)[0]       # float64: p_1 = 7.7e-53 > 0
+    assert C.classwise_ece(z, y) == pytest.approx(expected, abs=1e-7)
+    assert C.classwise_ece(z.astype(np.float64), y) == pytest.approx(expected, abs=1e-12)
+    assert C.calibration_report(z, y).classwise_ece == pytest.approx(expected, abs=1e-7)
+    # by hand, reference rule: class 0 bins {1.0 (y=1: miss), 0.9526 (hit)} in the last bin -> |1.9526 - 1| / 2;
+    # class 1 keeps only p = 0.0474 (a miss) in bin 0 -> 0.0474 / 2
+    p0 = float(p[1, 0])
+    hand = ((1.0 + p0 - 1) / 2 + (1 - p0) / 2) / 2
+    assert C.classwise_ece(z, y, rule="reference") == pytest.approx(hand, abs=1e-7)
+    with pytest.raises(DataError, match="classwise ECE rule"):
+        C.classwise_ece(z, y, rule="nope")
+
+
+def test_bootstrap_classwise_bins_zero_probabilities_like_the_point_estimate():
+    # each bootstrap replicate equals the classwise ECE of its resample, underflowed zeros included
+    g = torch.Generator().manual_seed(8)
+    z = torch.randn(300, 4, generator=g) * 3
+    y = torch.randint(0, 4, (300,), generator=g)
+    z[:40, 0] = 150.0                                     # p_k of the other classes underflow to 0
+    res = C.calibration_report(z, y, n_boot=3, seed=1)
+    gen = torch.Generator().manual_seed(1)
+    idx = torch.randint(300, (3, 300), generator=gen)
+    for r in range(3):
+        assert res.replicates["classwise_ece"][r] == pytest.approx(
+            C.classwise_ece(z[idx[r]], y[idx[r]]), abs=1e-12)

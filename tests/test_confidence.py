@@ -145,3 +145,19 @@ def test_figures_label_axes_and_name_models(tmp_path):
     assert P.plot_roc(ood).get_ylabel().startswith("True positive rate")
     written = P.save_calibration_figures(tmp_path, cal, [mis], [ood])
     assert {p.name for p in written} >= {"reliability.png", "nci_scatter.pdf", "ood_roc.png", "confidence_hist.png"}
+
+
+def test_max_softmax_is_shift_invariant_so_equal_softmaxes_tie():
+    # logits that differ by a constant have identical softmaxes: their max-softmax scores must tie exactly,
+    # so separating them is chance (AUROC 0.5) whichever the offset (exp(z_max - logsumexp z) broke this)
+    zi = np.array([[0.0, 1.0, 2.0], [0.5, -1.0, 3.0]])
+    for offset in (20.0, 100.0, -64.0):
+        zo = zi + offset
+        s_in, s_out = (F.confidence_scores(z)["max_softmax"] for z in (zi, zo))
+        assert torch.equal(s_in, s_out), offset
+        res = F.ood_detection(zi, zo)
+        assert res.auroc["max_softmax"] == 0.5, offset
+        assert res.auroc["max_logit"] == (0.0 if offset > 0 else 1.0)
+    s = F.confidence_scores(zi)
+    np.testing.assert_allclose(s["max_softmax"], torch.softmax(torch.tensor(zi), 1).amax(1), rtol=1e-15)
+    np.testing.assert_allclose(s["energy"], torch.logsumexp(torch.tensor(zi), 1), rtol=1e-15)

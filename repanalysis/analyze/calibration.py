@@ -5,8 +5,9 @@ Conventions (REFERENCE.md "Calibration"; Guo et al. 2017, Nixon et al. 2019, the
 - ``M`` bins (15 by default); a sample belongs to bin ``(lo, hi]``; empty bins are skipped. The weights are
   ``n_b / N`` with ``N`` all (finite) samples, so a sample that falls in no bin still counts in ``N``.
 - Equal-width edges ``linspace(0, 1, M + 1)``: a confidence exactly on an inner edge ``j/M`` belongs to the
-  lower bin; confidence 1.0 belongs to the last bin; a probability of exactly 0 (classwise ECE only) is in
-  no bin, as in the reference code.
+  lower bin; confidence 1.0 belongs to the last bin. A probability of exactly 0 (classwise ECE only: p_k
+  underflowed) is in the first bin, so all N samples count (REFERENCE.md); ``rule="reference"`` leaves it
+  in no bin, as the reference code's ``(lo, hi]`` test does.
 - Adaptive (equal-mass) edges ``interp(linspace(0, N, M + 1), arange(N), sort(conf))``. With the same
   ``(lo, hi]`` rule the lowest confidence (and any sample tied with it) lies in no bin: ``rule="reference"``
   (default) reproduces that for comparability; ``rule="corrected"`` closes the first bin, ``[lo, hi]``.
@@ -18,7 +19,8 @@ How this compares with the reference libraries (read from their source, torchmet
 - torchmetrics ``multiclass_calibration_error`` / ``binary_calibration_error`` bin with
   ``bucketize(conf, linspace(0, 1, M + 1), right=True) - 1``: bins are ``[lo, hi)`` and confidence 1.0 gets
   an extra bin of its own; it works in float32. Same value as ours when no confidence lies exactly on an
-  edge ``j/M`` (1.0 included).
+  edge ``j/M`` (1.0 included), and no row has its two largest probabilities equal in floating point (there
+  they take the first argmax of p, we the argmax of z).
 - netcal ``ECE(bins=M)`` bins with ``numpy.histogramdd`` on ``linspace(0, 1, M + 1)``: ``[lo, hi)`` with the
   last bin closed, after clipping to ``[eps, 1 - eps]``. Same value as ours when no confidence lies exactly on
   an inner edge ``j/M`` (1.0 is fine, up to the eps clip). netcal's ``equal_intervals=False`` uses
@@ -54,6 +56,7 @@ from repanalysis.analyze._arrays import as_tensor, check_logits_labels
 from repanalysis.errors import DataError
 
 ADAPTIVE_RULES = ("reference", "corrected")
+CLASSWISE_RULES = ("all", "reference")
 SCALARS = ("accuracy", "mean_confidence", "ece", "mce", "aece", "classwise_ece", "oece", "uece", "nll",
            "brier")
 _CHUNK_ELEMENTS_CPU = 1 << 19     # 2 MiB of float32 per chunk (fewer per-chunk op dispatches; measured best)
@@ -273,7 +276,8 @@ def _check_bins(n_bins) -> None:
 
 
 def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool = True,
-          want_brier: bool = True, want_classwise: bool = False, chunk_elements: int | None = None) -> _Scan:
+          want_brier: bool = True, want_classwise: bool = False, classwise_close_first: bool = True,
+          chunk_elements: int | None = None) -> _Scan:
     """One chunked pass over the logits: per-sample conf and correctness, the equal-width bin sums of both,
     and on request per-sample NLL / Brier and the classwise bin sums.
 
@@ -327,7 +331,7 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
             if want_brier:
                 torch.sum(torch.square(b, out=buf2[:stop - start]), 1, out=sq_all[start:stop])
             if want_classwise:
-                _classwise_chunk(b, y[start:stop], n_bins, class_offset, cw)
+                _classwise_chunk(b, y[start:stop], n_bins, class_offset, cw, classwise_close_first)
             flat.index_fill_(0, at, -1.0)                                  # then the largest p_j over j != y
             torch.amax(b, 1, out=other_all[start:stop])
         # the tail of this range: conf = max_k p_k, correct = (first argmax of p) == y, bin sums
@@ -335,13 +339,15 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
         conf, correct = conf_all[first:last], correct_all[first:last]
         torch.maximum(py, other, out=conf)
         torch.gt(py, other, out=correct)
-        # p_y tied with another class's probability (e.g. float16 logits): torch's first-index argmax decides,
-        # as in the reference code (``torch.max(softmax(z), 1)``) and torchmetrics; argmax costs ~5x an amax,
-        # so it only runs on the tied rows.
+        # p_y tied with another class's probability (equal in floating point; close logits, or float16 ones):
+        # the prediction is argmax_k z_k (REFERENCE.md "Notation"; torch's first index on exact logit ties),
+        # so distinct logits still decide. The reference code, torchmetrics and netcal take the argmax of the
+        # rounded probabilities instead; only such tied rows can differ. argmax costs ~5x an amax, so it runs
+        # on the tied rows only.
         tie = torch.eq(py, other)
         if tie.any():
             tie = torch.nonzero(tie).squeeze(1) + first
-            correct_all[tie] = torch.softmax(z[tie], 1).argmax(1) == y[tie]
+            correct_all[tie] = z[tie].argmax(1) == y[tie]
         return _equal_width_sums(conf, correct, n_bins, float32_values=narrow), (cw if want_classwise else None)
 
     # On CPU the rows are shared out to as many pool threads as the caller had intra-op threads, each running
@@ -393,13 +399,14 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
 
 
 def _classwise_chunk(p: torch.Tensor, y: torch.Tensor, n_bins: int, class_offset: torch.Tensor,
-                     cw: torch.Tensor) -> None:
+                     cw: torch.Tensor, close_first: bool = True) -> None:
     """Add one chunk's classwise bin sums into cw (3, K*(M+1)): samples with p_k in bin b of class k, their
     sum of p_k, and those among them with y == k (Kull et al. 2019). Bin M of each class collects p_k in no
-    bin (p_k = 0, or NaN rows); it is dropped at the end."""
+    bin (NaN rows, and p_k = 0 unless close_first); it is dropped at the end."""
     rows, k = p.shape
     p64 = p.reshape(-1).to(torch.float64)
-    bin_id = equal_width_bin(p64, n_bins, float32_values=p.dtype != torch.float64)   # 0..M-1 a bin, M none
+    bin_id = equal_width_bin(p64, n_bins, float32_values=p.dtype != torch.float64,    # 0..M-1 a bin, M none
+                             close_first=close_first)
     cell = bin_id + class_offset[:p64.numel()]
     cw[0] += torch.bincount(cell, minlength=cw.shape[1])
     cw[1] += torch.bincount(cell, weights=p64, minlength=cw.shape[1])
@@ -457,20 +464,24 @@ def _bin_sums(c, a, e, close_first=False):
     return counts, conf_sum, acc_sum
 
 
-def equal_width_bin(c: torch.Tensor, n_bins: int, *, float32_values: bool = False) -> torch.Tensor:
+def equal_width_bin(c: torch.Tensor, n_bins: int, *, float32_values: bool = False,
+                    close_first: bool = False) -> torch.Tensor:
     """Bin index j of each value in the equal-width ``(lo, hi]`` bins: e_j < c <= e_{j+1}, e_j = fl(j / M).
 
     c (...) float64 -> (...) int64 in [0, M - 1], or M for a value in no bin (<= 0, > 1, NaN). Exactly what
     ``bucketize(c, equal_width_edges(M), right=False) - 1`` gives, without the binary search (see
     :func:`_bin_plus_one`). ``float32_values``: every c is a float32 (or narrower) value held in float64,
-    which allows the shortest exact formula.
+    which allows the shortest exact formula. ``close_first``: the first bin is ``[0, 1/M]``, so a value of
+    exactly 0 is in bin 0 (for probabilities: values in [0, 1] or NaN).
     """
-    b = _bin_plus_one(c, n_bins, float32_values=float32_values).long() - 1
+    b = _bin_plus_one(c, n_bins, float32_values=float32_values, close_first=close_first).long() - 1
     return b.masked_fill_(b < 0, n_bins)
 
 
-def _bin_plus_one(c: torch.Tensor, n_bins: int, *, float32_values: bool = False) -> torch.Tensor:
+def _bin_plus_one(c: torch.Tensor, n_bins: int, *, float32_values: bool = False,
+                  close_first: bool = False) -> torch.Tensor:
     """1 + the (lo, hi] bin of c as float64: 1..M a bin, 0 for c <= 0 or NaN, M + 1 for c > 1.
+    ``close_first`` (c in [0, 1] or NaN): c = 0 is in bin 1, NaN in none (M + 1).
 
     For float32 values c and M < 2^28 the bin is exactly ceil(c M) - 1: c M is exact in float64 (24 + 28 bits),
     and no float32 lies between j / M and its double fl(j / M) (a float32 c != j/M is at least 2^q / M away
@@ -479,13 +490,14 @@ def _bin_plus_one(c: torch.Tensor, n_bins: int, *, float32_values: bool = False)
     fl(j/M) are each within half an ulp of the exact values) and one comparison with each of its two edges,
     recomputed as the same correctly rounded j / M, corrects it.
     """
-    j = torch.mul(c, n_bins).nan_to_num_(nan=0.0).ceil_()
     if float32_values and n_bins < 1 << 28:
-        return j.clamp_(0, n_bins + 1)
-    j.clamp_(1, n_bins)                                               # candidate + 1, in [1, M]
+        j = torch.mul(c, n_bins).nan_to_num_(nan=n_bins + 1.0 if close_first else 0.0).ceil_()
+        return j.clamp_(1 if close_first else 0, n_bins + 1)       # close_first: ceil(0 M) = 0 -> bin 1
+    j = torch.mul(c, n_bins).nan_to_num_(nan=0.0).ceil_().clamp_(1, n_bins)   # candidate + 1, in [1, M]
     above_lower = torch.gt(c, (j - 1).div_(n_bins))
     above_upper = torch.gt(c, j / n_bins)
-    return j.sub_(1).add_(above_lower).add_(above_upper)     # NaN compares False: 0
+    j.sub_(1).add_(above_lower).add_(above_upper)            # NaN compares False: 0
+    return j.add_(c == 0) if close_first else j
 
 
 def _equal_width_sums(c: torch.Tensor, correct: torch.Tensor, m: int, *, float32_values: bool = False):
@@ -606,15 +618,20 @@ def adaptive_ece(logits, labels, n_bins: int = 15, *, rule: str = "reference", n
 
 @single_threaded
 def classwise_ece(logits, labels, n_bins: int = 15, *, num_classes: int | None = None, device=None,
-                  per_class: bool = False):
+                  per_class: bool = False, rule: str = "all"):
     """Classwise ECE: for each class k bin p_k of all N samples against 1[y == k]; mean over the K classes.
 
     (Kull et al. 2019; the MbLS/FedLaS code.) logits (N, K), labels (N,) -> float, or (float, (K,) array)
-    with per_class=True.
+    with per_class=True. ``rule="all"`` (REFERENCE.md: all N samples) puts a p_k that underflowed to exactly
+    0 in the first bin, ``[0, 1/M]``; ``rule="reference"`` leaves it in no bin, as the reference code's
+    ``(lo, hi]`` test does (it then drops 1[y == k] of a confidently wrong sample).
     """
     _check_bins(n_bins)
+    if rule not in CLASSWISE_RULES:
+        raise DataError(f"unknown classwise ECE rule {rule!r}; expected one of {', '.join(CLASSWISE_RULES)}")
     z, y = _prepare(logits, labels, num_classes, device)
-    sc = _scan(z, y, n_bins=n_bins, want_nll=False, want_brier=False, want_classwise=True)
+    sc = _scan(z, y, n_bins=n_bins, want_nll=False, want_brier=False, want_classwise=True,
+               classwise_close_first=rule == "all")
     _warn_small(sc.num_samples, n_bins)
     value, per = _classwise_from_cells(sc.cw_counts, sc.cw_psum, sc.cw_hits, sc.num_samples)
     return (value, per) if per_class else value
@@ -787,7 +804,7 @@ def _classwise_design(z, sc: _Scan, n_bins: int) -> torch.Tensor:
     p = torch.softmax(zz, 1)                                    # the same kernel and dtype as _scan
     narrow = p.dtype != torch.float64
     p = p.to(torch.float64)
-    bin_id = equal_width_bin(p, n_bins, float32_values=narrow)             # (N, K), (lo, hi]; M: no bin
+    bin_id = equal_width_bin(p, n_bins, float32_values=narrow, close_first=True)   # (N, K) as in _scan; M: none
     ok = bin_id < n_bins
     km = k * n_bins
     cols_p = torch.arange(k, device=dev) * n_bins + bin_id.clamp(0, n_bins - 1)

@@ -118,11 +118,13 @@ def confidence_scores(logits, features=None, device=None) -> dict[str, torch.Ten
     if z.ndim != 2:
         raise DataError(f"logits must be 2-D [N, K]; got shape {tuple(z.shape)}")
     z = z.to(torch.float64)
-    lse = torch.logsumexp(z, 1)
     zmax = z.amax(1)
-    out = {"max_softmax": torch.exp(zmax - lse),            # max_k p_k = exp(z_max - logsumexp z)
+    s = torch.exp(z - zmax[:, None]).sum(1)                  # sum_k exp(z_k - z_max), in [1, K]
+    # max_k p_k = 1 / s: shift-invariant to the last bit wherever z - z_max is exact (so logits that differ by
+    # a constant tie, as their softmaxes do), unlike exp(z_max - logsumexp z)
+    out = {"max_softmax": s.reciprocal(),
            "max_logit": zmax,
-           "energy": lse}                                    # -E(x; T=1) = logsumexp_k z_k (Liu 2020, eq. 4)
+           "energy": zmax + torch.log(s)}                    # -E(x; T=1) = logsumexp_k z_k (Liu 2020, eq. 4)
     if features is not None:
         h = as_tensor(features, device=device)
         if h.ndim != 2 or h.shape[0] != z.shape[0]:

@@ -196,7 +196,9 @@ def _chunk_stats(z: torch.Tensor, y: torch.Tensor, threshold: float, alpha: floa
     d = z_y - z
     ee = (alpha / k) * d.clamp(max=0).sum(dim=1)
     return {
-        # MaxSup Fig. 2/3: near-zero proportion, strict |z_k| < t.
+        # MaxSup Fig. 2/3: near-zero proportion, strict |z_k| < t. Compared in the analysis dtype, as the MaxSup
+        # tool's float32 ``abs(z) < t`` does: t is rounded like the logits were, so a logit stored as the
+        # threshold (float32 0.01 = 0.0099999998) is on it and does not count.
         "near_zero_fraction": (z.abs() < threshold).sum(dim=1).to(z.dtype) / k,
         # top-1 probability: softmax at the predicted class (one fused kernel).
         "top1_prob": torch.softmax(z, dim=1).gather(1, pred[:, None])[:, 0],
