@@ -28,7 +28,8 @@ def command(inputs, names, device, out, as_json):
     out.mkdir(parents=True, exist_ok=True)
     payload = [r.to_dict() for r in results]
     write_json_atomic(out / "collapse.json", payload)
-    written = save_figure(plot_feature_norms(results, class_names=dumps[0].class_names).figure, out / "feature_norms")
+    written = save_figure(plot_feature_norms(results, class_names=dumps[0].class_names,
+                                                    split=dumps[0].meta.get("split")).figure, out / "feature_norms")
     if as_json:
         echo_json(payload)
     else:

@@ -45,7 +45,7 @@ def command(inputs, names, classes, method, samples_per_class, seed, metric, out
     results = [embed_dump(d, chosen, method=method, samples_per_class=samples_per_class, seed=seed, metric=metric)
                for d in dumps]
     out.mkdir(parents=True, exist_ok=True)
-    written = save_figure(plot_embeddings(results), out / f"embedding_{method}")
+    written = save_figure(plot_embeddings(results, split=dumps[0].meta.get("split")), out / f"embedding_{method}")
     csv_path = out / "embedding_coords.csv"
     write_csv_atomic(csv_path, [row for r in results for row in r.to_rows()])
     if as_json:

@@ -17,7 +17,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
 
-from repanalysis.plot.style import get_ax, model_colors, subplots
+from repanalysis.plot.style import ANNOTATION_FONTSIZE, NEUTRAL, get_ax, model_colors, subplots
 
 CAM_CMAP = "inferno"  # perceptually uniform and colour-blind-safe (jet is neither)
 BOX_COLOR = "white"
@@ -48,13 +48,14 @@ def plot_cam_overlay(example, ax=None, *, class_names: Sequence[str] | None = No
     for side in ("top", "right", "bottom", "left"):
         ax.spines[side].set_visible(False)
     if title is not None:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title)
     if show_scores:
         def name(k):
             return class_names[k] if class_names is not None and 0 <= k < len(class_names) else str(k)
 
         mark = "" if example.pred == example.label else f" (pred {name(example.pred)})"
-        ax.set_xlabel(f"P = {_fmt(example.precision)}   R = {_fmt(example.recall)}{mark}", fontsize=8)
+        ax.set_xlabel(f"P = {_fmt(example.precision)}   R = {_fmt(example.recall)}{mark}",
+                      fontsize=ANNOTATION_FONTSIZE)
     return ax
 
 
@@ -63,9 +64,10 @@ def _fmt(x: float) -> str:
 
 
 def plot_cam_grid(results: Sequence, max_images: int = 6, *, class_names: Sequence[str] | None = None,
-                  panel_size: float = 2.3):
+                  panel_size: float = 2.3, colors: dict[str, str] | None = None):
     """Figure of CAM overlays: one row per model (result), one column per image (the images every
-    result kept, in order), a shared colour bar. Returns the Figure."""
+    result kept, in order), a shared colour bar. Row labels in the model's colour when several models
+    are compared (``colors``: the run's model colours), else black. Returns the Figure."""
     results = list(results)
     if not results:
         raise ValueError("plot_cam_grid needs at least one result")
@@ -74,8 +76,9 @@ def plot_cam_grid(results: Sequence, max_images: int = 6, *, class_names: Sequen
     if not common:
         raise ValueError("the results kept no images in common to show")
     rows, cols = len(results), len(common)
-    fig, axes = subplots(rows, cols, figsize=(panel_size * cols + 0.9, (panel_size + 0.45) * rows + 0.4))
-    colors = model_colors([r.name for r in results])
+    fig, axes = subplots(rows, cols, figsize=(panel_size * cols + 0.9, (panel_size + 0.45) * rows + 0.4),
+                         layout="constrained")
+    colors = model_colors([r.name for r in results], colors) if rows > 1 else {results[0].name: "black"}
     for i, result in enumerate(results):
         by_name = {e.name: e for e in result.examples}
         for j, image_name in enumerate(common):
@@ -86,14 +89,15 @@ def plot_cam_grid(results: Sequence, max_images: int = 6, *, class_names: Sequen
                 title = f"{_short(image_name)}\n{label}"
             ax = plot_cam_overlay(ex, axes[i, j], class_names=class_names, title=title)
             if j == 0:
-                ax.set_ylabel(result.name, fontsize=11, color=colors[result.name], fontweight="bold")
+                ax.set_ylabel(result.name, color=colors[result.name], fontweight="bold")
     mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=CAM_CMAP)  # opaque colours, not the overlay's
-    cbar = fig.colorbar(mappable, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02)
+    cbar = fig.colorbar(mappable, ax=axes, fraction=0.025, pad=0.02)
     cbar.set_label("CAM (min-max normalised, 0-1)")
     method = results[0].method
-    fig.suptitle(f"{method} on {results[0].layer}; box = object region; "
-                 f"P/R at tau = {results[0].threshold:g}" if results[0].topk is None else
-                 f"{method}; P/R of the top {100 * results[0].topk:g}% pixels", fontsize=10)
+    n = ", ".join(str(v) for v in dict.fromkeys(r.num_images for r in results))
+    fig.suptitle(f"{method} on {results[0].layer} ({n} images, {cols} shown); box = object region; "
+                 f"P/R of CAM >= $\\tau$ = {results[0].threshold:g}" if results[0].topk is None else
+                 f"{method} ({n} images, {cols} shown); P/R of the top {100 * results[0].topk:g}% pixels")
     return fig
 
 
@@ -102,20 +106,27 @@ def _short(name: str, n: int = 22) -> str:
     return name if len(name) <= n else "…" + name[-(n - 1):]
 
 
-def plot_pr_curves(results: Sequence, ax=None):
+def plot_pr_curves(results: Sequence, ax=None, colors: dict[str, str] | None = None):
     """Mean precision against mean recall of CAM >= tau over the tau sweep, one line per model, with
-    the mean area under each image's curve in the legend. Returns the Axes."""
+    the mean area under each image's curve in the legend; dotted: the box share of the image (the
+    precision of a CAM covering everything), one grey line when every model's is the same. Returns the Axes."""
     ax = get_ax(ax, figsize=(4.8, 4.0))
-    colors = model_colors([r.name for r in results])
+    colors = model_colors([r.name for r in results], colors)
     for r in results:
         area = np.nanmean(r.pr_area) if np.isfinite(r.pr_area).any() else float("nan")
         ax.plot(r.pr_recall, r.pr_precision, color=colors[r.name], label=f"{r.name} (area {area:.3f})")
-        share = np.nanmean(r.region_fraction)
-        ax.axhline(share, color=colors[r.name], linestyle=":", linewidth=1)
-    ax.set_xlabel("recall |M ∩ B| / |B| (fraction of box pixels)")
-    ax.set_ylabel("precision |M ∩ B| / |M| (fraction of CAM pixels)")
+    shares = [float(np.nanmean(r.region_fraction)) for r in results]
+    if max(shares) - min(shares) <= 1e-9:
+        ax.axhline(shares[0], color=NEUTRAL, linestyle=":", linewidth=1.2, label=f"box share ({shares[0]:.3f})")
+    else:
+        for r, share in zip(results, shares):
+            ax.axhline(share, color=colors[r.name], linestyle=":", linewidth=1.2,
+                       label=f"{r.name} box share ({share:.3f})")
+    ax.set_xlabel("Recall |M ∩ B| / |B| (fraction of box pixels)")
+    ax.set_ylabel("Precision |M ∩ B| / |M| (fraction of CAM pixels)")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.set_title("CAM >= tau swept over [0, 1] (dotted: box share of image)", fontsize=9)
-    ax.legend(loc="lower left", fontsize=8)
+    n = ", ".join(str(v) for v in dict.fromkeys(r.num_images for r in results))
+    ax.set_title(f"CAM precision-recall against boxes (CAM >= $\\tau$)\n$\\tau$ swept over [0, 1], mean of {n} images")
+    ax.legend(loc="lower left")
     return ax

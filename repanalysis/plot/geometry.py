@@ -8,27 +8,9 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from repanalysis.plot.style import OKABE_ITO, get_ax, model_colors, subplots
+from repanalysis.plot.style import ANNOTATION_FONTSIZE, class_styles, get_ax, model_colors, subplots
 
-# classes get the palette's later colours so that they are not confused with the model colours
-CLASS_COLORS = [OKABE_ITO[i] for i in (3, 5, 2, 4, 1, 0, 7, 6)]
 _SPLIT_LABEL = {None: "all"}
-
-
-def _class_colors(classes: Sequence[int]) -> dict[int, str]:
-    """Okabe-Ito colours for up to 8 classes; tab10 / tab20 / a turbo ramp beyond (distinct for any count)."""
-    import matplotlib
-
-    n = len(classes)
-    if n <= len(CLASS_COLORS):
-        palette = CLASS_COLORS
-    elif n <= 20:
-        cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
-        palette = [matplotlib.colors.to_hex(cmap(i)) for i in range(n)]
-    else:
-        cmap = matplotlib.colormaps["turbo"]
-        palette = [matplotlib.colors.to_hex(cmap(x)) for x in np.linspace(0.05, 0.95, n)]
-    return {int(c): palette[i] for i, c in enumerate(classes)}
 
 
 def shared_limits(results, margin: float = 0.06) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -47,7 +29,8 @@ def plot_projection(result, ax=None, *, limits=None, decision_regions: bool = Fa
     the class the model predicts among the three (template method only; exact there). Returns the Axes.
     """
     ax = get_ax(ax)
-    colors = _class_colors(result.classes)
+    styles = class_styles(result.classes)
+    colors = {k: c for k, (c, _) in styles.items()}
     (x0, x1), (y0, y1) = limits or shared_limits([result])
     if decision_regions and result.decision_weights is not None:
         gx, gy = np.meshgrid(np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution))
@@ -58,8 +41,8 @@ def plot_projection(result, ax=None, *, limits=None, decision_regions: bool = Fa
                   interpolation="nearest", vmin=0, vmax=2, zorder=0)
     for k, label in zip(result.classes, result.class_names):
         pts = result.coords[result.labels == k]
-        ax.scatter(pts[:, 0], pts[:, 1], s=point_size, color=colors[k], alpha=0.75, linewidths=0.3,
-                   edgecolors="white", label=f"{label} (n={len(pts)})", zorder=2)
+        ax.scatter(pts[:, 0], pts[:, 1], s=point_size, color=colors[k], marker=styles[k][1], alpha=0.75,
+                   linewidths=0.3, edgecolors="white", label=f"{label} (n={len(pts)})", zorder=2)
     if show_anchors and result.method == "centroid":
         ax.scatter(result.anchors[:, 0], result.anchors[:, 1], marker="X", s=90, c=[colors[k] for k in result.classes],
                    edgecolors="black", linewidths=0.8, zorder=3)
@@ -72,7 +55,7 @@ def plot_projection(result, ax=None, *, limits=None, decision_regions: bool = Fa
     if result.name:
         ax.set_title(result.name)
     if legend:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, markerscale=1.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), markerscale=1.3)
     return ax
 
 
@@ -93,49 +76,59 @@ def plot_projections(results, *, decision_regions: bool = False, split: str | No
 
 
 def plot_embedding(result, ax=None, *, point_size: float = 10, legend: bool = True):
-    """Scatter of an :class:`~repanalysis.analyze.embed.EmbeddingResult`, one colour per class; returns the Axes."""
+    """Scatter of an :class:`~repanalysis.analyze.embed.EmbeddingResult`, one colour and marker per class;
+    returns the Axes."""
     ax = get_ax(ax)
-    colors = _class_colors(result.classes)
+    styles = class_styles(result.classes)
     for k, label in zip(result.classes, result.class_names):
         pts = result.coords[result.labels == k]
-        ax.scatter(pts[:, 0], pts[:, 1], s=point_size, color=colors[k], alpha=0.75, linewidths=0, label=label)
+        ax.scatter(pts[:, 0], pts[:, 1], s=point_size, color=styles[k][0], marker=styles[k][1], alpha=0.75,
+                   linewidths=0, label=f"{label} (n={len(pts)})")
     name = "UMAP" if result.method == "umap" else "t-SNE"
     ax.set_xlabel(f"{name} 1 (a.u.)")
     ax.set_ylabel(f"{name} 2 (a.u.)")
     if result.name:
         ax.set_title(result.name)
     if legend:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, markerscale=1.5)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), markerscale=1.5)
     return ax
 
 
-def plot_embeddings(results, panel_size=(4.2, 4.0)):
-    """One embedding panel per model (each with its own axes: UMAP/t-SNE scales are not comparable)."""
+def plot_embeddings(results, panel_size=(4.2, 4.0), split: str | None = None):
+    """One embedding panel per model (each with its own axes: UMAP/t-SNE scales are not comparable).
+    split: the data split, named in the title when given."""
     fig, axes = subplots(1, len(results), figsize=(panel_size[0] * len(results), panel_size[1]),
                          layout="constrained")
     for i, (r, ax) in enumerate(zip(results, axes[0])):
         plot_embedding(r, ax, legend=(i == len(results) - 1))
     name = "UMAP" if results[0].method == "umap" else "t-SNE"
-    fig.suptitle(f"{name} of penultimate features (seed {results[0].seed})")
+    where = f" ({split})" if split else ""
+    fig.suptitle(f"{name} of penultimate features{where}, {len(results[0].labels)} samples of "
+                 f"{len(results[0].classes)} classes (seed {results[0].seed})")
     return fig
 
 
-def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within", "r2")):
+def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within", "r2"),
+                         colors: dict[str, str] | None = None):
     """Bars of d_within and R^2 per model, train and val side by side (val hatched).
 
     results: SeparationResults with ``name`` (model) and ``split`` ("train", "val"/"test"). axes: a
-    sequence of one Axes per metric (None: a new figure). Returns the list of Axes.
+    sequence of one Axes per metric (None: a new figure). colors: the run's model colours. Returns the list
+    of Axes.
     """
-    if axes is None:
+    own = axes is None
+    if own:
         fig, grid = subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8))
         axes = list(grid[0])
     models = list(dict.fromkeys(r.name or "model" for r in results))
     rank = {"train": 0, "val": 1, "test": 2}
     splits = sorted(dict.fromkeys(_SPLIT_LABEL.get(r.split, r.split) for r in results), key=lambda s: rank.get(s, 3))
-    colors = model_colors(models)
+    colors = model_colors(models, colors)
     width = 0.8 / len(splits)
-    labels = {"d_within": "d_within (mean cosine distance)", "d_total": "d_total (mean cosine distance)",
-              "r2": "R^2 = 1 - d_within / d_total (unitless)"}
+    labels = {"d_within": r"$d_{within}$ (mean cosine distance)", "d_total": r"$d_{total}$ (mean cosine distance)",
+              "r2": r"$R^2 = 1 - d_{within}\,/\,d_{total}$ (unitless)"}
+    titles = {"d_within": r"Within-class distance $d_{within}$", "d_total": r"Total distance $d_{total}$",
+              "r2": r"Class separation $R^2$"}
     for metric, ax in zip(metrics, axes):
         for r in results:
             i, j = models.index(r.name or "model"), splits.index(_SPLIT_LABEL.get(r.split, r.split))
@@ -143,28 +136,36 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
             value = getattr(r, metric)
             ax.bar(x, value, width=width * 0.95, color=colors[r.name or "model"], edgecolor="black", linewidth=0.6,
                    hatch="//" if j else None, alpha=1.0 if j == 0 else 0.7)
-            ax.annotate(f"{value:.3f}", (x, value), ha="center", va="bottom", fontsize=7, xytext=(0, 1),
-                        textcoords="offset points")
+            ax.annotate(f"{value:.3f}", (x, value), ha="center", va="bottom", fontsize=ANNOTATION_FONTSIZE,
+                        xytext=(0, 1), textcoords="offset points")
         ax.set_xticks(range(len(models)))
         ax.set_xticklabels(models)
         ax.set_ylabel(labels.get(metric, metric))
-        ax.set_xlabel("model")
+        ax.set_title(f"{titles.get(metric, metric)} per model")
+        ax.set_xlabel("Model")
         ax.margins(y=0.12)
     handles = [Patch(facecolor=colors[m], edgecolor="black", label=m) for m in models]
     handles += [Patch(facecolor="white", edgecolor="black", hatch="//" if j else None, label=s)
                 for j, s in enumerate(splits)]
-    axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if own:
+        how = " vs ".join(f"{s} ({'hatched' if j else 'plain'})" for j, s in enumerate(splits)) \
+            if len(splits) > 1 else f"{splits[0]} split"
+        fig.suptitle(f"Class separation of penultimate features per model: {how}")
+        fig.tight_layout()
     return axes
 
 
-def plot_feature_norms(results, ax=None, norm: str = "l2", class_names: Sequence[str] | None = None):
+def plot_feature_norms(results, ax=None, norm: str = "l2", class_names: Sequence[str] | None = None,
+                       split: str | None = None, colors: dict[str, str] | None = None):
     """Mean (+/- std) feature norm per class, one bar colour per model, from CollapseResults; returns the Axes.
 
-    norm: "l2" or "l1". class_names: labels of the class indices (default: the indices).
+    norm: "l2" or "l1". class_names: labels of the class indices (default: the indices). split: the data
+    split, named in the title when given. colors: the run's model colours.
     """
     ax = get_ax(ax, figsize=(min(11.0, max(5.0, 0.3 * len(results[0].classes) * len(results) + 2)), 3.8))
     models = [r.name or f"model {i}" for i, r in enumerate(results)]
-    colors = model_colors(models)
+    colors = model_colors(models, colors)
     width = 0.8 / len(results)
     classes = sorted(set().union(*(r.classes.tolist() for r in results)))
     pos = {c: i for i, c in enumerate(classes)}
@@ -176,10 +177,13 @@ def plot_feature_norms(results, ax=None, norm: str = "l2", class_names: Sequence
     ax.set_xticks(range(len(classes)))
     ax.set_xticklabels([class_names[c] if class_names and c < len(class_names) else str(c) for c in classes],
                        rotation=45 if len(classes) > 10 else 0)
-    ax.set_xlabel("class")
+    ax.set_xlabel("Class")
     ax.set_ylabel(f"{norm.upper()} feature norm (feature units)")
-    ax.set_title(f"{norm.upper()} norm of penultimate features per class (mean +/- std)")
-    ax.legend(loc="best", fontsize=8)
+    sizes = sorted({r.n_samples for r in results})
+    where = f"{split} split, " if split else ""
+    ax.set_title(f"{norm.upper()} norm of penultimate features per class (mean ± std; {where}"
+                 f"N = {', '.join(map(str, sizes))} samples)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax
 
 

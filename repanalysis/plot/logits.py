@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from repanalysis.plot.style import get_ax, model_colors, save_figure, subplots
+from repanalysis.plot.style import ANNOTATION_FONTSIZE, get_ax, model_colors, save_figure, subplots
 
 _FIGURE_STEMS = ("logit_analysis", "logit_comparison", "ls_split")
 
@@ -22,14 +22,19 @@ def _as_list(results) -> list:
 
 
 # --- the seed tool's figure ----------------------------------------------------------------------------
-def plot_near_zero_hist(result, ax=None, bins: int = 50, color: str | None = None, title: bool = True):
-    """Histogram of per-sample near-zero fractions: ``bins`` bins, black edges (left panel of the seed)."""
+def _near_zero(result) -> str:
+    return f"Fraction of logits with |z| < {result.threshold:g}"
+
+
+def plot_near_zero_hist(result, ax=None, bins=50, color: str | None = None, title: bool = True):
+    """Histogram of per-sample near-zero fractions: ``bins`` bins (a count, or edges shared across models),
+    black edges (left panel of the seed)."""
     ax = get_ax(ax)
     color = color or model_colors([result.name])[result.name]
     ax.hist(result.near_zero_fraction, bins=bins, edgecolor="black", color=color, label=result.name)
     if title:
-        ax.set_title(f"{result.name}: Proportion of Logits < ±{result.threshold:g}")
-    ax.set_xlabel(f"Proportion of near-zero logits (|z| < {result.threshold:g}, fraction of K={result.num_classes})")
+        ax.set_title(f"{result.name}: {_near_zero(result)} (N={result.num_samples})")
+    ax.set_xlabel(f"{_near_zero(result)} (of K={result.num_classes})")
     ax.set_ylabel("Count (samples)")
     return ax
 
@@ -42,34 +47,41 @@ def plot_top1_vs_near_zero(result, ax=None, color: str | None = None, alpha: flo
     ax.scatter(result.top1_prob, result.near_zero_fraction, alpha=alpha, color=color, s=size,
                rasterized=result.num_samples > 5_000, label=result.name)
     if title:
-        ax.set_title(f"{result.name}: Top Probability vs Near-Zero Logits")
+        ax.set_title(f"{result.name}: top-1 probability vs near-zero logits")
     ax.set_xlabel("Top-1 probability (max softmax)")
-    ax.set_ylabel("Proportion of near-zero logits")
+    ax.set_ylabel(_near_zero(result))
     ax.grid(True)
     return ax
 
 
-def logit_analysis_figure(results, bins: int = 50):
-    """The seed's ``logit_analysis.png``: per model a row of [near-zero histogram | top-1 prob scatter]."""
+def logit_analysis_figure(results, bins: int = 50, colors: dict[str, str] | None = None):
+    """The seed's ``logit_analysis.png``: per model a row of [near-zero histogram | top-1 prob scatter]; the
+    histograms share their bins and x axis, the scatters both axes."""
     results = _as_list(results)
-    colors = model_colors([r.name for r in results])
-    fig, axes = subplots(len(results), 2, figsize=(12, 5 * len(results)))
+    colors = model_colors([r.name for r in results], colors)
+    fig, axes = subplots(len(results), 2, figsize=(12, 5 * len(results)), sharex="col")
+    for ax in axes[1:, 1]:
+        ax.sharey(axes[0, 1])
+    top = max(float(r.near_zero_fraction.max()) for r in results)
+    edges = np.linspace(0.0, max(top, 1.0 / max(r.num_classes for r in results)), bins + 1)
     for row, r in zip(axes, results):
-        plot_near_zero_hist(r, ax=row[0], bins=bins, color=colors[r.name])
+        plot_near_zero_hist(r, ax=row[0], bins=edges, color=colors[r.name])
         plot_top1_vs_near_zero(r, ax=row[1], color=colors[r.name])
+        for ax in row:
+            ax.tick_params(labelbottom=True)   # each row reads on its own (titles name the model)
     fig.tight_layout()
     return fig
 
 
 # --- comparison of several models ----------------------------------------------------------------------
-def plot_near_zero_comparison(results, ax=None, bins: int = 50):
+def plot_near_zero_comparison(results, ax=None, bins: int = 50, colors: dict[str, str] | None = None):
     """Overlaid step histograms of near-zero fractions, as a share of each model's samples.
 
     When K + 1 <= ``bins`` the fractions take only the values j/K, and each gets its own bin.
     """
     results = _as_list(results)
     ax = get_ax(ax)
-    colors = model_colors([r.name for r in results])
+    colors = model_colors([r.name for r in results], colors)
     k = max(r.num_classes for r in results)
     top = max(float(r.near_zero_fraction.max()) for r in results)
     if all(r.num_classes == k for r in results) and k + 1 <= bins:
@@ -81,18 +93,20 @@ def plot_near_zero_comparison(results, ax=None, bins: int = 50):
                 weights=np.full(r.num_samples, 1.0 / r.num_samples),
                 label=f"{r.name} (mean {r.mean('near_zero_fraction'):.3f})")
     thresholds = sorted({f"{r.threshold:g}" for r in results})
-    ax.set_title(f"Near-zero logits (|z| < {', '.join(thresholds)})")
-    ax.set_xlabel("Proportion of near-zero logits (fraction of K)")
+    sizes = ", ".join(str(n) for n in dict.fromkeys(r.num_samples for r in results))
+    ax.set_title(f"Per-sample fraction of logits with |z| < {', '.join(thresholds)} (N = {sizes})")
+    ax.set_xlabel(f"Fraction of logits with |z| < {', '.join(thresholds)} (of K)")
     ax.set_ylabel("Share of samples")
+    ax.set_xlim(left=0.0)   # a fraction: no negative ticks (the first bin is centred on 0)
     ax.legend()
     return ax
 
 
-def plot_logit_kde(results, ax=None):
+def plot_logit_kde(results, ax=None, colors: dict[str, str] | None = None):
     """KDE curves of the flattened logits held in each Result (first ``kde_samples`` rows)."""
     results = _as_list(results)
     ax = get_ax(ax)
-    colors = model_colors([r.name for r in results])
+    colors = model_colors([r.name for r in results], colors)
     for r in results:
         if r.kde_density.size:
             ax.plot(r.kde_x, r.kde_density, color=colors[r.name], linewidth=1.8,
@@ -107,21 +121,21 @@ def plot_logit_kde(results, ax=None):
     ax.set_title("Density of flattened logits")
     ax.set_xlabel("Logit value z (logit units)")
     ax.set_ylabel("Density (per logit unit)")
-    ax.legend(loc="upper right", fontsize="small")
+    ax.legend(loc="upper right")
     return ax
 
 
-def comparison_figure(results, bins: int = 50):
+def comparison_figure(results, bins: int = 50, colors: dict[str, str] | None = None):
     """[overlaid near-zero histograms | logit KDEs] for any number of models."""
     fig, axes = subplots(1, 2, figsize=(12, 4.8))
-    plot_near_zero_comparison(results, ax=axes[0, 0], bins=bins)
-    plot_logit_kde(results, ax=axes[0, 1])
+    plot_near_zero_comparison(results, ax=axes[0, 0], bins=bins, colors=colors)
+    plot_logit_kde(results, ax=axes[0, 1], colors=colors)
     fig.tight_layout()
     return fig
 
 
 # --- the LS split ---------------------------------------------------------------------------------------
-def plot_error_enhancement(results, ax=None, bins: int = 30):
+def plot_error_enhancement(results, ax=None, bins: int = 30, colors: dict[str, str] | None = None):
     """Distribution of the LS error-enhancement term over each model's misclassified samples.
 
     Step histograms on shared bins (density) with a seaborn KDE per model where it has >= 2 distinct values.
@@ -130,7 +144,8 @@ def plot_error_enhancement(results, ax=None, bins: int = 30):
 
     results = _as_list(results)
     ax = get_ax(ax)
-    colors = model_colors([r.name for r in results])
+    colors = model_colors([r.name for r in results], colors)
+    kde = False
     wrong = {r.name: r.ls_error_enhancement[~r.correct].astype(np.float64) for r in results}
     pooled = np.concatenate([v for v in wrong.values()] + [np.zeros(1)])
     edges = np.linspace(pooled.min(), 0.0, bins + 1) if pooled.min() < 0 else np.linspace(-1e-3, 0.0, bins + 1)
@@ -143,42 +158,51 @@ def plot_error_enhancement(results, ax=None, bins: int = 30):
                 label=f"{r.name} (n={v.size}, mean {v.mean():.3g})")
         if v.size >= 2 and np.unique(v).size >= 2:
             sns.kdeplot(x=v, ax=ax, color=colors[r.name], linewidth=1.2, linestyle="--", cut=0)
+            kde = True
     alphas = sorted({f"{r.alpha:g}" for r in results})
     ax.set_title(f"LS error-enhancement on misclassified samples (α = {', '.join(alphas)})")
     ax.set_xlabel(r"Error-enhancement $(\alpha/K)\,\Sigma_{z_k > z_y}(z_y - z_k)$ (logit units)")
     ax.set_ylabel("Density (per logit unit)")
+    if kde:
+        ax.plot([], [], color="black", linewidth=1.2, linestyle="--", label="dashed: KDE of the same values")
     ax.legend()
     return ax
 
 
-def plot_ls_split(results, ax=None):
-    """Grouped bars: mean LS regularization, error-enhancement, their sum L_LS, and the MaxSup penalty."""
+def plot_ls_split(results, ax=None, colors: dict[str, str] | None = None):
+    """Grouped bars: mean LS regularization, error-enhancement, their sum L_LS, and the MaxSup penalty, each
+    bar's value printed on it (the error-enhancement mean is tiny next to the others)."""
     results = _as_list(results)
     ax = get_ax(ax)
-    colors = model_colors([r.name for r in results])
+    colors = model_colors([r.name for r in results], colors)
     terms = [("ls_regularization", "regularization"), ("ls_error_enhancement", "error-enhancement"),
-             ("ls_loss", "L_LS = sum"), ("maxsup_penalty", "MaxSup penalty")]
+             ("ls_loss", r"$L_{LS}$ = sum"), ("maxsup_penalty", "MaxSup penalty")]
     width = 0.8 / len(results)
     x = np.arange(len(terms))
     for i, r in enumerate(results):
         means = [r.mean(key) for key, _ in terms]
-        ax.bar(x - 0.4 + width * (i + 0.5), means, width=width, color=colors[r.name], label=r.name)
+        pos = x - 0.4 + width * (i + 0.5)
+        ax.bar(pos, means, width=width, color=colors[r.name], label=r.name)
+        for xi, v in zip(pos, means):   # above the bar, or above 0 for a negative one (clear of the tick labels)
+            ax.annotate(f"{v:.3g}", (xi, max(v, 0.0)), xytext=(0, 2), textcoords="offset points", rotation=90,
+                        ha="center", va="bottom", fontsize=ANNOTATION_FONTSIZE)
     ax.axhline(0.0, color="black", linewidth=0.8)
     lo, hi = ax.get_ylim()
-    ax.set_ylim(lo, hi + 0.3 * (hi - lo))  # head-room for the legend
+    ax.set_ylim(lo, hi + 0.45 * (hi - lo))  # room for the values and the legend
     ax.set_xticks(x, [label for _, label in terms])
-    ax.set_title(f"Mean LS split per sample (α = {', '.join(sorted({f'{r.alpha:g}' for r in results}))})")
+    ax.set_title(f"Mean LS split per sample (α = {', '.join(sorted({f'{r.alpha:g}' for r in results}))}; "
+                 "values on the bars)")
     ax.set_xlabel("Loss term (Corollary 3.4)")
     ax.set_ylabel("Mean over samples (logit units)")
     ax.legend(loc="upper right", ncols=min(len(results), 4))
     return ax
 
 
-def ls_split_figure(results, bins: int = 30):
+def ls_split_figure(results, bins: int = 30, colors: dict[str, str] | None = None):
     """[error-enhancement distribution on misclassified samples | mean LS split and MaxSup penalty]."""
     fig, axes = subplots(1, 2, figsize=(12, 4.8))
-    plot_error_enhancement(results, ax=axes[0, 0], bins=bins)
-    plot_ls_split(results, ax=axes[0, 1])
+    plot_error_enhancement(results, ax=axes[0, 0], bins=bins, colors=colors)
+    plot_ls_split(results, ax=axes[0, 1], colors=colors)
     fig.tight_layout()
     return fig
 
@@ -188,9 +212,10 @@ def save_logit_figures(results, out: str | os.PathLike, bins: int = 50) -> list[
     results = _as_list(results)
     out = Path(out)
     written = []
-    for stem, make in zip(_FIGURE_STEMS, (lambda: logit_analysis_figure(results, bins=bins),
-                                          lambda: comparison_figure(results, bins=bins),
-                                          lambda: ls_split_figure(results))):
+    colors = model_colors([r.name for r in results])   # once, for all three figures
+    for stem, make in zip(_FIGURE_STEMS, (lambda: logit_analysis_figure(results, bins=bins, colors=colors),
+                                          lambda: comparison_figure(results, bins=bins, colors=colors),
+                                          lambda: ls_split_figure(results, colors=colors))):
         written += save_figure(make(), out / stem)
     return written
 

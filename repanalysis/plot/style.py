@@ -20,21 +20,36 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 # Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+# Models cycle through Okabe-Ito without vermillion, which is kept for "over-confident" / "wrong" marks.
+MODEL_COLORS = [c for c in OKABE_ITO if c != "#D55E00"]
+# Classes: Paul Tol's "muted" scheme (colour-blind-safe, no colour shared with MODEL_COLORS; the pale sand
+# moved back so that 3-class plots get strong colours) plus a dark grey, and a marker per class so that classes
+# stay distinguishable without colour. 10 colours x 11 markers: the (colour, marker) pair is unique for up to
+# 110 classes.
+CLASS_COLORS = ["#CC6677", "#332288", "#117733", "#88CCEE", "#882255", "#44AA99", "#999933", "#AA4499",
+                "#DDCC77", "#555555"]
+CLASS_MARKERS = ["o", "s", "^", "D", "v", "P", "<", ">", "p", "h", "*"]
 NEUTRAL = "#7F7F7F"
+ANNOTATION_FONTSIZE = 8   # numbers printed on bars and under images
 
 STYLE = {
     "figure.dpi": 100,
     "savefig.dpi": 150,
     "savefig.bbox": "tight",
     "font.size": 10,
-    "axes.titlesize": 11,
+    "axes.titlesize": 10,
     "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 8,
+    "legend.title_fontsize": 8,
+    "figure.titlesize": 11,
     "axes.grid": True,
     "grid.alpha": 0.3,
     "axes.spines.top": False,
     "axes.spines.right": False,
     "legend.frameon": False,
-    "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO),
+    "axes.prop_cycle": matplotlib.cycler(color=MODEL_COLORS),
     "image.cmap": "viridis",
 }
 
@@ -44,9 +59,20 @@ def apply_style() -> None:
     matplotlib.rcParams.update(STYLE)
 
 
-def model_colors(names: Sequence[str]) -> dict[str, str]:
-    """A stable colour per model name, in order of appearance."""
-    return {name: OKABE_ITO[i % len(OKABE_ITO)] for i, name in enumerate(dict.fromkeys(names))}
+def model_colors(names: Sequence[str], colors: dict[str, str] | None = None) -> dict[str, str]:
+    """A colour per model name, in order of appearance. ``colors``: a map already made for the whole run
+    (figure savers compute it once from every model), kept as is; names it lacks get the next free colours."""
+    out = dict(colors or {})
+    free = [c for c in MODEL_COLORS if c not in out.values()] or MODEL_COLORS
+    new = [name for name in dict.fromkeys(names) if name not in out]
+    out.update({name: free[i % len(free)] for i, name in enumerate(new)})
+    return out
+
+
+def class_styles(classes: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """(colour, marker) per class index, by position in ``classes``; never a model colour."""
+    return {int(c): (CLASS_COLORS[i % len(CLASS_COLORS)], CLASS_MARKERS[i % len(CLASS_MARKERS)])
+            for i, c in enumerate(classes)}
 
 
 def get_ax(ax=None, figsize=(5.0, 4.0)):

@@ -74,13 +74,13 @@ def run(ctx) -> None:
     # UMAP of all ten digits (test split)
     embs = [embed_dump(d, None, method=EMBED_METHOD, samples_per_class=100, seed=0, name=n)
             for n, d in zip(names, test_dumps)]
-    written += save_figure(plot_embeddings(embs), out / f"embedding_{EMBED_METHOD}")
+    written += save_figure(plot_embeddings(embs, split="test"), out / f"embedding_{EMBED_METHOD}")
 
     # neural collapse on the train split
     cols = [neural_collapse(ctx.dumps[n]["train"], name=n) for n in names]
     ctx.log(format_table([r.summary() for r in cols]))
     write_json_atomic(out / "collapse.json", [r.to_dict() for r in cols])
-    written += save_figure(plot_feature_norms(cols, class_names=ctx.class_names).figure, out / "feature_norms")
+    written += save_figure(plot_feature_norms(cols, class_names=ctx.class_names, split="train").figure, out / "feature_norms")
 
     # MaxSup Table 3 setting: linear probe of frozen features on a downstream data set
     _transfer(ctx, out)
