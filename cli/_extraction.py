@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from repanalysis.cli.common import device_option
+
 OPTIONS = [
     click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
                  help="Checkpoint: .pth/.pt (state_dict, DDP/compile prefixes, DeiT, Lightning, FFCV) or .safetensors."),
@@ -23,7 +25,7 @@ OPTIONS = [
     click.option("--output", default=None, type=click.Path(path_type=Path), help="Output Dump folder or .pt file."),
     click.option("--overwrite", is_flag=True, help="Replace an existing output."),
     click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1)),
-    click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1."),
+    device_option(),
     click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True),
     click.option("--workers", default=None, type=click.IntRange(0), help="DataLoader workers (default: cores - 1, max 8)."),
     click.option("--resolution", default=None, type=click.IntRange(1), help="Override: crop size fed to the model."),
@@ -70,22 +72,31 @@ def run(kind: str, opts: dict, features: bool, feature_layer: str | None = None,
                       layout=layout or "auto", split=split, class_order=class_order, transform=transform,
                       labels_file=opts["labels_file"], synsets_file=opts["synsets_file"],
                       feature_dtype=feature_dtype, progress=not opts["quiet"], log=log)
-    click.echo(format_table([summary_row(dump)]))
+    click.echo(format_table([summary_row(dump)], headers=HEADERS))
     click.echo(f"wrote {output}")
     return dump
 
 
+HEADERS = {"nonfinite": "non-finite (excluded)"}
+
+
 def summary_row(dump) -> dict:
+    """N, K, D and accuracy of a Dump. Accuracy counts only rows whose logits are all finite (argmax of NaN
+    means nothing); it is None (shown '-') when no row is finite, and ``nonfinite`` counts the rows left out."""
     import numpy as np
 
-    acc = None
-    if dump.num_samples:
-        correct = 0
-        for _, chunk in dump.iter_chunks(("logits", "labels")):
-            correct += int((np.argmax(chunk["logits"], axis=1) == chunk["labels"]).sum())
-        acc = correct / dump.num_samples
-    return {"model": dump.name, "N": dump.num_samples, "K": dump.num_classes, "D": dump.feature_dim or "-",
-            "accuracy": acc}
+    acc, correct, finite = None, 0, 0
+    for _, chunk in dump.iter_chunks(("logits", "labels")):
+        ok = np.isfinite(chunk["logits"]).all(axis=1)
+        finite += int(ok.sum())
+        correct += int((np.argmax(chunk["logits"][ok], axis=1) == chunk["labels"][ok]).sum()) if ok.any() else 0
+    if finite:
+        acc = correct / finite
+    row = {"model": dump.name, "N": dump.num_samples, "K": dump.num_classes, "D": dump.feature_dim or "-",
+           "accuracy": acc}
+    if finite < dump.num_samples:
+        row["nonfinite"] = dump.num_samples - finite
+    return row
 
 
 def _floats(text: str | None, flag: str):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import click
 
-from repanalysis.cli.common import echo_json, json_option, load_dumps, names_option, out_option, split_names
+from repanalysis.cli.common import (device_option, echo_json, json_option, load_dumps, names_option, out_option,
+                                    split_names)
 from repanalysis.errors import RepanalysisError
 
 
@@ -31,7 +32,7 @@ def _parse_range(value: str) -> tuple[float, float]:
 @click.option("--kde-samples", type=int, default=10_000, show_default=True,
               help="Rows whose flattened logits feed the KDE (the first ones).")
 @click.option("--kde-range", default="-4,4", show_default=True, help="x-range LO,HI of the logit KDE.")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@device_option()
 @out_option("repanalysis-out/logits")
 @json_option
 def command(inputs, names, threshold, alpha, kde_samples, kde_range, device, out, as_json):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from repanalysis.cli.common import echo_json, json_option, load_dumps, names_option, out_option
+from repanalysis.cli.common import device_option, echo_json, json_option, load_dumps, names_option, out_option
 from repanalysis.errors import RepanalysisError
 
 
@@ -28,7 +28,7 @@ from repanalysis.errors import RepanalysisError
 @click.option("--adaptive-rule", type=click.Choice(["reference", "corrected"]), default="reference",
               show_default=True, help="reference: the lowest-confidence sample is in no adaptive bin (as the "
               "reference code); corrected: it is in the first bin.")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@device_option()
 @out_option("repanalysis-out/calibration")
 @json_option
 def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_rule, device, out, as_json):

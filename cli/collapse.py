@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import click
 
-from repanalysis.cli.common import echo_json, json_option, load_dumps, names_option, out_option
+from repanalysis.cli.common import device_option, echo_json, json_option, load_dumps, names_option, out_option
 
 
 @click.command("collapse")
 @click.argument("inputs", nargs=-1, required=True, metavar="DUMP [DUMP ...]")
 @names_option
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@device_option()
 @out_option("repanalysis-out/collapse")
 @json_option
 def command(inputs, names, device, out, as_json):

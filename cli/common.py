@@ -1,7 +1,6 @@
 """Options and helpers shared by sub-commands (parsing only; all computing happens in the library)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -19,18 +18,37 @@ def load_dumps(paths: Sequence[str], names: str | None = None):
     if name_list is not None and len(name_list) != len(paths):
         raise RepanalysisError(f"--names has {len(name_list)} names but {len(paths)} inputs were given; "
                                "expected one name per input")
-    return [load_dump(p, name=(name_list[i] if name_list else None)) for i, p in enumerate(paths)]
+    dumps = [load_dump(p, name=(name_list[i] if name_list else None)) for i, p in enumerate(paths)]
+    seen = {}     # the same Dump twice under one name compares it with itself (a train and a test Dump may share one)
+    for path, d in zip(paths, dumps):
+        key = (d.name, Path(path).expanduser().resolve())
+        if key in seen:
+            raise RepanalysisError(f"{path} is given twice under the name {d.name!r}; expected distinct Dumps, or "
+                                   "distinct --names")
+        seen[key] = path
+    return dumps
 
 
 def echo_json(obj) -> None:
-    from repanalysis.extract.store import _json_default
+    from repanalysis.extract.store import json_text
 
-    click.echo(json.dumps(obj, indent=2, default=_json_default))
+    click.echo(json_text(obj))
 
 
 def out_option(default: str):
     return click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=default,
                         show_default=True, help="Folder for figures and JSON.")
+
+
+def _check_device(ctx, param, value):
+    from repanalysis.analyze._arrays import pick_device
+
+    pick_device(value)        # an unknown or absent device stops here, before any work
+    return value
+
+
+def device_option(help: str = "auto (CUDA when present), cpu, cuda or cuda:N."):
+    return click.option("--device", default="auto", show_default=True, help=help, callback=_check_device)
 
 
 names_option = click.option("--names", default=None, help="Comma-separated display names, one per input.")

@@ -5,22 +5,24 @@ from pathlib import Path
 
 import click
 
+from repanalysis.cli.common import device_option, split_names
+
 
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("figures/demo"),
               show_default=True, help="Output folder (checkpoints and Dumps are cached inside it).")
 @click.option("--epochs", default=8, show_default=True, type=click.IntRange(1))
-@click.option("--device", default="auto", show_default=True)
+@device_option()
 @click.option("--only", default=None, help="Comma-separated demo steps to run (e.g. logits,calibration).")
 def command(out, epochs, device, only):
     """Run the demo on real data shipped with the packages (CE vs LS vs MaxSup)."""
-    from repanalysis.cli.common import split_names
-    from repanalysis.demo import run_steps
+    from repanalysis.demo import check_steps, run_steps
     from repanalysis.demo.build import build_context, summary_rows
     from repanalysis.report import format_table
 
+    steps = check_steps(split_names(only))       # an unknown step name stops here, before any training
     ctx = build_context(out, epochs=epochs, device=device, log=click.echo)
     click.echo("\n== Models and Dumps ==")
     click.echo(format_table(summary_rows(ctx)))
-    run_steps(ctx, only=split_names(only))
+    run_steps(ctx, only=steps)
     click.echo(f"\ndemo outputs in {out}/")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from repanalysis.cli.common import json_option, names_option, out_option
+from repanalysis.cli.common import device_option, json_option, names_option, out_option
 from repanalysis.errors import RepanalysisError
 
 
@@ -38,7 +38,7 @@ from repanalysis.errors import RepanalysisError
               help="template: plane through the classifier rows [W_k, b_k]; centroid: SVD of the class means.")
 @click.option("--decision-regions/--no-decision-regions", default=True, show_default=True,
               help="Shade the plane by the predicted class (template method).")
-@click.option("--device", default="auto", show_default=True, help="Device for extraction (auto, cpu, cuda).")
+@device_option("Device for extraction and analysis: auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
 @click.option("--overwrite", is_flag=True,
               help="Re-extract a --checkpoint's features even when its run folder has them.")

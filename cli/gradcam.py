@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from repanalysis.cli.common import echo_json, json_option, names_option, out_option, split_names
+from repanalysis.cli.common import device_option, echo_json, json_option, names_option, out_option, split_names
 from repanalysis.errors import RepanalysisError
 
 METHOD_CHOICES = ["gradcam", "gradcam++", "xgradcam", "eigencam", "layercam"]
@@ -46,7 +46,7 @@ TABLE_COLUMNS = ["model", "images", "skipped", "accuracy", "precision", "recall"
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--strict", is_flag=True, help="Fail on an image without a box instead of skipping it.")
 @click.option("--show", default=6, show_default=True, type=click.IntRange(1, 20), help="Images in the grid figure.")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda.")
+@device_option()
 @click.option("--workers", default=None, type=click.IntRange(0), help="DataLoader workers (default: cores - 1, max 8).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow pickled code / TorchScript checkpoints.")
 @out_option("repanalysis-out/gradcam")
@@ -58,6 +58,7 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     from repanalysis.analyze._arrays import pick_device
     from repanalysis.analyze.cam import localise_dataset
     from repanalysis.data.boxes import open_regions
+    from repanalysis.data.datasets import label_by_model_classes
     from repanalysis.plot.cam import plot_cam_grid, plot_pr_curves
     from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table, write_csv_atomic, write_json_atomic
@@ -66,6 +67,13 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     if name_list is not None and len(name_list) != len(checkpoints):
         raise RepanalysisError(f"--names has {len(name_list)} names but {len(checkpoints)} checkpoints were given; "
                                "expected one name per checkpoint")
+    model_names = name_list or [Path(c).stem for c in checkpoints]
+    dup = next((n for n in model_names if model_names.count(n) > 1), None)
+    if dup is not None and name_list:
+        raise RepanalysisError(f"--names gives {dup!r} twice; expected one distinct name per checkpoint")
+    if dup is not None:
+        raise RepanalysisError(f"model names must be distinct: two checkpoints are both named {dup!r} (the same "
+                               "file given twice?); expected distinct checkpoints, or distinct --names")
     if topk is not None and not 0 < topk <= 1:
         raise RepanalysisError(f"--topk must lie in (0, 1]; got {topk}")
     if data is None:
@@ -83,9 +91,11 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
         lm = ra.load_model(ckpt, arch, trust=trust_checkpoint, device=dev)
         ds = ra.open_dataset(data, layout=layout, transform=lm.transform, split=split, class_order=class_order,
                              synsets_file=synsets)
+        if class_order is None:      # class folders named after the model's classes: the model's labels
+            ds = label_by_model_classes(ds, lm.class_names) or ds
         box_source = boxes or _boxes_beside(ds)
         regions = open_regions(box_source, lm.transform, synset_mapping=synsets, class_wnids=ds.wnids)
-        name = name_list[i] if name_list else Path(ckpt).stem
+        name = model_names[i]
         log(f"{name}: {lm.arch}, {method} on {len(ds) if limit is None else min(limit, len(ds))} images ...")
         result = localise_dataset(lm.model, ds, regions, lm.transform, method=method, layer=layer, target=target,
                                   threshold=threshold, topk=topk, batch_size=batch_size, limit=limit,

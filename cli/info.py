@@ -11,7 +11,7 @@ from repanalysis.cli.common import echo_json, json_option
 @json_option
 def command(inputs, as_json):
     """Show N, K, D, accuracy and provenance of Dumps or seed .pt files."""
-    from repanalysis.cli._extraction import summary_row
+    from repanalysis.cli._extraction import HEADERS, summary_row
     from repanalysis.extract.store import load_dump
     from repanalysis.report import format_table
 
@@ -31,7 +31,11 @@ def command(inputs, as_json):
     if as_json:
         echo_json(details)
         return
-    click.echo(format_table(rows))
+    columns = list(dict.fromkeys(c for r in rows for c in r))
+    if "nonfinite" in columns:  # keep 'complete' last
+        columns.remove("nonfinite")
+        columns.insert(columns.index("accuracy") + 1, "nonfinite")
+    click.echo(format_table(rows, columns, headers=HEADERS))
     for d in details:
         if d["arch"] is None:
             continue

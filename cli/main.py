@@ -59,9 +59,14 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="repanalysis", standalone_mode=False)
     except click.exceptions.Abort:
         _fail("interrupted; re-run the same command to resume where it stopped", 130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except click.ClickException as exc:       # bad usage: one line, like every other error
+        if debug:
+            exc.show()
+            sys.exit(exc.exit_code)
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        _fail(_one_line(exc.format_message()) + hint, exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except RepanalysisError as exc:

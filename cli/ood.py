@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from repanalysis.cli.common import echo_json, json_option, load_dumps, names_option, out_option
+from repanalysis.cli.common import device_option, echo_json, json_option, load_dumps, names_option, out_option
 from repanalysis.errors import RepanalysisError
 
 
@@ -18,13 +18,14 @@ from repanalysis.errors import RepanalysisError
 @click.option("--ood", "ood_paths", multiple=True, required=True, metavar="DUMP",
               help="Out-of-distribution Dump of the same model; repeat once per model, same order as --in.")
 @names_option
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@device_option()
 @out_option("repanalysis-out/ood")
 @json_option
 def command(in_paths, ood_paths, names, device, out, as_json):
     """OOD AUROC and FPR@95%TPR of max softmax, max logit, energy and feature L1 norm (FedLaS Table 3)."""
     from repanalysis.analyze._arrays import pick_device
     from repanalysis.analyze.confidence import ood_detection
+    from repanalysis.extract.pairs import check_same_model
     from repanalysis.plot.calibration import save_calibration_figures
     from repanalysis.report import format_table, write_json_atomic
 
@@ -36,6 +37,7 @@ def command(in_paths, ood_paths, names, device, out, as_json):
     dev = pick_device(device)
     results = []
     for i, o in zip(ins, oods):
+        check_same_model(o, i, "--ood")
         if i.num_classes != o.num_classes:
             raise RepanalysisError(f"{i.name}: the in-distribution Dump has {i.num_classes} classes and the OOD "
                                    f"Dump {o.num_classes}; expected Dumps of the same model")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from repanalysis.cli.common import echo_json, json_option, load_dumps, names_option, out_option
+from repanalysis.cli.common import device_option, echo_json, json_option, load_dumps, names_option, out_option
 
 
 @click.command("separation")
@@ -16,7 +16,7 @@ from repanalysis.cli.common import echo_json, json_option, load_dumps, names_opt
 @names_option
 @click.option("--chunk-size", type=click.IntRange(1), default=8192, show_default=True,
               help="Rows streamed at a time (memory stays bounded for ImageNet-train-sized Dumps).")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@device_option()
 @out_option("repanalysis-out/separation")
 @json_option
 def command(inputs, names, chunk_size, device, out, as_json):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from repanalysis.cli.common import echo_json, json_option, load_dumps, out_option, split_names
+from repanalysis.cli.common import device_option, echo_json, json_option, load_dumps, out_option, split_names
 from repanalysis.errors import RepanalysisError
 
 
@@ -22,7 +22,7 @@ from repanalysis.errors import RepanalysisError
 @click.option("--l2", type=float, default=None,
               help="L2 strength of the probe (default: chosen on 20% of the train set from 1e-6..1e-1).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@device_option()
 @out_option("repanalysis-out/transfer")
 @json_option
 def command(train, test, names, l2, seed, device, out, as_json):

@@ -191,8 +191,9 @@ def test_nonfinite_rows_are_counted_and_excluded(random_logits):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"threshold": -0.1}, "threshold must be a number >= 0"),
-    ({"threshold": float("nan")}, "threshold must be a number >= 0"),
+    ({"threshold": -0.1}, "threshold must be a finite number >= 0"),
+    ({"threshold": float("nan")}, "threshold must be a finite number >= 0"),
+    ({"threshold": float("inf")}, "threshold must be a finite number >= 0"),
     ({"alpha": float("inf")}, "alpha must be a finite number"),
     ({"kde_range": (2, -2)}, "KDE range must be two finite numbers lo < hi"),
     ({"chunk_size": 0}, "chunk_size must be >= 1"),

@@ -14,10 +14,23 @@ from repanalysis.errors import DataError
 
 
 def pick_device(device: str | torch.device | None = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU; anything else is passed to torch.device."""
+    """"auto" -> CUDA when available, else CPU; "cpu", "cuda" or "cuda:N" (checked: DataError when unknown
+    or not present)."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DataError(f"unknown device {str(device)!r}; expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DataError(f"device {str(device)!r} was asked for but no CUDA device is available; "
+                            "use auto or cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DataError(f"device {str(device)!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise DataError(f"device {str(device)!r} is not supported; expected auto, cpu, cuda or cuda:N")
+    return dev
 
 
 def as_tensor(x, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> torch.Tensor:

@@ -54,6 +54,7 @@ import torch
 
 from repanalysis.analyze._arrays import as_tensor, check_logits_labels
 from repanalysis.errors import DataError
+from repanalysis.extract.pairs import check_same_model
 
 ADAPTIVE_RULES = ("reference", "corrected")
 CLASSWISE_RULES = ("all", "reference")
@@ -846,6 +847,9 @@ def fit_temperature(logits, labels, *, init: float = 1.5, max_iter: int = 100, n
         z, y = z[finite], y[finite]
         if z.shape[0] == 0:
             raise DataError("no finite logits rows to fit a temperature on")
+    if z.shape[0] > 1 and bool((y == y[0]).all()):
+        warnings.warn(f"every validation label is {int(y[0])}: a temperature fitted on a single class only "
+                      "sharpens towards it and does not calibrate the model", RuntimeWarning, stacklevel=2)
     z = z.to(torch.float64)
     log_t = torch.tensor([math.log(init)], dtype=torch.float64, device=z.device, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
@@ -883,6 +887,7 @@ def calibrate_dumps(dumps, *, n_bins: int = 15, n_boot: int = 0, seed: int = 0, 
         out.append(calibration_report(d.logits, d.labels, name=d.name, **kw))
         if val_dumps is not None:
             v = val_dumps[i]
+            check_same_model(v, d, "--fit-temperature (validation Dump)")
             if v.num_classes != d.num_classes:
                 raise DataError(f"validation dump {v.name} has {v.num_classes} classes but {d.name} has "
                                 f"{d.num_classes}; expected the same model")

@@ -178,7 +178,9 @@ def resolve_cam_layer(model: nn.Module, layer: str | None = None,
         transform = family_layer.reshape_transform if family_layer is not None else None
         if channels_last and transform is None:
             transform = _channels_last_to_first
-        return CamLayer(layer, modules[layer], "user", transform)
+        chosen = CamLayer(layer, modules[layer], "user", transform)
+        _check_feature_map(model, chosen, example, family_layer, channels_last)
+        return chosen
     if family_layer is not None:
         return family_layer
     was_training = model.training
@@ -194,6 +196,62 @@ def resolve_cam_layer(model: nn.Module, layer: str | None = None,
     name = found[-1]
     return CamLayer(name, dict(model.named_modules())[name], "cnn",
                     _channels_last_to_first if channels_last else None)
+
+
+def _suitable_layers(model: nn.Module, example: torch.Tensor, family_layer: CamLayer | None,
+                     channels_last: bool, n: int = 5) -> list[str]:
+    """A few layer names that give feature maps, last (most semantic) first."""
+    if family_layer is not None:
+        return [family_layer.name]
+    try:
+        return _feature_map_modules(model, example, channels_last)[-n:][::-1]
+    except Exception:  # noqa: BLE001  (only a hint for an error message)
+        return []
+
+
+def _check_feature_map(model: nn.Module, layer: CamLayer, example: torch.Tensor | None,
+                       family_layer: CamLayer | None, channels_last: bool) -> None:
+    """Raise ConfigError unless ``layer`` runs once per forward pass and gives a feature map [N, C, H, W]
+    (after its reshape transform) with more than one pixel: what a CAM is computed on. A probe forward pass
+    on ``example`` (skipped when no example input can be made)."""
+    try:
+        probe = _example_input(model, example)
+    except ConfigError:
+        return
+    outputs: list = []
+    handle = layer.module.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(probe)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    problem = None
+    if not outputs:
+        problem = "is not run in the model's forward pass"
+    elif len(outputs) > 1:
+        problem = f"runs {len(outputs)} times in one forward pass (a shared module)"
+    elif not isinstance(outputs[0], torch.Tensor):
+        problem = f"outputs a {type(outputs[0]).__name__}, not a tensor"
+    else:
+        fmap = outputs[0]
+        if layer.reshape_transform is not None:
+            try:
+                fmap = layer.reshape_transform(fmap)
+            except (ConfigError, RuntimeError, IndexError) as exc:
+                problem = f"outputs shape {tuple(outputs[0].shape)}, which is not a token grid ({exc})"
+        if problem is None and fmap.ndim != 4:
+            problem = f"outputs shape {tuple(outputs[0].shape)}"
+        elif problem is None and fmap.shape[2] * fmap.shape[3] == 1:
+            problem = (f"outputs a 1x1 map {tuple(outputs[0].shape)}, so its CAM is constant (a pooling or "
+                       "classifier layer)")
+    if problem is not None:
+        suitable = _suitable_layers(model, probe, family_layer, channels_last)
+        hint = f"; suitable layers (last first): {', '.join(suitable)}" if suitable else ""
+        raise ConfigError(f"layer {layer.name!r} ({type(layer.module).__name__}) {problem}; expected a "
+                          f"layer whose output is a feature map [N, C, H, W] with H, W > 1{hint}")
 
 
 # --- CAMs for a batch of images --------------------------------------------------------------------------
@@ -286,6 +344,11 @@ class CamEngine:
             cams = self._cam(input_tensor=images, targets=target_list)
         except IndexError as exc:  # raised inside the call, not swallowed by pytorch-grad-cam's __exit__
             raise DataError(f"target class out of range for the model's outputs ({exc})") from None
+        except ValueError as exc:  # pytorch-grad-cam: "Invalid grads / activation shape" for a non-spatial layer
+            if "shape" not in str(exc).lower():
+                raise
+            raise ConfigError(f"layer {self.layer.name!r} gives no feature map [N, C, H, W] to compute a CAM on "
+                              f"({str(exc).split('.')[0]}); pass a convolutional layer (--layer)") from None
         logits = self._cam.outputs.detach().float().cpu()
         self._cam.outputs = None  # drop the graph now, not at the next batch
         self._cam.activations_and_grads.clear()
@@ -449,16 +512,23 @@ def localise_dataset(model: nn.Module, dataset, regions, transform=None, *, meth
     n_total = len(dataset) if limit is None else min(int(limit), len(dataset))
     if n_total <= 0:
         raise DataError("the data set is empty; expected at least one image")
-    names = [_sample_name(dataset, i) for i in range(n_total)]
-    has = np.array([regions.has(names[i]) for i in range(n_total)], dtype=bool)
+    if hasattr(regions, "bind"):  # pair boxes with images over the whole data set: catches ambiguous names
+        all_names = [_sample_name(dataset, i) for i in range(len(dataset))]
+        names = all_names[:n_total]
+        has = np.asarray(regions.bind(all_names), dtype=bool)[:n_total]
+    else:
+        names = [_sample_name(dataset, i) for i in range(n_total)]
+        has = np.array([regions.has(names[i]) for i in range(n_total)], dtype=bool)
     skipped = [names[i] for i in np.flatnonzero(~has)]
     if skipped and strict:
         raise DataError(f"{len(skipped)} of {n_total} images have no box or mask (first: {skipped[0]}); "
                         "expected one for every image (drop --strict to skip them)")
     indices = np.flatnonzero(has)
     if indices.size == 0:
-        raise DataError(f"none of the {n_total} images has a box or mask in {regions.source}; check that "
-                        "image names match the box file")
+        keys = getattr(regions, "boxes", None) or getattr(regions, "paths", None) or {}
+        example = f" (first entry {next(iter(keys))!r}, first image {names[0]!r})" if keys else ""
+        raise DataError(f"none of the {n_total} images has a box or mask in {regions.source}{example}; expected "
+                        "entries named by the image's path relative to the data root or its file name")
     model = model.to(device) if device is not None else model
     thr = loc.default_thresholds() if thresholds is None else torch.as_tensor(thresholds, dtype=torch.float32)
     rows: dict[str, list] = {k: [] for k in _PER_IMAGE}

@@ -250,8 +250,8 @@ def _scott_kde(values: torch.Tensor, lo: float, hi: float, grid_size: int = 512
 
 # --- streaming ----------------------------------------------------------------------------------------
 def _check_params(threshold: float, alpha: float, kde_samples: int, kde_range, quantiles) -> tuple[float, float]:
-    if not isinstance(threshold, (int, float)) or math.isnan(threshold) or threshold < 0:
-        raise DataError(f"near-zero threshold must be a number >= 0; got {threshold}")
+    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
+        raise DataError(f"near-zero threshold must be a finite number >= 0; got {threshold}")
     if not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
         raise DataError(f"alpha must be a finite number (e.g. 0.1); got {alpha}")
     if int(kde_samples) < 0:

@@ -143,6 +143,9 @@ def project_classes(features, labels, classes, *, method: str = "template", clas
             raise DataError(f"classifier weight {w.shape} does not fit features of width {h.shape[1]} and "
                             f"classes {classes}; expected (K, {h.shape[1]})")
         bias = np.zeros(w.shape[0]) if classifier_bias is None else classifier_bias
+        if not (np.isfinite(w[classes]).all() and np.isfinite(np.asarray(bias)[classes]).all()):
+            raise DataError(f"the classifier weights or bias of classes {classes} contain NaN or inf; expected a "
+                            "finite classifier (use --method centroid to project by the class means instead)")
         q, templates = template_basis(w, bias, classes)
         h1 = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], dim=1)  # h~ = [h, 1]
         coords = h1 @ q

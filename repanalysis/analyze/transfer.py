@@ -10,6 +10,7 @@ al., then the probe is refitted on all train features.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from repanalysis.analyze._arrays import pick_device
 from repanalysis.errors import DataError
+from repanalysis.extract.pairs import check_same_model
 
 L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -126,6 +128,9 @@ def linear_probe(train_features, train_labels, test_features, test_labels, *, nu
     if int(torch.unique(y_tr).numel()) < 2:
         raise DataError("the train labels hold a single class; a probe needs at least 2")
     val_acc = {}
+    for lam in ([l2] if l2 is not None else list(l2_grid or [])):
+        if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
+            raise DataError(f"l2 strength must be a finite number >= 0; got {lam}")
     if l2 is None:
         if not l2_grid:
             raise DataError("l2_grid is empty; give l2 or at least one grid value")
@@ -152,6 +157,7 @@ def linear_probe(train_features, train_labels, test_features, test_labels, *, nu
 
 def probe_dumps(train_dump, test_dump, **kwargs) -> TransferResult:
     """:func:`linear_probe` on the features of a train Dump and a test Dump (same model, downstream data)."""
+    check_same_model(train_dump, test_dump, "--train/--test")
     for d in (train_dump, test_dump):
         if d.features is None:
             d.array("features")

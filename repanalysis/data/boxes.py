@@ -7,7 +7,11 @@ Sources (REFERENCE.md "Grad-CAM localisation"):
 - a flat list, one box per line: ``path,x0,y0,x1,y1`` (several lines for one image = the union);
 - a folder of PNG masks named like the images (non-zero = object).
 
-Images are matched by file stem (``ILSVRC2012_val_00000001.JPEG`` <-> ``ILSVRC2012_val_00000001``).
+Images are matched by path relative to the data root, folder by folder, without file extensions
+(``ILSVRC2012_val_00000001.JPEG`` <-> ``ILSVRC2012_val_00000001``; ``zero/0.png`` <-> ``zero/0``). A key
+fits an image when one is a trailing part of the other: a bare name (``0.png``, a LOC ImageId, an array
+sample index) fits every image of that name in any folder, ``zero/0.png`` only the one in ``zero/``. A key
+that fits several images is refused (DataError naming them) unless one of them is exactly that path.
 Boxes are in original-image pixels and go through exactly the resize and crop the image went through
 (:meth:`EvalTransform.map_boxes`); masks through the same geometry with nearest-neighbour resampling.
 The region of an image is the union of the boxes of its ground-truth class, whichever class a CAM explains.
@@ -42,8 +46,100 @@ _EDGE_TOLERANCE = 1.0  # ILSVRC boxes use inclusive pixel indices, so xmax may e
 
 
 def image_key(name: str) -> str:
-    """The key an image is matched by: its file name without folders and extension."""
+    """An image's file name without folders and extension (the last part of :func:`path_key`)."""
     return Path(str(name).replace("\\", "/")).stem
+
+
+def clean_key(name) -> str:
+    """A box / mask / image name with '/' separators and no empty or '.' parts (extension kept)."""
+    return "/".join(p for p in str(name).strip().replace("\\", "/").split("/") if p not in ("", "."))
+
+
+def path_key(name) -> tuple[str, ...]:
+    """What a name is matched by: its folders and its file name without extension, as a tuple."""
+    parts = clean_key(name).split("/")
+    if parts == [""]:
+        return ()
+    return (*parts[:-1], Path(parts[-1]).stem or parts[-1])
+
+
+def _suffix(keys: tuple, parts: tuple) -> bool:
+    """Whether the shorter of two path keys is a trailing part of the longer (they name the same file)."""
+    n = min(len(keys), len(parts))
+    return n > 0 and keys[-n:] == parts[-n:]
+
+
+def _extension(name) -> str:
+    return Path(clean_key(name)).suffix.lower()
+
+
+class _KeyIndex:
+    """Keys of a box or mask source (one entry per image, as written in the source) matched to image names
+    (see the module docstring). ``bind(names)`` pairs keys with the images of a data set and refuses a key
+    that fits several images; until then ``keys_for(name)`` matches one name at a time."""
+
+    def __init__(self, keys, source: str, what: str = "box"):
+        self.source, self.what = source, what
+        self.parts = {k: path_key(k) for k in keys}
+        self.by_stem: dict[str, list[str]] = {}
+        for k, parts in self.parts.items():
+            if parts:
+                self.by_stem.setdefault(parts[-1], []).append(k)
+        self.bound: dict[str, list[str]] | None = None
+        self.bound_names: set[str] = set()
+
+    def _fitting(self, name) -> list[str]:
+        parts = path_key(name)
+        if not parts:
+            return []
+        return [k for k in self.by_stem.get(parts[-1], ()) if _suffix(self.parts[k], parts)]
+
+    def keys_for(self, name) -> list[str]:
+        """The keys that belong to image ``name`` (several = the union, e.g. 'a.jpg' and 'x/a.jpg')."""
+        if self.bound is not None and str(name) in self.bound_names:
+            return self.bound.get(str(name), [])
+        keys = self._fitting(name)
+        if len(keys) > 1:  # e.g. the name '0.png' and the keys 'zero/0.png', 'one/0.png'
+            longest = max((self.parts[k] for k in keys), key=len)
+            if all(longest[-len(self.parts[k]):] == self.parts[k] for k in keys):
+                return keys  # 'a.jpg' and 'x/a.jpg': the same image twice, the union
+            parts = path_key(name)
+            exact = [k for k in keys if self.parts[k] == parts]
+            if not exact:
+                raise DataError(f"image {name} fits several entries of {self.source} "
+                                f"({', '.join(sorted(keys)[:3])}); expected the image's path relative to the "
+                                "data root, which names one of them")
+            return exact
+        return keys
+
+    def bind(self, names) -> np.ndarray:
+        """Pair every key with the one image of ``names`` it names; [len(names)] bool: image has a key.
+
+        Raises DataError when a key fits several images (a bare file name used in several folders)."""
+        names = [str(n) for n in names]
+        name_parts = [path_key(n) for n in names]
+        by_stem: dict[str, list[int]] = {}
+        for i, parts in enumerate(name_parts):
+            if parts:
+                by_stem.setdefault(parts[-1], []).append(i)
+        bound: dict[str, list[str]] = {}
+        for key, kparts in self.parts.items():
+            if not kparts:
+                continue
+            fits = [i for i in by_stem.get(kparts[-1], ()) if _suffix(kparts, name_parts[i])]
+            if len(fits) > 1:
+                fits = [i for i in fits if name_parts[i] == kparts] or fits
+            if len(fits) > 1 and _extension(key):
+                fits = [i for i in fits if _extension(names[i]) == _extension(key)] or fits
+            if len(fits) > 1:
+                shown = ", ".join(names[i] for i in fits[:3]) + (", ..." if len(fits) > 3 else "")
+                raise DataError(f"{self.source}: the {self.what} for {key!r} fits {len(fits)} images ({shown}); "
+                                f"expected a path relative to the data root that names one image, e.g. "
+                                f"{clean_key(names[fits[0]])}")
+            if fits:
+                bound.setdefault(names[fits[0]], []).append(key)
+        self.bound, self.bound_names = bound, set(names)
+        return np.array([n in bound for n in names], dtype=bool)
 
 
 @dataclass
@@ -72,6 +168,12 @@ class RegionSource(ABC):
     def __len__(self) -> int:
         """Number of images with a region."""
 
+    def bind(self, names: Sequence[str]) -> np.ndarray:
+        """Match the source's entries to the images ``names`` of a data set (all of them, so that an entry
+        fitting several images is caught: DataError); returns [len(names)] bool, True = has a region.
+        Later ``has``/``region`` calls use this pairing."""
+        return np.array([self.has(n) for n in names], dtype=bool)
+
 
 class BoxRegions(RegionSource):
     """Boxes per image -> regions on the model input.
@@ -84,23 +186,30 @@ class BoxRegions(RegionSource):
 
     def __init__(self, boxes: dict[str, BoxList], transform: EvalTransform | None = None,
                  class_wnids: Sequence[str] | None = None, source: str = "boxes"):
-        self.boxes = {image_key(k): list(v) for k, v in boxes.items()}
+        self.boxes: dict[str, BoxList] = {}
+        for k, v in boxes.items():
+            self.boxes.setdefault(clean_key(k), []).extend(v)
         self.transform = transform
         self.class_wnids = list(class_wnids) if class_wnids is not None else None
         self.source = str(source)
+        self._index = _KeyIndex(self.boxes, self.source, "box")
 
     def __len__(self) -> int:
         return len(self.boxes)
 
     def has(self, name: str) -> bool:
-        return image_key(name) in self.boxes
+        return bool(self._index.keys_for(name))
+
+    def bind(self, names: Sequence[str]) -> np.ndarray:
+        return self._index.bind(names)
 
     def original_boxes(self, name: str, label: int | None = None) -> np.ndarray:
         """[M, 4] boxes of the image's ground-truth class in original pixels."""
-        key = image_key(name)
-        if key not in self.boxes:
+        keys = self._index.keys_for(name)
+        if not keys:
             raise DataError(f"no box for image {name} in {self.source}")
-        entries = self.boxes[key]
+        entries = [e for k in keys for e in self.boxes[k]]
+        all_entries = entries
         if self.class_wnids is not None and label is not None:
             if not 0 <= int(label) < len(self.class_wnids):
                 raise DataError(f"image {name}: label {label} outside the {len(self.class_wnids)} classes of the "
@@ -108,7 +217,7 @@ class BoxRegions(RegionSource):
             wnid = self.class_wnids[int(label)]
             entries = [e for e in entries if e[0] is None or e[0] == wnid]
             if not entries:
-                found = sorted({e[0] for e in self.boxes[key]})
+                found = sorted({e[0] for e in all_entries})
                 raise DataError(f"image {name}: its boxes are for {', '.join(found)} but its label is {wnid}; "
                                 "expected boxes of the labelled class (is the class order right?)")
         return np.array([e[1:5] for e in entries], dtype=np.float64).reshape(-1, 4)
@@ -118,7 +227,7 @@ class BoxRegions(RegionSource):
         ``out_hw`` = (H, W) pixels."""
         width, height = int(size[0]), int(size[1])
         boxes = self.original_boxes(name, label)
-        check_boxes(boxes, width, height, name)
+        check_boxes(boxes, width, height, f"{name} (boxes from {self.source})")
         mapped = self.transform.map_boxes(boxes, width, height) if self.transform is not None else \
             boxes.clip(0, [width, height, width, height])
         if self.transform is not None and tuple(self.transform.output_size(width, height))[::-1] != tuple(out_hw):
@@ -135,36 +244,51 @@ def check_boxes(boxes: np.ndarray, width: int, height: int, name: str = "image")
            | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]) | ~np.isfinite(b).all(1))
     if bad.any():
         x0, y0, x1, y1 = b[np.flatnonzero(bad)[0]]
+        if np.isfinite([x0, y0, x1, y1]).all() and (x1 <= x0 or y1 <= y0):
+            raise DataError(f"{name}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is empty or has its corners reversed; "
+                            "expected (x0, y0, x1, y1) with x0 < x1 and y0 < y1")
         raise DataError(f"{name}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the {width}x{height} image; "
                         f"expected 0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height}")
 
 
 class MaskRegions(RegionSource):
-    """A folder of PNG masks named like the images (``<stem>.png``); non-zero pixels are the object.
+    """A folder of PNG masks named like the images (``<stem>.png``, or ``<class>/<stem>.png`` in sub-folders
+    mirroring the data set's); non-zero pixels are the object.
 
     Each mask must have its image's size; it goes through the image's resize and crop (nearest).
     """
 
     def __init__(self, folder: str | Path, transform: EvalTransform | None = None):
         folder = Path(folder)
-        self.paths = {p.stem: p for p in sorted(folder.glob("*.png"))}
+        self.paths = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*.png"))}
         if not self.paths:
             raise DataError(f"no PNG masks in {folder}; expected <image stem>.png files")
         self.transform = transform
         self.source = str(folder)
+        self._index = _KeyIndex(self.paths, self.source, "mask")
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def has(self, name: str) -> bool:
-        return image_key(name) in self.paths
+        return bool(self._index.keys_for(name))
+
+    def bind(self, names: Sequence[str]) -> np.ndarray:
+        return self._index.bind(names)
 
     def region(self, name: str, label: int, size: tuple[int, int], out_hw: tuple[int, int]) -> Region:
-        path = self.paths.get(image_key(name))
-        if path is None:
+        keys = self._index.keys_for(name)
+        if not keys:
             raise DataError(f"no mask for image {name} in {self.source}")
-        with Image.open(path) as img:
-            mask_img = img.convert("L")
+        if len(keys) > 1:
+            raise DataError(f"image {name} has {len(keys)} masks in {self.source} ({', '.join(keys[:3])}); "
+                            "expected one")
+        path = self.paths[keys[0]]
+        try:
+            with Image.open(path) as img:
+                mask_img = img.convert("L")
+        except OSError as exc:
+            raise DataError(f"cannot read mask {path}: {exc}; expected a PNG image") from None
         if mask_img.size != tuple(size):
             raise DataError(f"mask {path.name} is {mask_img.size[0]}x{mask_img.size[1]} but its image is "
                             f"{size[0]}x{size[1]}; expected the same size")
@@ -187,7 +311,7 @@ def read_flat_boxes(path: str | Path) -> dict[str, BoxList]:
     if not path.is_file():
         raise DataError(f"box file not found: {path}")
     out: dict[str, BoxList] = {}
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8") as fh:
         for line_no, row in enumerate(csv.reader(fh), 1):
             row = [c.strip() for c in row]
             if not row or not row[0] or row[0].startswith("#"):
@@ -200,16 +324,16 @@ def read_flat_boxes(path: str | Path) -> dict[str, BoxList]:
                 if line_no == 1:
                     continue  # header
                 raise DataError(f"{path} line {line_no}: non-numeric box {row[1:]}") from None
-            out.setdefault(image_key(row[0]), []).append((None, *coords))
+            out.setdefault(clean_key(row[0]), []).append((None, *coords))
     if not out:
         raise DataError(f"box file {path} has no boxes; expected lines 'path,x0,y0,x1,y1'")
     return out
 
 
 def read_voc_folder(folder: str | Path) -> dict[str, BoxList]:
-    """A folder of ILSVRC VOC XML files -> {image key: [(wnid, xmin, ymin, xmax, ymax), ...]}."""
+    """A folder of ILSVRC VOC XML files (or one such file) -> {image key: [(wnid, xmin, ymin, xmax, ymax), ...]}."""
     folder = Path(folder)
-    files = sorted(folder.rglob("*.xml"))
+    files = [folder] if folder.is_file() else sorted(folder.rglob("*.xml"))
     if not files:
         raise DataError(f"no .xml annotation files in {folder}; expected ILSVRC VOC XML")
     out: dict[str, BoxList] = {}
@@ -218,6 +342,8 @@ def read_voc_folder(folder: str | Path) -> dict[str, BoxList]:
             root = ET.parse(f).getroot()
         except ET.ParseError as exc:
             raise DataError(f"{f}: not valid XML ({exc})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read {f}: {exc}; expected an ILSVRC VOC XML file") from None
         name = root.findtext("filename") or f.stem
         boxes = []
         for obj in root.iter("object"):
@@ -230,24 +356,56 @@ def read_voc_folder(folder: str | Path) -> dict[str, BoxList]:
                 raise DataError(f"{f}: <bndbox> needs numeric xmin, ymin, xmax, ymax") from None
             boxes.append(((obj.findtext("name") or "").strip() or None, *coords))
         if boxes:
-            out.setdefault(image_key(name), []).extend(boxes)
+            out.setdefault(clean_key(name), []).extend(boxes)
     if not out:
         raise DataError(f"the XML files in {folder} hold no <object> boxes")
     return out
 
 
+_EXPECTED_SOURCES = ("expected LOC_val_solution.csv, a 'path,x0,y0,x1,y1' text list, VOC XML (a file or a folder) "
+                     "or a folder of PNG masks")
+
+
+def _check_text_file(path: Path) -> None:
+    """Raise DataError unless ``path`` starts like UTF-8 text (a checkpoint, image or archive is not)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError as exc:
+        raise DataError(f"cannot read box file {path}: {exc.strerror or exc}") from None
+    if head.startswith(b"\x89PNG"):
+        raise DataError(f"box file {path} is a single PNG image; masks must be given as a folder of "
+                        "<image>.png files")
+    controls = sum(head.count(bytes([c])) for c in (*range(9), *range(14, 32)))
+    if b"\x00" in head or controls > len(head) // 100:
+        raise DataError(f"box file {path} is binary, not text (a checkpoint or an archive?); {_EXPECTED_SOURCES}")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the end of the sample
+            raise DataError(f"box file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                            f"{_EXPECTED_SOURCES}") from None
+
+
 def load_boxes(path: str | Path) -> dict[str, BoxList]:
-    """Read any box source: LOC_val_solution csv, VOC XML folder, or flat ``path,x0,y0,x1,y1`` list."""
+    """Read any box source: LOC_val_solution csv, VOC XML folder or file, or flat ``path,x0,y0,x1,y1`` list."""
     path = Path(path)
     if path.is_dir():
         return read_voc_folder(path)
     if not path.is_file():
         raise DataError(f"box file not found: {path}")
-    with path.open(newline="") as fh:
-        first = fh.readline()
-    if first.strip().startswith("ImageId"):
-        return {image_key(k): list(v) for k, v in read_loc_solution(path).items()}
-    return read_flat_boxes(path)
+    _check_text_file(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            first = fh.readline()
+        if first.lstrip("\ufeff").lstrip().startswith("<"):
+            return read_voc_folder(path)
+        if first.strip().startswith("ImageId"):
+            return {clean_key(k): list(v) for k, v in read_loc_solution(path).items()}
+        return read_flat_boxes(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"box file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                        f"{_EXPECTED_SOURCES}") from None
 
 
 def open_regions(path: str | Path, transform: EvalTransform | None = None, *,
@@ -260,7 +418,7 @@ def open_regions(path: str | Path, transform: EvalTransform | None = None, *,
     Every wnid in the boxes must be in that class order (DataError naming the first that is not).
     """
     path = Path(path)
-    if path.is_dir() and any(path.glob("*.png")) and not any(path.rglob("*.xml")):
+    if path.is_dir() and any(path.rglob("*.png")) and not any(path.rglob("*.xml")):
         return MaskRegions(path, transform)
     boxes = load_boxes(path)
     if synset_mapping is not None:
@@ -292,5 +450,7 @@ def foreground_boxes(images, names: Sequence[str], level: float = 0.3) -> dict[s
     y0, y1 = rows.argmax(axis=1), h - rows[:, ::-1].argmax(axis=1)
     x0, x1 = cols.argmax(axis=1), w - cols[:, ::-1].argmax(axis=1)
     present = rows.any(axis=1)
-    return {image_key(names[i]): [(None, float(x0[i]), float(y0[i]), float(x1[i]), float(y1[i]))]
+    stems = [image_key(n) for n in names]
+    keys = stems if len(set(stems)) == len(stems) else [clean_key(n) for n in names]  # the same name in two folders
+    return {keys[i]: [(None, float(x0[i]), float(y0[i]), float(x1[i]), float(y1[i]))]
             for i in np.flatnonzero(present)}

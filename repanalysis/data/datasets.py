@@ -31,6 +31,8 @@ import json
 import os
 import pickle
 import re
+import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
@@ -378,6 +380,40 @@ def apply_class_order(labels: np.ndarray, class_names: Sequence[str], wnids: Seq
             new_names.append(torchvision_names.get(entry, entry))
     new_wnids = list(order) if all_wnids else None
     return mapping[np.asarray(labels, dtype=np.int64)], new_names, new_wnids
+
+
+def label_by_model_classes(dataset: "ImageDataset", model_class_names: Sequence[str] | None
+                           ) -> "ImageDataset | None":
+    """An ImageFolder whose folder names are the model's class names, relabelled into the model's label space.
+
+    ImageFolder labels folders by their sorted rank, which is not the model's class index when the folders are
+    named after the model's classes ('zero', 'one', ... sorts as 'eight', 'five', ...). When every folder name
+    is one of ``model_class_names`` (case-insensitive, "_" == " " == "-"), label i becomes the model's index of
+    the folder's name. Returns None when nothing changes: not an ImageFolder, a class order already applied,
+    no model class names, folder names that are a different set, or labels that already agree.
+    """
+    from repanalysis.data.class_resolution import normalize_name
+
+    if (dataset.layout != "imagefolder" or dataset.class_order is not None or not model_class_names
+            or dataset.is_array):
+        return None
+    index: dict[str, int] = {}
+    for i, name in enumerate(model_class_names):
+        key = normalize_name(name)
+        if key in index:  # the model's own names collide: no unambiguous mapping
+            return None
+        index[key] = i
+    keys = [normalize_name(n) for n in dataset.class_names]
+    if len(set(keys)) != len(keys) or not all(k in index for k in keys):
+        return None
+    mapping = np.array([index[k] for k in keys], dtype=np.int64)
+    if len(mapping) == len(model_class_names) and np.array_equal(mapping, np.arange(len(mapping))):
+        return None
+    names = [str(n) for n in model_class_names]
+    return ImageDataset(root=dataset.root, layout=dataset.layout, labels=mapping[dataset.labels], class_names=names,
+                        samples=dataset.samples, transform=dataset.transform, split=dataset.split, wnids=None,
+                        files=dataset._files, images=dataset._images, skipped=dataset.skipped,
+                        class_order="model class names", sources=dataset.sources)
 
 
 def _imagenet_name_lookup() -> dict[str, str]:
@@ -784,8 +820,10 @@ def _open_npz(path: Path, split: str | None):
     except ValueError as err:  # object arrays need pickle, which we refuse
         raise DataError(f"cannot read {path}: {err}; expected numeric images/labels and a string class_names") \
             from None
-    except (OSError, EOFError) as err:
-        raise DataError(f"cannot read {path}: {err}; expected an .npz archive") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as err:
+        raise DataError(f"{path} is not a readable .npz archive ({type(err).__name__}: "
+                        f"{str(err).strip()[:120]}); expected an .npz written by numpy.savez with 'images' and "
+                        "'labels'") from None
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         if labels.ndim == 1 and np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
             labels = labels.astype(np.int64)
@@ -806,4 +844,5 @@ def _open_npz(path: Path, split: str | None):
 
 
 __all__ = ["ImageDataset", "open_dataset", "detect_layout", "default_transform", "apply_class_order", "read_idx",
+           "label_by_model_classes",
            "LAYOUTS", "IMAGE_EXTENSIONS", "MNIST_CLASSES", "FASHION_MNIST_CLASSES"]

@@ -46,6 +46,11 @@ class EvalTransform:
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise DataError(f"mean/std need {self.channels} values for {self.channels}-channel input; "
                             f"got {len(self.mean)} and {len(self.std)}")
+        if not all(math.isfinite(float(m)) for m in self.mean):
+            raise DataError(f"normalisation mean must be finite numbers; got {_numbers(self.mean)}")
+        if not all(math.isfinite(float(v)) and float(v) > 0 for v in self.std):
+            raise DataError(f"normalisation std must be finite and greater than 0 (it divides every pixel); "
+                            f"got {_numbers(self.std)}")
 
     # --- geometry ---------------------------------------------------------------------------------
     def resize_size(self, width: int, height: int) -> tuple[int, int]:
@@ -121,6 +126,10 @@ class EvalTransform:
         d = dict(d)
         d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
         return cls(**d)
+
+
+def _numbers(values) -> str:
+    return ",".join(f"{float(v):g}" for v in values)
 
 
 def transform_from_timm_config(config: dict, **overrides) -> EvalTransform:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from repanalysis.extract.store import Dump
+from repanalysis.errors import DataError
 
 
 @dataclass
@@ -55,6 +56,17 @@ def discover_steps() -> list:
     modules = [importlib.import_module(f"{pkg.__name__}.{info.name}")
                for info in pkgutil.iter_modules(pkg.__path__) if not info.name.startswith("_")]
     return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
+
+
+def check_steps(only: list[str] | None) -> list[str] | None:
+    """The step names asked for, checked against the demo's steps (DataError naming the valid ones)."""
+    if not only:
+        return None
+    known = [step.__name__.rsplit(".", 1)[-1] for step in discover_steps()]
+    unknown = [name for name in only if name not in known]
+    if unknown:
+        raise DataError(f"unknown demo step(s) {', '.join(unknown)}; expected some of {', '.join(known)}")
+    return only
 
 
 def run_steps(ctx: DemoContext, only: list[str] | None = None) -> None:

@@ -100,4 +100,36 @@ def gather_dumps(dumps, checkpoints, names, data=None, *, layout=None, split=Non
         else:
             dump.name = name
         out.append(dump)
+    _check_one_data_set(out, data, split)
     return out
+
+
+def _data_set_of(dump) -> tuple[str, str | None]:
+    ds = dump.meta.get("dataset") or {}
+    root = ds.get("root")
+    return (str(Path(str(root)).expanduser().resolve()) if root else "?"), ds.get("split")
+
+
+def _check_one_data_set(dumps, data, split) -> None:
+    """Run-folder Dumps compared side by side must come from one data set: the one asked for (``data``, else
+    the configured default) when there is one. RepanalysisError naming each run's data set otherwise."""
+    from repanalysis import config
+    from repanalysis.errors import ConfigError
+
+    if data is None:
+        try:
+            d = config.default_data()
+            data, split = d["spec"], split or d["split"]
+        except ConfigError:
+            pass
+    listing = ", ".join(f"{d.name}: {_data_set_of(d)[0]}" + (f" ({_data_set_of(d)[1]})" if _data_set_of(d)[1]
+                                                             else "") for d in dumps)
+    if data is not None:
+        want = str(Path(str(data)).expanduser().resolve())
+        if any(_data_set_of(d)[0] != want or (split and _data_set_of(d)[1] not in (split, None)) for d in dumps):
+            raise RepanalysisError(f"the run folder's Dumps are not all of the data set {data} ({listing}); "
+                                   "extract them on it with `repanalysis extract --checkpoint MODEL.pth --data "
+                                   f"{data} --overwrite`, or give the Dumps explicitly")
+    elif len({_data_set_of(d) for d in dumps}) > 1:
+        raise RepanalysisError(f"the run folder holds Dumps of different data sets ({listing}); pass --data to "
+                               "pick one, or give the Dumps explicitly")

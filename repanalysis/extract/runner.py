@@ -39,7 +39,7 @@ def _fingerprint(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, features: bool = True,
+def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, features: bool | None = None,
             feature_layer: str | None = None, batch_size: int = 128, device: str = "auto",
             precision: str = "fp32", workers: int | None = None, channels_last: bool | None = None,
             overwrite: bool = False, skip_bad: bool = False, layout: str = "auto", split: str | None = None,
@@ -52,16 +52,24 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     model: a LoadedModel or a checkpoint path (loaded with ``arch``/``trust``). data: a data set path
     (any layout of ``open_dataset``) or an ImageDataset. output: a Dump directory, or a ``.pt`` path for
     the seed format ``{'logits', 'labels'}`` (built through a resumable ``<output>.partial`` Dump).
+    features: store penultimate features (default: yes for a Dump folder; a ``.pt`` output cannot hold them,
+    and ``features=True`` with one raises). A model that carries class names, run on an ImageFolder whose
+    folders are named after those classes, labels each folder by the model's index of its name.
     transform: an EvalTransform overriding the model's. Returns the complete Dump.
     max_batches: stop after this many batches, leaving an incomplete, resumable Dump (for tests).
     """
-    from repanalysis.data.datasets import open_dataset
+    from repanalysis.data.datasets import label_by_model_classes, open_dataset
     from repanalysis.models.loading import LoadedModel, load_model
 
     if precision not in PRECISIONS:
         raise RepanalysisError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     output = Path(output)
     seed_pt = output.suffix == ".pt"
+    if seed_pt and features:
+        raise DumpError(f"output {output} is a .pt file, which holds only logits and labels, but features were "
+                        "asked for; give a Dump folder as the output to keep the features, or use `repanalysis "
+                        f"logits --output {output.name}` for logits only")
+    features = not seed_pt if features is None else features
     if seed_pt and output.exists() and not overwrite:
         raise DumpError(f"output {output} already exists; pass --overwrite to replace it")
     dev = _device(device)
@@ -77,6 +85,13 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
         dataset = dataset.with_class_order(imagenet_wnids())
         if log:
             log(f"labelled {dataset.num_classes} WordNet-id folders by their ImageNet-1k index")
+    if class_order is None:
+        # Class folders named after the model's classes: label each by the model's index of its name.
+        relabelled = label_by_model_classes(dataset, lm.class_names)
+        if relabelled is not None:
+            dataset = relabelled
+            if log:
+                log(f"labelled {len(np.unique(dataset.labels))} class folders by the model's class names")
     n = len(dataset)
     if n == 0:
         raise RepanalysisError(f"data set {data} has no samples")
@@ -136,11 +151,17 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
         writer = DumpWriter(target, n, specs, meta, overwrite=overwrite, static_arrays=static,
                             sample_names=list(dataset.samples))
         if writer.done and log:
-            log(f"resuming {target} at sample {writer.done} of {n}")
-        _run(net, dataset, writer, dev, precision, batch_size, workers, use_cl,
-             layer if want_features else None, feature_layer is None, progress, max_batches)
+            log(f"resuming {writer.path} at sample {writer.done} of {n}")
+        elif writer.path != writer.target and log:
+            log(f"building the new Dump in {writer.path}; {target} is replaced once it is complete")
+        try:
+            _run(net, dataset, writer, dev, precision, batch_size, workers, use_cl,
+                 layer if want_features else None, feature_layer is None, progress, max_batches)
+        except BaseException:
+            writer.discard()  # a run that failed before its first row leaves nothing behind
+            raise
         if writer.done < n:
-            return load_dump(target, allow_incomplete=True)
+            return load_dump(writer.path, allow_incomplete=True)
         bad = _count_nonfinite(writer)
         writer.finalize({"nonfinite_logit_rows": bad})
         if bad:

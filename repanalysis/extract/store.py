@@ -18,6 +18,7 @@ The seed tool's single-file ``.pt`` (``{'logits': [N, K], 'labels': [N]}``) read
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import shutil
@@ -59,11 +60,31 @@ def _write_atomic(path: str | os.PathLike, write, newline: str | None = None) ->
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically (see :func:`_write_atomic`)."""
+    """Write JSON atomically (see :func:`_write_atomic`); NaN and inf become null (see :func:`json_text`)."""
     def write(fh):
-        json.dump(obj, fh, indent=2, default=_json_default)
+        fh.write(json_text(obj))
         fh.write("\n")
     _write_atomic(path, write)
+
+
+def json_text(obj) -> str:
+    """Strict JSON text of results: numpy scalars and arrays as numbers and lists, NaN and +-inf as null
+    (``json.dumps`` would write the non-standard ``NaN``, which other JSON readers reject)."""
+    return json.dumps(_json_plain(obj), indent=2, default=_json_default, allow_nan=False)
+
+
+def _json_plain(obj):
+    if isinstance(obj, dict):
+        return {k: _json_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_plain(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
 
 
 def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping]) -> None:
@@ -116,6 +137,7 @@ class Dump:
         self.name = str(name)
         if "logits" not in self._arrays or "labels" not in self._arrays:
             raise DumpError(f"dump {self.path or self.name} has no logits/labels arrays; expected both")
+        self._arrays["labels"] = integral_labels(self._arrays["labels"], self.path or self.name)
         n = len(self._arrays["logits"])
         for key, arr in self._arrays.items():
             if key in ("logits", "labels", "features", "ids") and len(arr) != n:
@@ -127,7 +149,8 @@ class Dump:
                     classifier_weight=None, classifier_bias=None, ids=None, name: str | None = None,
                     meta: dict | None = None) -> "Dump":
         """Wrap arrays a user already has (numpy or torch) as an in-memory Dump."""
-        arrays = {"logits": _to_numpy(logits), "labels": _to_numpy(labels).astype(np.int64, copy=False)}
+        where = f"labels of {name or 'Dump.from_arrays'}"
+        arrays = {"logits": _to_numpy(logits), "labels": integral_labels(_to_numpy(labels), where)}
         for key, value in (("features", features), ("ids", ids), ("classifier_weight", classifier_weight),
                            ("classifier_bias", classifier_bias)):
             if value is not None:
@@ -275,6 +298,34 @@ def release_pages(chunks: Iterator, arrays) -> Iterator:
                 pending = 0
 
 
+def _empty_folder(path: Path) -> None:
+    """Remove everything inside ``path``, keeping the folder."""
+    for item in path.iterdir():
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+
+
+def integral_labels(labels, where) -> np.ndarray:
+    """Labels as int64 class indices: integer arrays pass unchanged (memory maps stay memory maps), floats
+    holding whole numbers are converted; fractional, NaN or non-numeric labels raise :class:`DumpError`."""
+    labels = labels if isinstance(labels, np.ndarray) else np.asarray(labels)
+    if np.issubdtype(labels.dtype, np.integer):
+        return labels
+    if labels.dtype == bool:
+        return labels.astype(np.int64)
+    if not np.issubdtype(labels.dtype, np.floating):
+        raise DumpError(f"{where}: labels have dtype {labels.dtype}; expected integer class indices")
+    values = np.asarray(labels)
+    bad = ~np.isfinite(values) | (values != np.round(values))
+    if bad.any():
+        first = values[np.flatnonzero(bad)[0]] if values.ndim == 1 else values[bad][0]
+        raise DumpError(f"{where}: {int(bad.sum())} of {values.size} labels are not whole numbers (e.g. "
+                        f"{float(first):g}); expected integer class indices")
+    return values.astype(np.int64)
+
+
 def _to_numpy(x) -> np.ndarray:
     try:
         import torch
@@ -327,13 +378,20 @@ def load_dump(path: str | os.PathLike, name: str | None = None, allow_incomplete
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DumpError(f"{meta_path} is not valid JSON ({exc.msg}); the Dump is damaged") from None
+    if not isinstance(meta, dict):
+        raise DumpError(f"{meta_path} holds a JSON {type(meta).__name__}, expected an object with format "
+                        f"{FORMAT!r}; the Dump is damaged")
+    progress = meta.get("progress")
+    if progress is not None and not isinstance(progress, dict):
+        raise DumpError(f"{meta_path}: 'progress' is a {type(progress).__name__}, expected an object; the Dump "
+                        "is damaged")
     if meta.get("format") != FORMAT:
         raise DumpError(f"{path}: meta.json format is {meta.get('format')!r}, expected {FORMAT!r}")
     if meta.get("version", 0) > VERSION:
         raise DumpError(f"{path}: Dump version {meta.get('version')} is newer than this repanalysis "
                         f"understands ({VERSION}); upgrade repanalysis")
     if not meta.get("complete", False) and not allow_incomplete:
-        done = meta.get("progress", {}).get("done", 0)
+        done = (meta.get("progress") or {}).get("done", 0)
         raise DumpError(f"{path} is an incomplete Dump ({done} of {meta.get('num_samples')} rows); "
                         f"re-run the same extract command to resume it")
     arrays = {}
@@ -345,7 +403,7 @@ def load_dump(path: str | os.PathLike, name: str | None = None, allow_incomplete
             except (ValueError, OSError) as exc:
                 raise DumpError(f"{file} is unreadable ({exc}); the Dump is damaged") from None
     if not meta.get("complete", False):
-        done = int(meta.get("progress", {}).get("done", 0))
+        done = int((meta.get("progress") or {}).get("done", 0))
         arrays = {k: (v[:done] if k in ("logits", "labels", "features", "ids") else v) for k, v in arrays.items()}
     return Dump(arrays, meta, path=path, name=name or meta.get("name") or path.name)
 
@@ -372,7 +430,10 @@ def _load_seed_pt(path: Path, name: str | None) -> Dump:
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or len(labels) != len(logits):
         raise DumpError(f"{path}: 'labels' must be a 1-D tensor of length {len(logits)} matching logits, "
                         f"got {tuple(getattr(labels, 'shape', ()))}")
-    arrays = {"logits": logits.float().numpy(), "labels": labels.long().numpy()}
+    if labels.is_complex():
+        raise DumpError(f"{path}: 'labels' has dtype {labels.dtype}; expected integer class indices")
+    raw_labels = labels.double().numpy() if labels.is_floating_point() else labels.long().numpy()
+    arrays = {"logits": logits.float().numpy(), "labels": integral_labels(raw_labels, path)}
     for key in ("features", "classifier_weight", "classifier_bias"):
         if isinstance(obj.get(key), torch.Tensor):
             arrays[key] = obj[key].float().numpy()
@@ -387,39 +448,55 @@ class DumpWriter:
     ``specs`` maps array name -> (row shape, dtype); every such array has N rows. ``meta`` holds
     provenance; ``meta['fingerprint']`` (any JSON value) identifies the run: re-opening a directory
     whose incomplete Dump has the same fingerprint resumes it at ``writer.done``; a different or
-    complete one is refused unless ``overwrite``. ``static_arrays`` (e.g. classifier weights) are
-    written once at creation.
+    complete one is refused unless ``overwrite`` (an incomplete Dump with no rows done holds nothing and is
+    replaced). With ``overwrite`` the new Dump is built in the sibling staging folder
+    ``<path>.overwrite.partial`` and swapped in by :meth:`finalize`, so the existing Dump stays intact until
+    the new one is complete; an interrupted overwrite resumes there when re-run. ``static_arrays`` (e.g.
+    classifier weights) are written once at creation. ``path`` is where rows are being written, ``target``
+    where the complete Dump will be.
     """
 
     def __init__(self, path: str | os.PathLike, num_samples: int, specs: Mapping[str, tuple],
                  meta: dict, overwrite: bool = False, static_arrays: Mapping[str, np.ndarray] | None = None,
                  sample_names: Sequence[str] | None = None):
-        self.path = Path(path)
+        self.path = self.target = Path(path)
         self.num_samples = int(num_samples)
         self.specs = {k: (tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in specs.items()}
         fingerprint = meta.get("fingerprint")
         self.done = 0
+        self.fresh = False  # True when this writer laid the Dump out (rather than resuming one)
+        _recover_swap(self.target)
         if self.path.exists() and self.path.is_file():
             raise DumpError(f"output {self.path} exists and is a file; expected a Dump directory path")
         if self.path.exists() and any(self.path.iterdir()):
             existing = _read_meta(self.path)
-            same_run = (existing is not None and existing.get("format") == FORMAT
-                        and fingerprint is not None and existing.get("fingerprint") == fingerprint
-                        and existing.get("num_samples") == self.num_samples)
+            same_run = self._same_run(existing, fingerprint)
             if same_run and not existing.get("complete") and not overwrite:
-                self.meta = existing
-                self.done = int(existing.get("progress", {}).get("done", 0))
-                self._arrays = {k: np.load(self.path / f"{k}.npy", mmap_mode="r+") for k in self.specs}
+                self._resume(existing)
                 return
-            if not overwrite:
+            empty = _holds_no_rows(existing)
+            if not overwrite and not empty:
                 what = ("a complete Dump of this same run" if same_run else
                         "a Dump of a different run" if existing is not None else "not a Dump")
                 raise DumpError(f"output {self.path} already exists ({what}); pass --overwrite to replace it")
             if existing is None and not (self.path / "meta.json").exists() and any(
                     p.suffix not in (".npy", ".txt", ".json", ".tmp") for p in self.path.iterdir()):
                 raise DumpError(f"refusing to overwrite {self.path}: it holds files that are not a Dump's")
-            shutil.rmtree(self.path)
+            if empty:
+                shutil.rmtree(self.path)   # an incomplete Dump with 0 rows done: nothing to keep
+            else:
+                # keep the existing Dump until the new one is complete (finalize swaps them)
+                self.path = staging_path(self.target)
+                if self.path.is_file():
+                    self.path.unlink()
+                elif self.path.exists():
+                    staged = _read_meta(self.path)
+                    if self._same_run(staged, fingerprint) and not staged.get("complete"):
+                        self._resume(staged)
+                        return
+                    shutil.rmtree(self.path)
         created = not self.path.exists()
+        self._created_dir = created
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             self._check_space(static_arrays)
@@ -443,18 +520,35 @@ class DumpWriter:
                 self._arrays[key] = arr
                 _reserve(file)
             write_json_atomic(self.path / "meta.json", self.meta)
+            self.fresh = True
         except BaseException:
             # a full disk or an interrupt while laying out a new Dump leaves nothing half-made behind
             self._arrays = {}
             if created:
                 shutil.rmtree(self.path, ignore_errors=True)
             else:
-                for item in self.path.iterdir():     # the folder was empty before: all of this is ours
-                    if item.is_dir():
-                        shutil.rmtree(item, ignore_errors=True)
-                    else:
-                        item.unlink(missing_ok=True)
+                _empty_folder(self.path)              # the folder was empty before: all of this is ours
             raise
+
+    def _same_run(self, existing: dict | None, fingerprint) -> bool:
+        return (existing is not None and existing.get("format") == FORMAT and fingerprint is not None
+                and existing.get("fingerprint") == fingerprint and existing.get("num_samples") == self.num_samples)
+
+    def _resume(self, existing: dict) -> None:
+        self.meta = existing
+        self.done = int((existing.get("progress") or {}).get("done", 0))
+        self._arrays = {k: np.load(self.path / f"{k}.npy", mmap_mode="r+") for k in self.specs}
+
+    def discard(self) -> None:
+        """Remove a Dump this writer laid out when it holds no finished rows (a run that failed at once):
+        nothing half-written stays behind, and an existing Dump being overwritten is left as it was."""
+        if not self.fresh or self.done > 0 or not self.path.exists():
+            return
+        self._arrays = {}
+        if self.path != self.target or self._created_dir:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            _empty_folder(self.path)             # the folder was empty before: all of this is ours
 
     def _check_space(self, static_arrays) -> None:
         need = sum(self.num_samples * int(np.prod(shape, dtype=np.int64)) * dt.itemsize
@@ -489,13 +583,57 @@ class DumpWriter:
         self.meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json_atomic(self.path / "meta.json", self.meta)
         self.done = self.num_samples
+        if self.path != self.target:  # an overwrite built in staging: swap it in only now it is complete
+            old = _replaced_path(self.target)
+            if old.exists():
+                shutil.rmtree(old)
+            if self.target.exists():
+                os.replace(self.target, old)
+            os.replace(self.path, self.target)
+            shutil.rmtree(old, ignore_errors=True)
+            self.path = self.target
+
+
+def staging_path(path: str | os.PathLike) -> Path:
+    """Sibling folder where ``DumpWriter(overwrite=True)`` builds the Dump that replaces ``path``."""
+    path = Path(path)
+    return path.with_name(path.name + ".overwrite.partial")
+
+
+def _replaced_path(path: Path) -> Path:
+    """Where the Dump being replaced waits, for the instant of the swap, before it is removed."""
+    return path.with_name(f".{path.name}.replaced")
+
+
+def _recover_swap(target: Path) -> None:
+    """Finish or undo a swap that was interrupted between its two renames."""
+    old = _replaced_path(target)
+    if not old.is_dir():
+        return
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)  # the new Dump is in place: only the clean-up was left
+    else:
+        os.replace(old, target)  # the old Dump was moved aside but the new one never moved in: put it back
+
+
+def _holds_no_rows(meta: dict | None) -> bool:
+    """True for the meta of an incomplete Dump with 0 rows done (a run that failed before its first row)."""
+    if meta is None or meta.get("format") != FORMAT or meta.get("complete"):
+        return False
+    progress = meta.get("progress")
+    try:
+        return int((progress or {}).get("done", 0)) == 0 if isinstance(progress, (dict, type(None))) else False
+    except (TypeError, ValueError):
+        return False
 
 
 def _read_meta(path: Path) -> dict | None:
+    """The meta.json object of a Dump directory, or None when it is missing, unreadable or not an object."""
     try:
-        return json.loads((path / "meta.json").read_text())
+        meta = json.loads((path / "meta.json").read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+    return meta if isinstance(meta, dict) else None
 
 
 def _reserve(file: Path) -> None:

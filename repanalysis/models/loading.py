@@ -8,6 +8,7 @@ efficientnet-lite0 package's weights for timm's ``tf_efficientnet_lite0``) is lo
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -159,13 +160,45 @@ def infer_arch(sd: dict) -> tuple[str, str]:
                           "with a torchvision or timm model name")
 
 
-def _default_transform(arch: str, model: nn.Module) -> EvalTransform:
+# Grayscale statistics used for 1-channel local models (the demo CNNs train on MNIST with these).
+_GRAY_MEAN, _GRAY_STD = (0.1307,), (0.3081,)
+
+
+def input_channels(model: nn.Module) -> int | None:
+    """Input channels of the model's first 2-D convolution (None when it has none)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return int(module.in_channels)
+    return None
+
+
+def _default_transform(arch: str, model: nn.Module, notes: list[str] | None = None) -> EvalTransform:
+    """The eval transform for a checkpoint that records none: the architecture's own (timm config, torchvision
+    ImageNet eval), with the channel count read off the first convolution's weight, so a 1-channel network
+    gets grayscale input rather than RGB it cannot run on."""
     source, _ = registry.resolve_arch(arch)
+    channels = input_channels(model)
     if source == "timm":
         from timm.data import resolve_data_config
 
-        return transform_from_timm_config(resolve_data_config({}, model=model))
-    return EvalTransform()  # torchvision ImageNet eval: resize 256, centre crop 224, bilinear
+        transform = transform_from_timm_config(resolve_data_config({}, model=model))
+    elif source == "local":
+        c = channels or 3
+        # local CNNs train on small images at their own size: no resize
+        mean, std = (_GRAY_MEAN, _GRAY_STD) if c == 1 else ((0.5,) * c, (0.5,) * c)
+        transform = EvalTransform(resolution=None, mean=mean, std=std, channels=c)
+    else:
+        transform = EvalTransform()  # torchvision ImageNet eval: resize 256, centre crop 224, bilinear
+    if channels is not None and channels != transform.channels:
+        mean = (sum(transform.mean) / len(transform.mean),) * channels
+        std = (sum(transform.std) / len(transform.std),) * channels
+        transform = dataclasses.replace(transform, mean=mean, std=std, channels=channels)
+    if notes is not None:
+        notes.append(f"no transform recorded in the checkpoint: {transform.channels}-channel input (from the first "
+                     f"convolution), resolution {transform.resolution or 'unchanged'}, mean "
+                     f"{', '.join(f'{m:g}' for m in transform.mean)}, std {', '.join(f'{v:g}' for v in transform.std)}"
+                     "; override with --resolution/--mean/--std")
+    return transform
 
 
 def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust: bool = False,
@@ -221,7 +254,9 @@ def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust:
     if raw.info.get("transform"):
         transform = EvalTransform.from_dict(raw.info["transform"])
     else:
-        transform = _default_transform(arch, model)
+        transform = _default_transform(arch, model, notes)
+        if log:
+            log(notes[-1])
     return LoadedModel(model=model, arch=arch, family=registry.family_of(source, name), num_classes=k,
                        classifier_name=find_classifier(model, k), transform=transform, checkpoint=path,
                        sha256=sha, class_names=raw.info.get("class_names"), notes=notes)
@@ -233,6 +268,11 @@ def _from_module(raw: RawCheckpoint, arch: str | None, sha: str, notes: list[str
     k = None
     if classifier is not None:
         k = model.get_submodule(classifier).out_features
+    transform = EvalTransform()
+    channels = input_channels(model)
+    if channels is not None and channels != transform.channels:  # e.g. a pickled grayscale network
+        transform = EvalTransform(mean=(sum(transform.mean) / 3,) * channels, std=(sum(transform.std) / 3,) * channels,
+                                  channels=channels)
     return LoadedModel(model=model, arch=arch or type(model).__name__, family="custom", num_classes=k or 0,
-                       classifier_name=classifier, transform=EvalTransform(), checkpoint=raw.path, sha256=sha,
+                       classifier_name=classifier, transform=transform, checkpoint=raw.path, sha256=sha,
                        notes=notes)

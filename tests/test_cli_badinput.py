@@ -1,0 +1,180 @@
+"""Bad input shared by the analysis commands: devices, usage errors, Dumps of different models or data sets,
+demo steps, strict JSON, non-finite classifiers and options."""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import repanalysis  # noqa: F401
+from repanalysis.analyze import calibration as C
+from repanalysis.analyze._arrays import pick_device
+from repanalysis.analyze.projection import project_classes
+from repanalysis.analyze.transfer import linear_probe, probe_dumps
+from repanalysis.errors import DataError
+from repanalysis.extract.store import Dump, json_text, write_json_atomic
+
+from _cli import run_cli
+
+
+def one_line_error(code, stderr, *needles):
+    assert code == 2, stderr
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    for needle in needles:
+        assert needle in stderr, stderr
+
+
+def dump_of(checkpoint_sha: str | None, root: str = "/data/a", seed: int = 0, n: int = 60, k: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    meta = {"dataset": {"root": root, "split": None}}
+    if checkpoint_sha:
+        meta["checkpoint"] = {"path": f"/ck/{checkpoint_sha}.pth", "sha256": checkpoint_sha * 8}
+    return Dump.from_arrays(torch.randn(n, k, generator=g), torch.arange(n) % k,
+                            features=torch.rand(n, 4, generator=g) + 0.1, name=checkpoint_sha or "x", meta=meta)
+
+
+# --- devices -------------------------------------------------------------------------------------------
+def test_pick_device_names_what_is_wrong():
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(DataError, match="unknown device 'tpu'; expected auto, cpu, cuda or cuda:N"):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DataError, match="no CUDA device is available"):
+            pick_device("cuda")
+    else:
+        with pytest.raises(DataError, match="does not exist"):
+            pick_device(f"cuda:{torch.cuda.device_count()}")
+
+
+@pytest.mark.parametrize("command", ["calibration", "analyze-logits", "separation", "collapse"])
+def test_bad_device_is_one_line_before_any_work(command, tmp_path, capsys):
+    path = tmp_path / "d"
+    dump_of("aa").save(path)
+    code, _, stderr = run_cli([command, str(path), "--device", "tpu", "--out", str(tmp_path / "o")], capsys)
+    one_line_error(code, stderr, "unknown device 'tpu'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_demo_checks_steps_and_device_before_training(tmp_path, capsys):
+    code, _, stderr = run_cli(["demo", "--only", "logits,bogus", "--out", str(tmp_path / "d")], capsys)
+    one_line_error(code, stderr, "unknown demo step(s) bogus", "logits, geometry, calibration, gradcam")
+    code, _, stderr = run_cli(["demo", "--device", "npu", "--out", str(tmp_path / "d")], capsys)
+    one_line_error(code, stderr, "unknown device 'npu'")
+    assert not (tmp_path / "d").exists()                   # nothing trained, nothing written
+
+
+# --- usage errors ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, needle", [
+    (["calibration", "--bins", "0", "x"], "Invalid value for '--bins'"),
+    (["ood", "--in", "x"], "Missing option '--ood'"),
+    (["no-such-command"], "No such command 'no-such-command'"),
+])
+def test_usage_errors_are_one_line(argv, needle, capsys):
+    code, _, stderr = run_cli(argv, capsys)
+    one_line_error(code, stderr, needle, "--help')")
+
+
+# --- Dumps that must come from one model ---------------------------------------------------------------
+def test_ood_refuses_dumps_of_different_checkpoints(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    dump_of("aa").save(a)
+    dump_of("bb", seed=1).save(b)
+    code, _, stderr = run_cli(["ood", "--in", str(a), "--ood", str(b), "--out", str(tmp_path / "o")], capsys)
+    one_line_error(code, stderr, "expected two Dumps of the same model", "aaaaaaaaaaaa", "bbbbbbbbbbbb")
+    dump_of("aa", seed=2).save(tmp_path / "a_ood")                # same checkpoint: fine
+    code, _, stderr = run_cli(["ood", "--in", str(a), "--ood", str(tmp_path / "a_ood"), "--out",
+                               str(tmp_path / "o")], capsys)
+    assert code == 0, stderr
+
+
+def test_temperature_and_probe_refuse_dumps_of_different_checkpoints():
+    test, val_other, val_same = dump_of("aa"), dump_of("bb", seed=1), dump_of("aa", seed=2)
+    with pytest.raises(DataError, match="--fit-temperature.*same model"):
+        C.calibrate_dumps([test], val_dumps=[val_other])
+    res = C.calibrate_dumps([test], val_dumps=[val_same])
+    assert [r.name for r in res] == ["aa", "aa +TS"]
+    with pytest.raises(DataError, match="--train/--test.*same model"):
+        probe_dumps(test, val_other, l2=1e-3)
+    # Dumps that do not record their checkpoint (arrays, seed .pt) cannot be checked and are accepted
+    assert probe_dumps(dump_of(None), dump_of(None, seed=1), l2=1e-3).n_test == 60
+
+
+@pytest.mark.parametrize("l2", [float("nan"), float("inf"), -1.0])
+def test_probe_l2_must_be_finite_and_non_negative(l2):
+    d = dump_of(None)
+    with pytest.raises(DataError, match="l2 strength must be a finite number >= 0"):
+        linear_probe(d.features, d.labels, d.features, d.labels, l2=l2)
+    with pytest.raises(DataError, match="l2 strength must be a finite number >= 0"):
+        linear_probe(d.features, d.labels, d.features, d.labels, l2_grid=(1e-3, l2))
+
+
+def test_single_class_validation_set_warns():
+    z = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match="every validation label is 2"):
+        C.fit_temperature(z, torch.full((50,), 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        C.fit_temperature(z, torch.arange(50) % 3)
+
+
+# --- run folders of different data sets ---------------------------------------------------------------
+def test_run_folder_dumps_of_different_data_sets_are_not_mixed(tmp_path, capsys, monkeypatch):
+    runs = tmp_path / "runs"
+    dump_of("aa", root=str(tmp_path / "test.npz")).save(runs / "ce" / "features")
+    dump_of("bb", root=str(tmp_path / "train.npz"), seed=1).save(runs / "ls" / "features")
+    monkeypatch.setenv("REPANALYSIS_RUNS", str(runs))
+    monkeypatch.setenv("REPANALYSIS_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("REPANALYSIS_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "o"
+    code, _, stderr = run_cli(["features", "--classes", "0,1,2", "--method", "centroid", "--out", str(out)], capsys)
+    one_line_error(code, stderr, "different data sets", "test.npz", "train.npz")
+    # naming one of them: the other run's Dump is not of it
+    code, _, stderr = run_cli(["features", "--classes", "0,1,2", "--method", "centroid", "--data",
+                               str(tmp_path / "test.npz"), "--out", str(out)], capsys)
+    one_line_error(code, stderr, "not all of the data set")
+    assert not out.exists()
+    dump_of("bb", root=str(tmp_path / "test.npz"), seed=1).save(runs / "ls" / "features", overwrite=True)
+    code, stdout, stderr = run_cli(["features", "--classes", "0,1,2", "--method", "centroid", "--out", str(out)],
+                                   capsys)
+    assert code == 0, stderr
+
+
+# --- strict JSON ------------------------------------------------------------------------------------------
+def test_json_output_is_strict_with_nan_as_null(tmp_path):
+    obj = {"nc3": float("nan"), "per_class": np.array([1.5, np.inf, -np.inf]), "n": np.int64(3),
+           "x": np.float32(0.25), "nested": [{"v": np.float64("nan")}]}
+    def refuse(constant):
+        raise ValueError(constant)
+    expected = {"nc3": None, "per_class": [1.5, None, None], "n": 3, "x": 0.25, "nested": [{"v": None}]}
+    assert json.loads(json_text(obj), parse_constant=refuse) == expected
+    write_json_atomic(tmp_path / "r.json", obj)
+    assert json.loads((tmp_path / "r.json").read_text(), parse_constant=refuse) == expected
+
+
+# --- non-finite classifier --------------------------------------------------------------------------------
+def test_template_projection_refuses_a_nan_classifier():
+    g = torch.Generator().manual_seed(0)
+    h, y = torch.randn(90, 5, generator=g).numpy(), (np.arange(90) % 3)
+    w = torch.randn(3, 5, generator=g).numpy()
+    w[1, 2] = math.nan
+    with pytest.raises(DataError, match="classifier weights or bias of classes \\[0, 1, 2\\] contain NaN"):
+        project_classes(h, y, [0, 1, 2], classifier_weight=w, classifier_bias=np.zeros(3))
+    assert project_classes(h, y, [0, 1, 2], method="centroid").coords.shape == (90, 2)
+
+
+def test_the_same_dump_twice_is_refused_unless_named_apart(tmp_path, capsys):
+    path = tmp_path / "d"
+    dump_of("aa").save(path)
+    code, _, stderr = run_cli(["calibration", str(path), str(path), "--out", str(tmp_path / "o")], capsys)
+    one_line_error(code, stderr, "is given twice under the name 'aa'", "distinct --names")
+    code, stdout, stderr = run_cli(["calibration", str(path), str(path), "--names", "A,B", "--json", "--out",
+                                    str(tmp_path / "o")], capsys)
+    assert code == 0, stderr
+    models = json.loads(stdout)["models"]
+    assert [m["name"] for m in models] == ["A", "B"] and models[0]["ece"] == models[1]["ece"]

@@ -1,0 +1,274 @@
+"""Bad input on the extraction side: each case gives one `error:` line and exit 2, or the right values, and never
+loses or half-writes a Dump. Built on the real MNIST checkpoints and digits of conftest.py, on small subsets."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import repanalysis as ra
+from repanalysis.errors import DataError, DumpError, RepanalysisError
+from repanalysis.extract.store import Dump, DumpWriter, load_dump, staging_path
+from _cli import run_cli as _cli
+
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def _digits(real_data, n):
+    with np.load(real_data["test"]) as z:
+        return z["images"][:n], z["labels"][:n].astype(np.int64)
+
+
+def _image_folder(root, images, folder_names, labels, bad=None):
+    """root/<folder_names[label]>/<i>.png for each image; ``bad``: {relative path: bytes} written as well."""
+    for i, (im, y) in enumerate(zip(images, labels)):
+        (root / folder_names[y]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im).save(root / folder_names[y] / f"{i:04d}.png")
+    for rel, raw in (bad or {}).items():
+        (root / rel).write_bytes(raw)
+    return root
+
+
+def _one_error_line(code, err, pattern):
+    import re
+
+    assert code == 2 and "Traceback" not in err, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and re.search(pattern, err), err
+
+
+def _extract(ckpt, data, out, **kw):
+    kw.setdefault("features", False)
+    return ra.extract(ckpt, data, out, progress=False, workers=0, batch_size=kw.pop("batch_size", 64), **kw)
+
+
+# --- 1. ImageFolder named after the model's classes -------------------------------------------------------
+def test_imagefolder_named_after_model_classes_gets_the_models_labels(tmp_path, real_checkpoints, real_data):
+    images, labels = _digits(real_data, 120)
+    _image_folder(tmp_path / "named", images, NAMES, labels)
+    d = _extract(real_checkpoints["CE"], tmp_path / "named", tmp_path / "d")
+    files = d.sample_names()
+    truth = np.array([int(f.split("/")[1][:4]) for f in files])    # file i.png holds digit labels[i]
+    np.testing.assert_array_equal(d.labels, labels[truth])           # label = model index of the folder name
+    assert (d.logits.argmax(1) == d.labels).mean() > 0.85
+    assert d.class_names == NAMES and d.meta["dataset"]["class_order"] == "model class names"
+
+    # spelled differently (case, '_' for ' '), and only some of the classes: still the model's indices
+    _image_folder(tmp_path / "some", images[labels < 3], ["ZERO", "One", "tWo"], labels[labels < 3])
+    d2 = _extract(real_checkpoints["CE"], tmp_path / "some", tmp_path / "d2")
+    np.testing.assert_array_equal(np.sort(d2.labels), np.sort(labels[labels < 3]))
+    assert (d2.logits.argmax(1) == d2.labels).mean() > 0.85
+
+    # folders that are not the model's names keep ImageFolder's sorted-folder labels
+    _image_folder(tmp_path / "other", images[:20], [f"c{k}" for k in "jihgfedcba"], labels[:20])
+    d3 = _extract(real_checkpoints["CE"], tmp_path / "other", tmp_path / "d3")
+    ranks = {f"c{k}": i for i, k in enumerate("abcdefghij")}
+    np.testing.assert_array_equal(d3.labels, [ranks[f.split("/")[0]] for f in d3.sample_names()])
+    # an explicit class order still wins over the folder names
+    (tmp_path / "order.txt").write_text("\n".join(reversed(NAMES)) + "\n")
+    d4 = _extract(real_checkpoints["CE"], tmp_path / "named", tmp_path / "d4", class_order=tmp_path / "order.txt")
+    np.testing.assert_array_equal(d4.labels, 9 - d.labels)
+
+
+# --- 2. --overwrite keeps the old Dump until the new one is complete --------------------------------------
+def test_failed_overwrite_keeps_the_existing_dump(tmp_path, capsys, real_checkpoints, real_data):
+    images, labels = _digits(real_data, 40)
+    from repanalysis.train.trainer import write_npz
+
+    write_npz(tmp_path / "good.npz", images, labels, NAMES)
+    _image_folder(tmp_path / "bad", images[:6], NAMES, labels[:6], bad={"zero/0000.png": b"not a png"})
+    ck, out = str(real_checkpoints["CE"]), tmp_path / "d"
+    code, _, err = _cli(["extract", "--checkpoint", ck, "--data", str(tmp_path / "good.npz"), "--output", str(out),
+                         "--quiet", "--workers", "0"], capsys)
+    assert code == 0, err
+    before = np.array(load_dump(out).logits)
+    code, _, err = _cli(["extract", "--checkpoint", ck, "--data", str(tmp_path / "bad"), "--output", str(out),
+                         "--quiet", "--workers", "0", "--overwrite"], capsys)
+    _one_error_line(code, err, "cannot read image .*0000.png")
+    kept = load_dump(out)
+    assert kept.complete and kept.num_samples == 40 and kept.features is not None
+    np.testing.assert_array_equal(kept.logits, before)
+    assert not staging_path(out).exists()   # the failed run held no rows: nothing left behind
+
+
+def test_interrupted_overwrite_resumes_in_staging_then_swaps(tmp_path, real_checkpoints, real_data):
+    from repanalysis.train.trainer import write_npz
+
+    images, labels = _digits(real_data, 60)
+    write_npz(tmp_path / "a.npz", images[:30], labels[:30], NAMES)
+    write_npz(tmp_path / "b.npz", images, labels, NAMES)
+    ck, out = real_checkpoints["CE"], tmp_path / "d"
+    old = _extract(ck, tmp_path / "a.npz", out)
+    old_logits = np.array(old.logits)
+    part = _extract(ck, tmp_path / "b.npz", out, overwrite=True, batch_size=10, max_batches=2)
+    assert not part.complete and part.num_samples == 20 and part.path == staging_path(out)
+    np.testing.assert_array_equal(load_dump(out).logits, old_logits)   # the old Dump is untouched meanwhile
+    messages = []
+    new = _extract(ck, tmp_path / "b.npz", out, overwrite=True, batch_size=10, log=messages.append)
+    assert any("resuming" in m and "at sample 20" in m for m in messages), messages
+    assert new.complete and new.num_samples == 60 and new.path == out and not staging_path(out).exists()
+    np.testing.assert_array_equal(load_dump(out).labels, labels)
+    ref = _extract(ck, tmp_path / "b.npz", tmp_path / "ref")
+    np.testing.assert_allclose(load_dump(out).logits, ref.logits, atol=1e-5)
+    # the in-place resume of an incomplete Dump of the same run (no --overwrite) still works
+    _extract(ck, tmp_path / "a.npz", tmp_path / "r", batch_size=10, max_batches=1)
+    r = _extract(ck, tmp_path / "a.npz", tmp_path / "r", batch_size=10)
+    assert r.complete and r.num_samples == 30 and not staging_path(tmp_path / "r").exists()
+
+
+# --- 3. extract to a .pt ---------------------------------------------------------------------------------
+def test_extract_to_a_pt_file_is_refused_instead_of_dropping_features(tmp_path, capsys, real_checkpoints,
+                                                                       real_data):
+    code, _, err = _cli(["extract", "--checkpoint", str(real_checkpoints["CE"]), "--data", str(real_data["test"]),
+                         "--output", str(tmp_path / "x.pt"), "--quiet"], capsys)
+    _one_error_line(code, err, r"x\.pt is a \.pt file.*Dump folder.*repanalysis logits --output x\.pt")
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "x.pt.partial").exists()
+    with pytest.raises(DumpError, match="features"):
+        ra.extract(real_checkpoints["CE"], real_data["test"], tmp_path / "y.pt", features=True)
+
+
+# --- 4. a failed first run does not block its re-run ------------------------------------------------------
+def test_failed_first_run_leaves_nothing_and_skip_bad_rerun_works(tmp_path, capsys, real_checkpoints, real_data):
+    images, labels = _digits(real_data, 12)
+    data = _image_folder(tmp_path / "bad", images, NAMES, labels, bad={"one/zzzz.png": b"not a png"})
+    ck, out = str(real_checkpoints["CE"]), tmp_path / "d"
+    args = ["extract", "--checkpoint", ck, "--data", str(data), "--output", str(out), "--quiet", "--workers", "0"]
+    code, _, err = _cli(args, capsys)
+    _one_error_line(code, err, "cannot read image .*zzzz.png.*--skip-bad")
+    assert not out.exists()
+    code, _, err = _cli(args + ["--skip-bad"], capsys)
+    assert code == 0, err
+    d = load_dump(out)
+    assert d.complete and d.num_samples == 12 and d.meta["skipped"] == ["one/zzzz.png"]
+
+    # an incomplete Dump with 0 rows done (left by a killed run) is replaced by a different run
+    specs = {"logits": ((10,), np.float32), "labels": ((), np.int64)}
+    DumpWriter(tmp_path / "e", 5, specs, {"fingerprint": "some-other-run"})
+    code, _, err = _cli(["logits", "--checkpoint", ck, "--data", str(data), "--output", str(tmp_path / "e"),
+                         "--quiet", "--workers", "0", "--skip-bad"], capsys)
+    assert code == 0, err
+    assert load_dump(tmp_path / "e").num_samples == 12
+    # ... but one with rows done is still protected
+    w = DumpWriter(tmp_path / "f", 5, specs, {"fingerprint": "some-other-run"})
+    w.write(0, {"logits": np.zeros((2, 10), np.float32), "labels": np.zeros(2, np.int64)})
+    w.commit(2)
+    with pytest.raises(DumpError, match="different run.*--overwrite"):
+        DumpWriter(tmp_path / "f", 7, specs, {"fingerprint": "x"})
+
+
+# --- 5. normalisation std ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags,pattern", [(["--std", "0"], "std must be finite and greater than 0.*got 0"),
+                                           (["--std", "-1"], "std must be finite and greater than 0.*got -1"),
+                                           (["--std", "nan"], "std must be finite"),
+                                           (["--mean", "inf"], "mean must be finite")])
+def test_std_must_be_positive_and_finite(tmp_path, capsys, real_checkpoints, real_data, flags, pattern):
+    code, _, err = _cli(["logits", "--checkpoint", str(real_checkpoints["CE"]), "--data", str(real_data["test"]),
+                         "--output", str(tmp_path / "o"), "--quiet", *flags], capsys)
+    _one_error_line(code, err, pattern)
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(DataError, match="std"):
+        ra.data.transforms.EvalTransform(std=(0.2, 0.0, 0.2))
+
+
+# --- 6. an unreadable .npz --------------------------------------------------------------------------------
+def test_corrupt_npz_names_the_file(tmp_path, capsys, real_checkpoints, real_data):
+    bad = tmp_path / "corrupt.npz"
+    bad.write_bytes(real_data["test"].read_bytes()[:3000])
+    with pytest.raises(DataError, match=r"corrupt\.npz is not a readable \.npz"):
+        ra.open_dataset(bad)
+    code, _, err = _cli(["logits", "--checkpoint", str(real_checkpoints["CE"]), "--data", str(bad),
+                         "--output", str(tmp_path / "o"), "--quiet"], capsys)
+    _one_error_line(code, err, r"corrupt\.npz is not a readable \.npz")
+    assert not (tmp_path / "o").exists()
+
+
+# --- 7. non-integral labels -------------------------------------------------------------------------------
+def test_fractional_labels_are_rejected_where_dumps_are_read(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(30, 4)).astype(np.float32), rng.integers(0, 4, 30)
+    torch.save({"logits": torch.from_numpy(logits), "labels": torch.from_numpy(labels).float() + 0.5},
+               tmp_path / "half.pt")
+    with pytest.raises(DumpError, match=r"30 of 30 labels are not whole numbers .*expected integer"):
+        load_dump(tmp_path / "half.pt")
+    code, _, err = _cli(["info", str(tmp_path / "half.pt")], capsys)
+    _one_error_line(code, err, "not whole numbers")
+    # whole-number floats are fine and come back as int64
+    torch.save({"logits": torch.from_numpy(logits), "labels": torch.from_numpy(labels).double()},
+               tmp_path / "whole.pt")
+    d = load_dump(tmp_path / "whole.pt")
+    assert d.labels.dtype == np.int64
+    np.testing.assert_array_equal(d.labels, labels)
+    with pytest.raises(DumpError, match="not whole numbers"):
+        Dump.from_arrays(logits, labels + 0.25)
+    assert Dump.from_arrays(logits, labels.astype(np.float32)).labels.dtype == np.int64
+    with pytest.raises(DumpError, match="NaN|not whole numbers"):
+        Dump.from_arrays(logits, np.where(labels > 1, np.nan, labels))
+    # a Dump folder whose labels.npy holds fractions
+    Dump.from_arrays(logits, labels).save(tmp_path / "d")
+    np.save(tmp_path / "d" / "labels.npy", labels.astype(np.float32) + 0.5)
+    with pytest.raises(DumpError, match="not whole numbers"):
+        load_dump(tmp_path / "d")
+    code, _, err = _cli(["collapse", str(tmp_path / "d")], capsys)
+    _one_error_line(code, err, "not whole numbers")
+
+
+# --- 8. meta.json that is not an object -------------------------------------------------------------------
+@pytest.mark.parametrize("meta", [[1, 2], "text", 3, None])
+def test_meta_json_must_hold_an_object(tmp_path, capsys, meta):
+    rng = np.random.default_rng(0)
+    Dump.from_arrays(rng.normal(size=(8, 3)), rng.integers(0, 3, 8)).save(tmp_path / "d")
+    (tmp_path / "d" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DumpError, match="meta.json holds a JSON .*expected an object"):
+        load_dump(tmp_path / "d")
+    code, _, err = _cli(["info", str(tmp_path / "d")], capsys)
+    _one_error_line(code, err, "meta.json holds a JSON")
+    # a writer told to write there treats it as not a Dump (and --overwrite replaces it)
+    with pytest.raises(DumpError, match="not a Dump"):
+        DumpWriter(tmp_path / "d", 8, {"logits": ((3,), np.float32)}, {"fingerprint": "x"})
+
+
+# --- 9. accuracy of non-finite logits ---------------------------------------------------------------------
+def test_accuracy_leaves_out_nonfinite_rows(tmp_path, capsys):
+    from repanalysis.cli._extraction import summary_row
+
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(50, 10)).astype(np.float32), rng.integers(0, 10, 50)
+    all_nan = np.full_like(logits, np.nan)
+    torch.save({"logits": torch.from_numpy(all_nan), "labels": torch.from_numpy(labels)}, tmp_path / "allnan.pt")
+    some = logits.copy()
+    some[:7, 3] = np.inf
+    torch.save({"logits": torch.from_numpy(some), "labels": torch.from_numpy(labels)}, tmp_path / "some.pt")
+    row = summary_row(load_dump(tmp_path / "allnan.pt"))
+    assert row["accuracy"] is None and row["nonfinite"] == 50
+    row = summary_row(load_dump(tmp_path / "some.pt"))
+    assert row["accuracy"] == pytest.approx((logits[7:].argmax(1) == labels[7:]).mean())
+    assert row["nonfinite"] == 7
+    code, out, err = _cli(["info", str(tmp_path / "allnan.pt"), str(tmp_path / "some.pt")], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "accuracy" in lines[0] and "non-finite" in lines[0]
+    allnan_cells, some_cells = lines[2].split(), lines[3].split()
+    assert allnan_cells[4] == "-" and allnan_cells[5] == "50"     # N K D accuracy non-finite
+    assert some_cells[4] == f"{(logits[7:].argmax(1) == labels[7:]).mean():.4f}" and some_cells[5] == "7"
+    assert "0.1" not in lines[2]
+
+
+# --- 10. bare state_dict of the 1-channel CNN -------------------------------------------------------------
+def test_bare_state_dict_of_grayscale_cnn_runs(tmp_path, real_checkpoints, real_data, real_dumps):
+    from safetensors.torch import save_file
+
+    lm = ra.load_model(real_checkpoints["CE"])
+    sd = {k: v.contiguous() for k, v in lm.model.state_dict().items()}
+    torch.save(sd, tmp_path / "bare.pth")
+    save_file(sd, tmp_path / "bare.safetensors")
+    ref = real_dumps["CE"]["test"]
+    for path in (tmp_path / "bare.pth", tmp_path / "bare.safetensors"):
+        bare = ra.load_model(path)
+        assert bare.arch == "small_cnn" and bare.transform.channels == 1 and bare.transform.resolution is None
+        assert any("1-channel input" in n for n in bare.notes)
+        d = _extract(bare, real_data["test"], tmp_path / path.suffix[1:])
+        np.testing.assert_allclose(d.logits, ref.logits, atol=1e-4)
+    with pytest.raises(RepanalysisError, match="std must be"):
+        ra.data.transforms.EvalTransform(resolution=None, mean=(0.1,), std=(-0.3,), channels=1)
