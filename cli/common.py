@@ -10,8 +10,11 @@ from repanalysis.errors import RepanalysisError
 from repanalysis.extract.gather import split_names  # noqa: F401  (one parser for --names)
 
 
-def load_dumps(paths: Sequence[str], names: str | None = None):
-    """Open each input (Dump directory or seed .pt) with its display name from --names."""
+def load_dumps(paths: Sequence[str], names: str | None = None, *, distinct: bool = True):
+    """Open each input (Dump directory or seed .pt) with its display name from --names.
+
+    ``distinct``: the display names must differ (each input is a model of its own); otherwise only the same
+    Dump given twice under one name is refused (``separation`` pairs a train and a test Dump by name)."""
     from repanalysis.extract.store import load_dump
 
     name_list = split_names(names)
@@ -19,14 +22,25 @@ def load_dumps(paths: Sequence[str], names: str | None = None):
         raise RepanalysisError(f"--names has {len(name_list)} names but {len(paths)} inputs were given; "
                                "expected one name per input")
     dumps = [load_dump(p, name=(name_list[i] if name_list else None)) for i, p in enumerate(paths)]
-    seen = {}     # the same Dump twice under one name compares it with itself (a train and a test Dump may share one)
-    for path, d in zip(paths, dumps):
-        key = (d.name, Path(path).expanduser().resolve())
-        if key in seen:
-            raise RepanalysisError(f"{path} is given twice under the name {d.name!r}; expected distinct Dumps, or "
-                                   "distinct --names")
-        seen[key] = path
+    check_distinct_names([d.name for d in dumps], paths, from_names=name_list is not None, same_path_only=not distinct)
     return dumps
+
+
+def check_distinct_names(names: Sequence[str], paths: Sequence, *, from_names: bool = False,
+                         same_path_only: bool = False) -> None:
+    """One line naming the first repeated display name (results would be merged under it)."""
+    seen = {}
+    for name, path in zip(names, paths):
+        key = (name, Path(str(path)).expanduser().resolve()) if same_path_only else name
+        if key in seen:
+            if same_path_only:
+                raise RepanalysisError(f"{path} is given twice under the name {name!r}; expected distinct Dumps, "
+                                       "or distinct --names")
+            if from_names:
+                raise RepanalysisError(f"--names gives {name!r} twice; expected one distinct name per input")
+            raise RepanalysisError(f"two inputs are named {name!r} ({seen[key]} and {path}; the same one given "
+                                   "twice?); expected distinct inputs, or distinct --names")
+        seen[key] = path
 
 
 def echo_json(obj) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from repanalysis.cli.common import device_option, json_option, names_option, out_option
+from repanalysis.cli.common import check_distinct_names, device_option, json_option, names_option, out_option
 from repanalysis.errors import RepanalysisError
 
 
@@ -56,8 +56,13 @@ def command(dumps, checkpoints, data, layout, split, names, classes, samples_per
     from repanalysis.report import format_table, write_csv_atomic
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
+    resolved = [Path(p).expanduser().resolve() for p in (*dumps, *checkpoints)]
+    if len(set(resolved)) < len(resolved):                       # before any extraction
+        dup = next(r for r in resolved if resolved.count(r) > 1)
+        raise RepanalysisError(f"{dup} is given twice; expected distinct Dumps / checkpoints")
     models = gather_dumps(dumps, checkpoints, names, data, layout=layout, split=split, device=device,
                           batch_size=batch_size, overwrite=overwrite, log=log)
+    check_distinct_names([d.name for d in models], [d.path or d.name for d in models], from_names=bool(names))
     ks = {d.num_classes for d in models}
     if len(ks) > 1:
         raise RepanalysisError(f"the models have different numbers of classes ({sorted(ks)}); expected models "

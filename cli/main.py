@@ -14,6 +14,8 @@ import repanalysis
 from repanalysis.errors import RepanalysisError
 
 _NOT_COMMANDS = {"main", "common"}
+_PATH_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST,
+                errno.ENAMETOOLONG, errno.ELOOP}
 
 
 class _Group(click.Group):
@@ -82,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         if exc.errno == errno.ENOSPC:
             _fail(f"disk full while writing {exc.filename or 'output'}; free space and re-run to resume", 1)
+        if exc.filename and exc.errno in _PATH_ERRNOS:      # a path the user gave that cannot be used: bad input
+            _fail(f"cannot use {exc.filename}: {exc.strerror}; expected a path that exists / can be written", 2)
         _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
     except Exception as exc:  # a bug, not bad input: still one line unless --debug
         if debug:

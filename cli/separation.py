@@ -27,7 +27,7 @@ def command(inputs, names, chunk_size, device, out, as_json):
     from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table, write_json_atomic
 
-    dumps = load_dumps(inputs, names)
+    dumps = load_dumps(inputs, names, distinct=False)     # a train and a test Dump of one model share its name
     dev = pick_device(device)
     results = [class_separation(d, chunk_size=chunk_size, device=dev) for d in dumps]
     out.mkdir(parents=True, exist_ok=True)

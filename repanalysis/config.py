@@ -151,6 +151,13 @@ def set_value(key: str, value: str, user: bool = False, cwd=None) -> Path:
     """Write ``key = value`` into ./repanalysis.toml (or the user config with user=True)."""
     if key not in KEYS:
         raise ConfigError(f"unknown setting {key!r}; expected one of {', '.join(KEYS)}")
+    if not str(value).strip():
+        raise ConfigError(f"{key} cannot be empty; give a value (or edit {PROJECT_FILE} to remove the line)")
+    if key == "data.layout":
+        from repanalysis.data.datasets import LAYOUTS
+
+        if value not in ("auto", *LAYOUTS):
+            raise ConfigError(f"unknown data layout {value!r}; expected one of auto, {', '.join(LAYOUTS)}")
     path = user_config_path() if user else Path(cwd or os.getcwd()) / PROJECT_FILE
     table = _read_toml(path) if path.is_file() else {}
     section, name = key.split(".")

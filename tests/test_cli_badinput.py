@@ -15,7 +15,7 @@ from repanalysis.analyze import calibration as C
 from repanalysis.analyze._arrays import pick_device
 from repanalysis.analyze.projection import project_classes
 from repanalysis.analyze.transfer import linear_probe, probe_dumps
-from repanalysis.errors import DataError
+from repanalysis.errors import DataError, DumpError
 from repanalysis.extract.store import Dump, json_text, write_json_atomic
 
 from _cli import run_cli
@@ -172,9 +172,54 @@ def test_the_same_dump_twice_is_refused_unless_named_apart(tmp_path, capsys):
     path = tmp_path / "d"
     dump_of("aa").save(path)
     code, _, stderr = run_cli(["calibration", str(path), str(path), "--out", str(tmp_path / "o")], capsys)
-    one_line_error(code, stderr, "is given twice under the name 'aa'", "distinct --names")
+    one_line_error(code, stderr, "two inputs are named 'aa'", "distinct --names")
     code, stdout, stderr = run_cli(["calibration", str(path), str(path), "--names", "A,B", "--json", "--out",
                                     str(tmp_path / "o")], capsys)
     assert code == 0, stderr
     models = json.loads(stdout)["models"]
     assert [m["name"] for m in models] == ["A", "B"] and models[0]["ece"] == models[1]["ece"]
+
+
+def test_names_must_be_distinct_and_non_empty_except_train_test_pairs(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    dump_of("aa").save(a)
+    dump_of("bb", seed=1).save(b)
+    out = str(tmp_path / "o")
+    code, _, stderr = run_cli(["calibration", str(a), str(b), "--names", "m,m", "--out", out], capsys)
+    one_line_error(code, stderr, "--names gives 'm' twice")
+    code, _, stderr = run_cli(["embed", str(a), str(b), "--names", "m,,n", "--out", out], capsys)
+    one_line_error(code, stderr, "has an empty entry")
+    code, _, stderr = run_cli(["features", "--dump", str(a), "--dump", str(a), "--classes", "0,1,2", "--out", out],
+                              capsys)
+    one_line_error(code, stderr, "is given twice")
+    # separation pairs a train and a test Dump of one model by their shared name
+    code, stdout, stderr = run_cli(["separation", str(a), str(b), "--names", "M,M", "--json", "--out", out], capsys)
+    assert code == 0, stderr
+    code, _, stderr = run_cli(["separation", str(a), str(a), "--out", out], capsys)
+    one_line_error(code, stderr, "is given twice under the name 'aa'")
+
+
+def test_unusable_output_paths_and_settings_are_bad_input(tmp_path, capsys, monkeypatch):
+    a = tmp_path / "a"
+    dump_of("aa").save(a)
+    (tmp_path / "file.txt").write_text("x")
+    code, _, stderr = run_cli(["calibration", str(a), "--out", str(tmp_path / "file.txt" / "sub")], capsys)
+    one_line_error(code, stderr, "cannot use", "Not a directory")
+    (tmp_path / "d.pt").mkdir()
+    with pytest.raises(DumpError, match="is a directory; expected the path of a .pt file"):
+        dump_of("aa").save(tmp_path / "d.pt", overwrite=True)
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = run_cli(["config", "set", "data.layout", "bogus"], capsys)
+    one_line_error(code, stderr, "unknown data layout 'bogus'", "imagefolder")
+    code, _, stderr = run_cli(["config", "set", "runs.dir", " "], capsys)
+    one_line_error(code, stderr, "runs.dir cannot be empty")
+    assert not (tmp_path / "repanalysis.toml").exists()
+
+
+def test_a_dump_missing_an_array_its_meta_lists_is_damaged(tmp_path):
+    from repanalysis.extract.store import load_dump
+
+    dump_of("aa").save(tmp_path / "d")
+    (tmp_path / "d" / "features.npy").unlink()
+    with pytest.raises(DumpError, match="lists features.npy but the file is missing; the Dump is damaged"):
+        load_dump(tmp_path / "d")

@@ -149,7 +149,7 @@ def test_cli_bad_input(tmp_path, seed_files, capsys, monkeypatch):
         ([seed_files[0], "--threshold", "-0.5"], "near-zero threshold must be a finite number >= 0; got -0.5"),
         ([seed_files[0], "--names", "a,b"], "--names has 2 names but 1 inputs"),
         ([seed_files[0], "--kde-range", "x"], "--kde-range must be two numbers LO,HI"),
-        ([seed_files[0], seed_files[0]], "is given twice under the name"),
+        ([seed_files[0], seed_files[0]], "two inputs are named 'ce'"),
     ]
     bad_labels = Dump.from_arrays(np.zeros((4, 3), np.float32), np.array([0, 1, 2, 3])).save(tmp_path / "bl.pt")
     cases.append(([str(bad_labels.path)], "labels must lie in [0, 2] for 3 classes; found values in [0, 3]"))

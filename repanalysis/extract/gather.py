@@ -19,7 +19,11 @@ def split_names(value) -> list[str] | None:
         return None
     if not isinstance(value, str):
         return [str(v) for v in value]
-    return [part.strip() for part in value.split(",") if part.strip()]
+    parts = [part.strip() for part in value.split(",")]
+    if not all(parts):
+        raise RepanalysisError(f"--names {value!r} has an empty entry; expected one non-empty name per input, "
+                               "separated by commas")
+    return parts
 
 
 def complete_feature_dump(path: Path):
@@ -131,5 +135,5 @@ def _check_one_data_set(dumps, data, split) -> None:
                                    "extract them on it with `repanalysis extract --checkpoint MODEL.pth --data "
                                    f"{data} --overwrite`, or give the Dumps explicitly")
     elif len({_data_set_of(d) for d in dumps}) > 1:
-        raise RepanalysisError(f"the run folder holds Dumps of different data sets ({listing}); pass --data to "
-                               "pick one, or give the Dumps explicitly")
+        raise RepanalysisError(f"the run folder holds Dumps of different data sets ({listing}); give the Dumps "
+                               "explicitly, or re-extract them all on one data set (--data ... --overwrite)")

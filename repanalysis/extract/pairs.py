@@ -19,5 +19,5 @@ def check_same_model(a, b, what: str) -> None:
     in the message (e.g. "--fit-temperature")."""
     (pa, sa), (pb, sb) = checkpoint_of(a), checkpoint_of(b)
     if sa and sb and sa != sb:
-        raise DataError(f"{what}: {a.name} was extracted from {pa} (sha256 {sa[:12]}) but {b.name} from {pb} "
-                        f"(sha256 {sb[:12]}); expected two Dumps of the same model")
+        raise DataError(f"{what}: {a.path or a.name} was extracted from {pa} (sha256 {sa[:12]}) but "
+                        f"{b.path or b.name} from {pb} (sha256 {sb[:12]}); expected two Dumps of the same model")

@@ -342,6 +342,8 @@ def save_seed_pt(dump: Dump, path: str | os.PathLike, overwrite: bool = False) -
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise DumpError(f"output {path} is a directory; expected the path of a .pt file")
     if path.exists() and not overwrite:
         raise DumpError(f"output {path} already exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -402,6 +404,9 @@ def load_dump(path: str | os.PathLike, name: str | None = None, allow_incomplete
                 arrays[key] = np.load(file, mmap_mode="r")
             except (ValueError, OSError) as exc:
                 raise DumpError(f"{file} is unreadable ({exc}); the Dump is damaged") from None
+        elif isinstance(meta.get("arrays"), dict) and key in meta["arrays"]:
+            raise DumpError(f"{path}/meta.json lists {key}.npy but the file is missing; the Dump is damaged "
+                            "(re-extract it)")
     if not meta.get("complete", False):
         done = int((meta.get("progress") or {}).get("done", 0))
         arrays = {k: (v[:done] if k in ("logits", "labels", "features", "ids") else v) for k, v in arrays.items()}
