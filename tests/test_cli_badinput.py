@@ -223,3 +223,22 @@ def test_a_dump_missing_an_array_its_meta_lists_is_damaged(tmp_path):
     (tmp_path / "d" / "features.npy").unlink()
     with pytest.raises(DumpError, match="lists features.npy but the file is missing; the Dump is damaged"):
         load_dump(tmp_path / "d")
+
+
+def test_sample_names_with_line_breaks_are_refused_and_nothing_is_left(tmp_path):
+    from repanalysis.extract.store import DumpWriter
+
+    specs = {"logits": ((3,), np.float32), "labels": ((), np.int64)}
+    with pytest.raises(DumpError, match="contains a line break"):
+        DumpWriter(tmp_path / "d", 2, specs, {"fingerprint": "f"}, sample_names=["zero/a.png", "zero/a\nb.png"])
+    assert not (tmp_path / "d").exists()
+    DumpWriter(tmp_path / "d", 2, specs, {"fingerprint": "f"}, sample_names=["zero/a.png", "zero/b.png"])
+    assert (tmp_path / "d" / "samples.txt").read_text() == "zero/a.png\nzero/b.png\n"
+
+
+def test_features_on_an_empty_dump_says_it_has_no_samples(tmp_path, capsys):
+    Dump.from_arrays(np.zeros((0, 3), np.float32), np.zeros(0, np.int64), features=np.zeros((0, 4), np.float32),
+                     name="empty").save(tmp_path / "e")
+    code, _, stderr = run_cli(["features", "--dump", str(tmp_path / "e"), "--classes", "auto", "--out",
+                               str(tmp_path / "o")], capsys)
+    one_line_error(code, stderr, "empty: the Dump has no samples")

@@ -110,6 +110,9 @@ def resolve_for_dumps(spec, dumps, count: int | None = 3) -> list[int]:
     confusion matrices of all the Dumps summed (classes that every model confuses), streamed in chunks."""
     dumps = list(dumps)
     first = dumps[0]
+    empty = [d.name for d in dumps if d.num_samples == 0]
+    if empty:
+        raise DataError(f"{', '.join(empty)}: the Dump has no samples; expected a Dump with samples of the classes")
     if isinstance(spec, str) and spec.strip().lower() == "auto":
         conf = sum(dump_confusion_matrix(d) for d in dumps)
         return most_confused_triplet_from_confusion(conf)

@@ -96,8 +96,9 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     if n == 0:
         raise RepanalysisError(f"data set {data} has no samples")
     if dataset.num_classes and lm.num_classes and dataset.num_classes > lm.num_classes:
-        raise RepanalysisError(f"the data set has {dataset.num_classes} classes but the model outputs "
-                               f"{lm.num_classes}; expected a data set of the model's classes (or --class-order)")
+        what = (f"the class order ({dataset.num_classes} entries) lists more classes" if class_order is not None
+                else f"the data set has {dataset.num_classes} classes")
+        raise RepanalysisError(f"{what} but the model outputs {lm.num_classes}; expected the model's classes")
     want_features = features and not seed_pt
     layer = feature_layer or lm.classifier_name
     if want_features and layer is None:

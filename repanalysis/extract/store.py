@@ -517,6 +517,10 @@ class DumpWriter:
                 for key, value in static_arrays.items():
                     np.save(self.path / f"{key}.npy", np.asarray(value))
             if sample_names is not None:
+                bad = next((s for s in sample_names if "\n" in str(s) or "\r" in str(s)), None)
+                if bad is not None:
+                    raise DumpError(f"sample name {str(bad)!r} contains a line break, which samples.txt (one name "
+                                    "per line) cannot hold; expected file names without line breaks (rename it)")
                 (self.path / "samples.txt").write_text("".join(f"{s}\n" for s in sample_names))
             self._arrays = {}
             for key, (shape, dt) in self.specs.items():
