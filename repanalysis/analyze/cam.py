@@ -512,13 +512,10 @@ def localise_dataset(model: nn.Module, dataset, regions, transform=None, *, meth
     n_total = len(dataset) if limit is None else min(int(limit), len(dataset))
     if n_total <= 0:
         raise DataError("the data set is empty; expected at least one image")
-    if hasattr(regions, "bind"):  # pair boxes with images over the whole data set: catches ambiguous names
-        all_names = [_sample_name(dataset, i) for i in range(len(dataset))]
-        names = all_names[:n_total]
-        has = np.asarray(regions.bind(all_names), dtype=bool)[:n_total]
-    else:
-        names = [_sample_name(dataset, i) for i in range(n_total)]
-        has = np.array([regions.has(names[i]) for i in range(n_total)], dtype=bool)
+    # pair boxes with images over the whole data set, not only the first `limit`: catches ambiguous names
+    all_names = [_sample_name(dataset, i) for i in range(len(dataset))]
+    names = all_names[:n_total]
+    has = np.asarray(regions.bind(all_names), dtype=bool)[:n_total]
     skipped = [names[i] for i in np.flatnonzero(~has)]
     if skipped and strict:
         raise DataError(f"{len(skipped)} of {n_total} images have no box or mask (first: {skipped[0]}); "

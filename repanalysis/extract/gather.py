@@ -45,8 +45,7 @@ def extract_features_cached(checkpoint, data, *, layout=None, split=None, class_
 
     output = config.default_output(checkpoint, "features")
     found = None if overwrite else complete_feature_dump(output)
-    same_data = found is not None and (data is None or Path(str((found.meta.get("dataset") or {}).get("root")))
-                                       .resolve() == Path(str(data)).resolve())
+    same_data = found is not None and (data is None or _data_set_of(found)[0] == _resolved(data))
     if same_data:
         return found if name is None else ra.load_dump(output, name=name)
     if data is None:
@@ -108,10 +107,15 @@ def gather_dumps(dumps, checkpoints, names, data=None, *, layout=None, split=Non
     return out
 
 
+def _resolved(path) -> str:
+    return str(Path(str(path)).expanduser().resolve())
+
+
 def _data_set_of(dump) -> tuple[str, str | None]:
+    """(resolved data root, split) a Dump was extracted from; root "?" when its meta does not say."""
     ds = dump.meta.get("dataset") or {}
     root = ds.get("root")
-    return (str(Path(str(root)).expanduser().resolve()) if root else "?"), ds.get("split")
+    return (_resolved(root) if root else "?"), ds.get("split")
 
 
 def _check_one_data_set(dumps, data, split) -> None:
@@ -126,14 +130,14 @@ def _check_one_data_set(dumps, data, split) -> None:
             data, split = d["spec"], split or d["split"]
         except ConfigError:
             pass
-    listing = ", ".join(f"{d.name}: {_data_set_of(d)[0]}" + (f" ({_data_set_of(d)[1]})" if _data_set_of(d)[1]
-                                                             else "") for d in dumps)
+    sets = [_data_set_of(d) for d in dumps]
+    listing = ", ".join(f"{d.name}: {root}" + (f" ({s})" if s else "") for d, (root, s) in zip(dumps, sets))
     if data is not None:
-        want = str(Path(str(data)).expanduser().resolve())
-        if any(_data_set_of(d)[0] != want or (split and _data_set_of(d)[1] not in (split, None)) for d in dumps):
+        want = _resolved(data)
+        if any(root != want or (split and s not in (split, None)) for root, s in sets):
             raise RepanalysisError(f"the run folder's Dumps are not all of the data set {data} ({listing}); "
                                    "extract them on it with `repanalysis extract --checkpoint MODEL.pth --data "
                                    f"{data} --overwrite`, or give the Dumps explicitly")
-    elif len({_data_set_of(d) for d in dumps}) > 1:
+    elif len(set(sets)) > 1:
         raise RepanalysisError(f"the run folder holds Dumps of different data sets ({listing}); give the Dumps "
                                "explicitly, or re-extract them all on one data set (--data ... --overwrite)")

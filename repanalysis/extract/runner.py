@@ -69,7 +69,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
         raise DumpError(f"output {output} is a .pt file, which holds only logits and labels, but features were "
                         "asked for; give a Dump folder as the output to keep the features, or use `repanalysis "
                         f"logits --output {output.name}` for logits only")
-    features = not seed_pt if features is None else features
+    want_features = not seed_pt if features is None else bool(features)   # False for a .pt (checked above)
     if seed_pt and output.exists() and not overwrite:
         raise DumpError(f"output {output} already exists; pass --overwrite to replace it")
     dev = _device(device)
@@ -99,7 +99,6 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
         what = (f"the class order ({dataset.num_classes} entries) lists more classes" if class_order is not None
                 else f"the data set has {dataset.num_classes} classes")
         raise RepanalysisError(f"{what} but the model outputs {lm.num_classes}; expected the model's classes")
-    want_features = features and not seed_pt
     layer = feature_layer or lm.classifier_name
     if want_features and layer is None:
         raise RepanalysisError("cannot find the model's final linear layer to read penultimate features; "

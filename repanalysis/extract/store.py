@@ -317,13 +317,11 @@ def integral_labels(labels, where) -> np.ndarray:
         return labels.astype(np.int64)
     if not np.issubdtype(labels.dtype, np.floating):
         raise DumpError(f"{where}: labels have dtype {labels.dtype}; expected integer class indices")
-    values = np.asarray(labels)
-    bad = ~np.isfinite(values) | (values != np.round(values))
+    bad = ~np.isfinite(labels) | (labels != np.round(labels))
     if bad.any():
-        first = values[np.flatnonzero(bad)[0]] if values.ndim == 1 else values[bad][0]
-        raise DumpError(f"{where}: {int(bad.sum())} of {values.size} labels are not whole numbers (e.g. "
-                        f"{float(first):g}); expected integer class indices")
-    return values.astype(np.int64)
+        raise DumpError(f"{where}: {int(bad.sum())} of {labels.size} labels are not whole numbers (e.g. "
+                        f"{float(labels[bad][0]):g}); expected integer class indices")
+    return labels.astype(np.int64)
 
 
 def _to_numpy(x) -> np.ndarray:

@@ -160,10 +160,6 @@ def infer_arch(sd: dict) -> tuple[str, str]:
                           "with a torchvision or timm model name")
 
 
-# Grayscale statistics used for 1-channel local models (the demo CNNs train on MNIST with these).
-_GRAY_MEAN, _GRAY_STD = (0.1307,), (0.3081,)
-
-
 def input_channels(model: nn.Module) -> int | None:
     """Input channels of the model's first 2-D convolution (None when it has none)."""
     for module in model.modules():
@@ -184,21 +180,31 @@ def _default_transform(arch: str, model: nn.Module, notes: list[str] | None = No
         transform = transform_from_timm_config(resolve_data_config({}, model=model))
     elif source == "local":
         c = channels or 3
-        # local CNNs train on small images at their own size: no resize
-        mean, std = (_GRAY_MEAN, _GRAY_STD) if c == 1 else ((0.5,) * c, (0.5,) * c)
-        transform = EvalTransform(resolution=None, mean=mean, std=std, channels=c)
+        if c == 1:   # the repanalysis demo CNNs: MNIST digits at their own size
+            from repanalysis.train.trainer import mnist_transform
+
+            transform = mnist_transform()
+        else:        # local CNNs train on small images at their own size: no resize
+            transform = EvalTransform(resolution=None, mean=(0.5,) * c, std=(0.5,) * c, channels=c)
     else:
         transform = EvalTransform()  # torchvision ImageNet eval: resize 256, centre crop 224, bilinear
-    if channels is not None and channels != transform.channels:
-        mean = (sum(transform.mean) / len(transform.mean),) * channels
-        std = (sum(transform.std) / len(transform.std),) * channels
-        transform = dataclasses.replace(transform, mean=mean, std=std, channels=channels)
+    transform = _with_channels(transform, channels)
     if notes is not None:
         notes.append(f"no transform recorded in the checkpoint: {transform.channels}-channel input (from the first "
                      f"convolution), resolution {transform.resolution or 'unchanged'}, mean "
                      f"{', '.join(f'{m:g}' for m in transform.mean)}, std {', '.join(f'{v:g}' for v in transform.std)}"
                      "; override with --resolution/--mean/--std")
     return transform
+
+
+def _with_channels(transform: EvalTransform, channels: int | None) -> EvalTransform:
+    """``transform`` for a network with ``channels`` input channels: the mean of its per-channel statistics
+    repeated when the count differs (e.g. a grayscale network given the RGB ImageNet transform)."""
+    if channels is None or channels == transform.channels:
+        return transform
+    mean = (sum(transform.mean) / len(transform.mean),) * channels
+    std = (sum(transform.std) / len(transform.std),) * channels
+    return dataclasses.replace(transform, mean=mean, std=std, channels=channels)
 
 
 def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust: bool = False,
@@ -268,11 +274,7 @@ def _from_module(raw: RawCheckpoint, arch: str | None, sha: str, notes: list[str
     k = None
     if classifier is not None:
         k = model.get_submodule(classifier).out_features
-    transform = EvalTransform()
-    channels = input_channels(model)
-    if channels is not None and channels != transform.channels:  # e.g. a pickled grayscale network
-        transform = EvalTransform(mean=(sum(transform.mean) / 3,) * channels, std=(sum(transform.std) / 3,) * channels,
-                                  channels=channels)
+    transform = _with_channels(EvalTransform(), input_channels(model))   # e.g. a pickled grayscale network
     return LoadedModel(model=model, arch=arch or type(model).__name__, family="custom", num_classes=k or 0,
                        classifier_name=classifier, transform=transform, checkpoint=raw.path, sha256=sha,
                        notes=notes)

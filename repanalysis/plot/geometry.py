@@ -21,6 +21,15 @@ def shared_limits(results, margin: float = 0.06) -> tuple[tuple[float, float], t
     return (lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1])
 
 
+def _scatter_classes(ax, result, styles, point_size: float, **scatter_kw) -> None:
+    """The points of each class of a projection or embedding result (``coords``, ``labels``, ``classes``,
+    ``class_names``) in the class's colour and marker, labelled with its name and count."""
+    for k, label in zip(result.classes, result.class_names):
+        pts = result.coords[result.labels == k]
+        ax.scatter(pts[:, 0], pts[:, 1], s=point_size, color=styles[k][0], marker=styles[k][1], alpha=0.75,
+                   label=f"{label} (n={len(pts)})", **scatter_kw)
+
+
 def plot_projection(result, ax=None, *, limits=None, decision_regions: bool = False, show_anchors: bool = True,
                     point_size: float = 14, legend: bool = True, resolution: int = 300):
     """Scatter of a :class:`~repanalysis.analyze.projection.ProjectionResult`, one colour per class.
@@ -39,10 +48,7 @@ def plot_projection(result, ax=None, *, limits=None, decision_regions: bool = Fa
         cmap = ListedColormap([colors[c] for c in sorted(result.classes)])
         ax.imshow(index, extent=(x0, x1, y0, y1), origin="lower", cmap=cmap, alpha=0.13, aspect="auto",
                   interpolation="nearest", vmin=0, vmax=2, zorder=0)
-    for k, label in zip(result.classes, result.class_names):
-        pts = result.coords[result.labels == k]
-        ax.scatter(pts[:, 0], pts[:, 1], s=point_size, color=colors[k], marker=styles[k][1], alpha=0.75,
-                   linewidths=0.3, edgecolors="white", label=f"{label} (n={len(pts)})", zorder=2)
+    _scatter_classes(ax, result, styles, point_size, linewidths=0.3, edgecolors="white", zorder=2)
     if show_anchors and result.method == "centroid":
         ax.scatter(result.anchors[:, 0], result.anchors[:, 1], marker="X", s=90, c=[colors[k] for k in result.classes],
                    edgecolors="black", linewidths=0.8, zorder=3)
@@ -79,11 +85,7 @@ def plot_embedding(result, ax=None, *, point_size: float = 10, legend: bool = Tr
     """Scatter of an :class:`~repanalysis.analyze.embed.EmbeddingResult`, one colour and marker per class;
     returns the Axes."""
     ax = get_ax(ax)
-    styles = class_styles(result.classes)
-    for k, label in zip(result.classes, result.class_names):
-        pts = result.coords[result.labels == k]
-        ax.scatter(pts[:, 0], pts[:, 1], s=point_size, color=styles[k][0], marker=styles[k][1], alpha=0.75,
-                   linewidths=0, label=f"{label} (n={len(pts)})")
+    _scatter_classes(ax, result, class_styles(result.classes), point_size, linewidths=0)
     name = "UMAP" if result.method == "umap" else "t-SNE"
     ax.set_xlabel(f"{name} 1 (a.u.)")
     ax.set_ylabel(f"{name} 2 (a.u.)")

@@ -80,7 +80,8 @@ def run(ctx) -> None:
     cols = [neural_collapse(ctx.dumps[n]["train"], name=n) for n in names]
     ctx.log(format_table([r.summary() for r in cols]))
     write_json_atomic(out / "collapse.json", [r.to_dict() for r in cols])
-    written += save_figure(plot_feature_norms(cols, class_names=ctx.class_names, split="train").figure, out / "feature_norms")
+    norms = plot_feature_norms(cols, class_names=ctx.class_names, split="train")
+    written += save_figure(norms.figure, out / "feature_norms")
 
     # MaxSup Table 3 setting: linear probe of frozen features on a downstream data set
     _transfer(ctx, out)
