@@ -57,6 +57,7 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     import repanalysis as ra
     from repanalysis.analyze._arrays import pick_device
     from repanalysis.analyze.cam import localise_dataset
+    from repanalysis.analyze.localisation import check_threshold
     from repanalysis.data.boxes import open_regions
     from repanalysis.data.datasets import label_by_model_classes
     from repanalysis.plot.cam import plot_cam_grid, plot_pr_curves
@@ -76,6 +77,7 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
                                "file given twice?); expected distinct checkpoints, or distinct --names")
     if topk is not None and not 0 < topk <= 1:
         raise RepanalysisError(f"--topk must lie in (0, 1]; got {topk}")
+    check_threshold(threshold, "--threshold")      # before any model is loaded
     if data is None:
         from repanalysis import config
 

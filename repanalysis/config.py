@@ -170,7 +170,7 @@ def set_value(key: str, value: str, user: bool = False, cwd=None) -> Path:
             lines.append(f"{k} = {_toml_value(v)}")
         lines.append("")
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines))
+    tmp.write_text("\n".join(lines), encoding="utf-8")   # TOML is UTF-8 whatever the locale
     os.replace(tmp, path)
     return path
 

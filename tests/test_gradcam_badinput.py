@@ -193,3 +193,48 @@ def test_same_checkpoint_twice_is_refused(tiny, tmp_path, capsys):
     assert code == 0, stderr
     models = json.loads((tmp_path / "o" / "gradcam.json").read_text())["models"]
     assert [m["name"] for m in models] == ["A", "B"]
+
+
+# --- 5. a NaN threshold is refused before any model loads; BOM-prefixed and repeated-id box files ---------
+
+def test_nan_threshold_refused_before_the_checkpoint_is_read(tiny, tmp_path, capsys, monkeypatch):
+    def no_load(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded before --threshold was checked")
+
+    monkeypatch.setattr(ra, "load_model", no_load)
+    for bad in ("nan", "1.5", "-0.1"):
+        code, _, stderr = run_cli(_args(tiny, _flat(tmp_path, "zero/0.png,4,4,24,24\n"), tmp_path / "o",
+                                        "--threshold", bad), capsys)
+        assert code == 2 and stderr.strip() == f"error: --threshold must lie in [0, 1] (CAMs are min-max " \
+                                               f"normalised); got {float(bad)}", stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_box_files_with_a_byte_order_mark_read_like_plain_utf8(tmp_path):
+    loc = "ImageId,PredictionString\nILSVRC2012_val_00000001,n01751748 10 20 30 40 n01751748 1 2 3 4 \n"
+    flat = "zero/0.png,4,4,24,24\n"
+    for text, want in ((loc, {"ILSVRC2012_val_00000001": [("n01751748", 10.0, 20.0, 30.0, 40.0),
+                                                           ("n01751748", 1.0, 2.0, 3.0, 4.0)]}),
+                       (flat, {"zero/0.png": [(None, 4.0, 4.0, 24.0, 24.0)]})):
+        plain, bom = tmp_path / "plain.csv", tmp_path / "bom.csv"
+        plain.write_bytes(text.encode("utf-8"))
+        bom.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+        assert B.load_boxes(bom) == B.load_boxes(plain)
+        assert {k: list(v) for k, v in B.load_boxes(bom).items()} == want
+
+
+def test_loc_image_id_on_two_rows_keeps_both_rows_boxes(tmp_path):
+    from repanalysis.data.imagenet import read_loc_solution
+
+    path = tmp_path / "LOC_val_solution.csv"
+    path.write_text("ImageId,PredictionString\n"
+                    "ILSVRC2012_val_00000001,n01751748 10 20 30 40 \n"
+                    "ILSVRC2012_val_00000002,n01440764 0 0 5 5 \n"
+                    "ILSVRC2012_val_00000001,n01751748 50 60 70 80 \n")
+    boxes = read_loc_solution(path)
+    assert boxes["ILSVRC2012_val_00000001"] == [("n01751748", 10.0, 20.0, 30.0, 40.0),
+                                                ("n01751748", 50.0, 60.0, 70.0, 80.0)]
+    assert boxes["ILSVRC2012_val_00000002"] == [("n01440764", 0.0, 0.0, 5.0, 5.0)]
+    path.write_text("ImageId,PredictionString\n ,n01751748 10 20 30 40 \n")
+    with pytest.raises(DataError, match="line 2: empty ImageId"):
+        read_loc_solution(path)

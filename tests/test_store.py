@@ -137,3 +137,28 @@ def test_disk_full_while_reserving_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.undo()
     w = DumpWriter(tmp_path / "new", 30, specs, {"fingerprint": "a"})    # space again: a clean start
     assert w.done == 0
+
+
+def test_non_ascii_sample_names_round_trip_whatever_the_locale(tmp_path):
+    """A Dump written under an ASCII locale (C locale, no UTF-8 mode) holds UTF-8 and reads back the same
+    names, including a file name that is not valid UTF-8 (a surrogate escape from os.fsdecode)."""
+    import os
+    import subprocess
+    import sys
+
+    names = ["caf\u00e9.png", "\u00fcber/\u5b57.png", os.fsdecode(b"latin\xe9.png")]
+    script = ("import sys, numpy as np; from repanalysis.extract.store import DumpWriter;"
+              "names = [n.encode('utf-8', 'surrogateescape').decode('utf-8', 'surrogateescape') "
+              "for n in sys.argv[2:]];"
+              "w = DumpWriter(sys.argv[1], 3, {'logits': ((2,), np.float32), 'labels': ((), np.int64)},"
+              " {'name': 'caf\\u00e9'}, sample_names=names);"
+              "w.write(0, {'logits': np.zeros((3, 2), np.float32), 'labels': np.arange(3) % 2});"
+              " w.commit(3); w.finalize()")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "d"), *names], env=env,
+                          capture_output=True, text=True, encoding="utf-8", errors="surrogateescape")
+    assert proc.returncode == 0, proc.stderr
+    raw = (tmp_path / "d" / "samples.txt").read_bytes()
+    assert raw == b"caf\xc3\xa9.png\n\xc3\xbcber/\xe5\xad\x97.png\nlatin\xe9.png\n"
+    d = load_dump(tmp_path / "d")
+    assert d.sample_names() == names and d.meta["name"] == "caf\u00e9"

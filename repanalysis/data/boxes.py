@@ -311,7 +311,7 @@ def read_flat_boxes(path: str | Path) -> dict[str, BoxList]:
     if not path.is_file():
         raise DataError(f"box file not found: {path}")
     out: dict[str, BoxList] = {}
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         for line_no, row in enumerate(csv.reader(fh), 1):
             row = [c.strip() for c in row]
             if not row or not row[0] or row[0].startswith("#"):
@@ -396,7 +396,7 @@ def load_boxes(path: str | Path) -> dict[str, BoxList]:
         raise DataError(f"box file not found: {path}")
     _check_text_file(path)
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             first = fh.readline()
         if first.lstrip("\ufeff").lstrip().startswith("<"):
             return read_voc_folder(path)

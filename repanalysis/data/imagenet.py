@@ -37,7 +37,7 @@ def _lines(path: str | Path, what: str) -> list[str]:
     if not path.is_file():
         raise DataError(f"{what} not found: {path}")
     try:
-        lines = [ln.strip() for ln in path.read_text().splitlines()]
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines()]
     except UnicodeDecodeError:
         raise DataError(f"{what} {path} is not a text file") from None
     lines = [ln for ln in lines if ln and not ln.startswith("#")]
@@ -70,12 +70,15 @@ def read_synset_mapping(path: str | Path) -> tuple[list[str], list[str]]:
 
 
 def read_loc_solution(path: str | Path) -> dict[str, list[tuple[str, float, float, float, float]]]:
-    """``LOC_val_solution.csv`` -> {ImageId: [(wnid, xmin, ymin, xmax, ymax), ...]} in original pixels."""
+    """``LOC_val_solution.csv`` -> {ImageId: [(wnid, xmin, ymin, xmax, ymax), ...]} in original pixels.
+
+    UTF-8 with or without a byte-order mark (spreadsheet exports add one). An ImageId repeated on several
+    rows keeps the boxes of every row, as VOC XML and the flat list do."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"box file not found: {path}")
     out: dict[str, list] = {}
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
@@ -85,6 +88,9 @@ def read_loc_solution(path: str | Path) -> dict[str, list[tuple[str, float, floa
                 continue
             if len(row) < 2:
                 raise DataError(f"{path} line {row_no}: expected 'ImageId,PredictionString'")
+            image_id = row[0].strip()
+            if not image_id:
+                raise DataError(f"{path} line {row_no}: empty ImageId; expected an image name before the comma")
             tokens = row[1].split()
             if len(tokens) % 5:
                 raise DataError(f"{path} line {row_no}: PredictionString must hold groups of "
@@ -96,7 +102,7 @@ def read_loc_solution(path: str | Path) -> dict[str, list[tuple[str, float, floa
                 except ValueError:
                     raise DataError(f"{path} line {row_no}: non-numeric box {tokens[j:j + 5]}") from None
                 boxes.append((tokens[j], x0, y0, x1, y1))
-            out[row[0].strip()] = boxes
+            out.setdefault(image_id, []).extend(boxes)     # an ImageId on several rows: all its boxes count
     if not out:
         raise DataError(f"box file {path} has no rows")
     return out

@@ -49,7 +49,7 @@ def _write_atomic(path: str | os.PathLike, write, newline: str | None = None) ->
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", newline=newline) as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
             write(fh)
         umask_mode(tmp)
         os.replace(tmp, path)
@@ -228,7 +228,7 @@ class Dump:
         """Identifiers (file names) of the samples, aligned with the rows, when the Dump stored them."""
         if self.path is None or not self.path.is_dir() or not (self.path / "samples.txt").exists():
             return self.meta.get("sample_names")
-        all_names = (self.path / "samples.txt").read_text().splitlines()
+        all_names = (self.path / "samples.txt").read_text(encoding="utf-8", errors="surrogateescape").splitlines()
         return [all_names[i] for i in self.ids.tolist()]
 
     def iter_chunks(self, keys: Sequence[str] = ("logits", "labels"), chunk_size: int = 65536
@@ -375,7 +375,7 @@ def load_dump(path: str | os.PathLike, name: str | None = None, allow_incomplete
     if not meta_path.exists():
         raise DumpError(f"{path} is not a Dump: it has no meta.json (expected the output of `repanalysis extract`)")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DumpError(f"{meta_path} is not valid JSON ({exc.msg}); the Dump is damaged") from None
     if not isinstance(meta, dict):
@@ -519,7 +519,9 @@ class DumpWriter:
                 if bad is not None:
                     raise DumpError(f"sample name {str(bad)!r} contains a line break, which samples.txt (one name "
                                     "per line) cannot hold; expected file names without line breaks (rename it)")
-                (self.path / "samples.txt").write_text("".join(f"{s}\n" for s in sample_names))
+                text = "".join(f"{s}\n" for s in sample_names)
+                # UTF-8 whatever the locale; file names that are not UTF-8 (surrogate escapes) round-trip
+                (self.path / "samples.txt").write_text(text, encoding="utf-8", errors="surrogateescape")
             self._arrays = {}
             for key, (shape, dt) in self.specs.items():
                 file = self.path / f"{key}.npy"
@@ -637,7 +639,7 @@ def _holds_no_rows(meta: dict | None) -> bool:
 def _read_meta(path: Path) -> dict | None:
     """The meta.json object of a Dump directory, or None when it is missing, unreadable or not an object."""
     try:
-        meta = json.loads((path / "meta.json").read_text())
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return meta if isinstance(meta, dict) else None
