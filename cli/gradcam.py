@@ -58,6 +58,7 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     from repanalysis.analyze._arrays import pick_device
     from repanalysis.analyze.cam import localise_dataset
     from repanalysis.analyze.localisation import check_threshold
+    from repanalysis.text import display_text
     from repanalysis.data.boxes import open_regions
     from repanalysis.data.datasets import label_by_model_classes
     from repanalysis.plot.cam import plot_cam_grid, plot_pr_curves
@@ -68,7 +69,7 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     if name_list is not None and len(name_list) != len(checkpoints):
         raise RepanalysisError(f"--names has {len(name_list)} names but {len(checkpoints)} checkpoints were given; "
                                "expected one name per checkpoint")
-    model_names = name_list or [Path(c).stem for c in checkpoints]
+    model_names = name_list or [display_text(Path(c).stem) for c in checkpoints]
     dup = next((n for n in model_names if model_names.count(n) > 1), None)
     if dup is not None and name_list:
         raise RepanalysisError(f"--names gives {dup!r} twice; expected one distinct name per checkpoint")

@@ -242,3 +242,26 @@ def test_features_on_an_empty_dump_says_it_has_no_samples(tmp_path, capsys):
     code, _, stderr = run_cli(["features", "--dump", str(tmp_path / "e"), "--classes", "auto", "--out",
                                str(tmp_path / "o")], capsys)
     one_line_error(code, stderr, "empty: the Dump has no samples")
+
+
+# --- names that are not UTF-8 --------------------------------------------------------------------------
+
+def test_undecodable_names_are_shown_with_a_replacement_character(tmp_path, capsys):
+    """A --names argument or class folder name holding a byte that is not UTF-8 (a lone surrogate, PEP 383)
+    used to stop matplotlib with an internal error; it is shown with U+FFFD and the figures are drawn."""
+    import os
+
+    from repanalysis.text import display_text
+
+    latin = os.fsdecode(b"M\xfcller")                 # b'\xfc' is Latin-1, not UTF-8: 'M\udcfcller'
+    assert display_text(latin) == "M\ufffdller" and display_text("M\u00fcller") == "M\u00fcller"
+    d = dump_of("a")
+    d.meta["class_names"] = [os.fsdecode(b"\xe9t\xe9"), "b", "c"]
+    d.save(tmp_path / "d")
+    assert repanalysis.load_dump(tmp_path / "d").class_names == ["\ufffdt\ufffd", "b", "c"]
+    code, _, stderr = run_cli(["calibration", str(tmp_path / "d"), "--names", latin, "--bins", "5",
+                               "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, stderr
+    report = json.loads((tmp_path / "o" / "calibration.json").read_text(encoding="utf-8"))
+    assert [m["name"] for m in report["models"]] == ["M\ufffdller"]
+    assert (tmp_path / "o" / "reliability.png").stat().st_size > 0

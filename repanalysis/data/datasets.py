@@ -45,6 +45,7 @@ from repanalysis.data.imagenet import (imagenet_class_names, imagenet_wnids, rea
                                        read_loc_solution, read_synset_mapping, read_val_map)
 from repanalysis.data.transforms import EvalTransform
 from repanalysis.errors import DataError
+from repanalysis.text import display_text
 
 LAYOUTS = ("imagefolder", "imagenet-val", "cifar10", "cifar100", "mnist", "npz")
 # torchvision's IMG_EXTENSIONS, compared case-insensitively.
@@ -95,7 +96,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.layout = layout
         self.split = split
         self.labels = np.ascontiguousarray(labels, dtype=np.int64)
-        self.class_names = [str(c) for c in class_names]
+        self.class_names = [display_text(c) for c in class_names]   # folder names that are not UTF-8 get U+FFFD
         self.wnids = list(wnids) if wnids is not None else None
         self.samples = list(samples)
         self.skipped = list(skipped)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from repanalysis.errors import RepanalysisError
+from repanalysis.text import display_text
 
 
 def split_names(value) -> list[str] | None:
@@ -18,8 +19,8 @@ def split_names(value) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        return [str(v) for v in value]
-    parts = [part.strip() for part in value.split(",")]
+        return [display_text(v) for v in value]
+    parts = [part.strip() for part in display_text(value).split(",")]
     if not all(parts):
         raise RepanalysisError(f"--names {value!r} has an empty entry; expected one non-empty name per input, "
                                "separated by commas")

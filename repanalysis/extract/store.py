@@ -30,6 +30,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from repanalysis.errors import DumpError
+from repanalysis.text import display_text
 
 FORMAT = "repanalysis-dump"
 VERSION = 1
@@ -134,7 +135,7 @@ class Dump:
         self.path = Path(path) if path is not None else None
         if name is None:
             name = self.meta.get("name") or (self.path.stem if self.path is not None else "model")
-        self.name = str(name)
+        self.name = display_text(name)
         if "logits" not in self._arrays or "labels" not in self._arrays:
             raise DumpError(f"dump {self.path or self.name} has no logits/labels arrays; expected both")
         self._arrays["labels"] = integral_labels(self._arrays["labels"], self.path or self.name)
@@ -213,7 +214,7 @@ class Dump:
     @property
     def class_names(self) -> list[str] | None:
         names = self.meta.get("class_names")
-        return list(names) if names else None
+        return [display_text(n) for n in names] if names else None
 
     @property
     def wnids(self) -> list[str] | None:
