@@ -15,7 +15,7 @@ OPTIONS = [
     click.option("--data", default=None, help="Data set path (ImageFolder, ImageNet val + val_map.txt/LOC csv, "
                  "CIFAR batches, MNIST IDX, .npz). Default: data.root from `repanalysis config`."),
     click.option("--layout", default=None, help="Data layout (auto, imagefolder, imagenet-val, cifar10, cifar100, mnist, npz)."),
-    click.option("--split", default=None, help="Split for data sets that have several (train, test)."),
+    click.option("--split", default=None, help="Split for data sets that have several: train or test for CIFAR/MNIST (default test), a train/, val/ or test/ sub-folder, or <split>.npz."),
     click.option("--class-order", default=None, type=click.Path(path_type=Path),
                  help="File of class ids/names, line i = the model's class i."),
     click.option("--labels-file", default=None, type=click.Path(path_type=Path),

@@ -26,7 +26,7 @@ from repanalysis.errors import RepanalysisError
               help="A checkpoint (repeatable); its features are extracted into runs/<stem>/features/ when missing.")
 @click.option("--data", default=None, help="Data set for --checkpoint (default: data.root from `repanalysis config`).")
 @click.option("--layout", default=None, help="Data layout for --checkpoint (auto, imagefolder, imagenet-val, ...).")
-@click.option("--split", default=None, help="Split for data sets that have several (train, test).")
+@click.option("--split", default=None, help="Split for data sets that have several: train or test for CIFAR/MNIST (default test), a train/, val/ or test/ sub-folder, or <split>.npz.")
 @names_option
 @click.option("--classes", default="auto", show_default=True,
               help="Three classes: names (schipperke,saluki,grey_fox), WordNet ids or indices; 'auto' = the "

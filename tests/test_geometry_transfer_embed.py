@@ -90,3 +90,12 @@ def test_umap_is_not_imported_at_import_time():
             "print('umap' in sys.modules, 'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_embed_dump_takes_class_names():
+    x, y = _blobs(5, n=120, d=6, k=3, spread=0.3)
+    dump = Dump.from_arrays(np.zeros((120, 3)), y, x, class_names=["cat", "dog", "fox"], name="LS")
+    r = embed_dump(dump, ["fox", "cat"], method="tsne", samples_per_class=None, seed=0)
+    assert r.classes == [2, 0] and r.class_names == ["fox", "cat"] and set(r.labels.tolist()) == {0, 2}
+    with pytest.raises(DataError, match="did you mean 'dog'"):
+        embed_dump(dump, ["cat", "dgo"], method="tsne")

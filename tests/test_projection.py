@@ -97,3 +97,18 @@ def test_project_dump_uses_names_and_weights():
     assert r.class_names == ["e", "c", "a"] and r.name == "CE"
     rows = r.to_rows()
     assert rows[0].keys() == {"model", "sample", "label", "class", "x", "y"}
+
+
+def test_project_dump_takes_class_names_like_the_cli():
+    feats, labels, w, b = _toy()
+    dump = Dump.from_arrays(feats @ w.T + b, labels, feats, class_names=["zero", "one", "two", "three", "four"],
+                            classifier_weight=w, classifier_bias=b, name="CE")
+    by_index = project_dump(dump, [4, 2, 0], samples_per_class=10)
+    for spec in (["four", "two", "zero"], "four,two,zero", ["4", "TWO", 0]):
+        r = project_dump(dump, spec, samples_per_class=10)
+        assert r.classes == [4, 2, 0] and r.class_names == ["four", "two", "zero"]
+        np.testing.assert_array_equal(r.coords, by_index.coords)
+    with pytest.raises(DataError, match="unknown class name 'fuor'; did you mean 'four'"):
+        project_dump(dump, ["fuor", "two", "zero"])
+    with pytest.raises(DataError, match="expected 3 classes; got 2"):
+        project_dump(dump, ["four", "two"])

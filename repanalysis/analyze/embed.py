@@ -86,11 +86,15 @@ def embed_features(features, labels, classes=None, *, method: str = "umap", samp
 
 
 def embed_dump(dump, classes=None, **kwargs) -> EmbeddingResult:
-    """:func:`embed_features` on a Dump (features, labels and class names from it)."""
-    from repanalysis.data.class_resolution import class_label
+    """:func:`embed_features` on a Dump (features, labels and class names from it).
+
+    classes: None (all), or class names, WordNet ids or indices, or 'auto', resolved as the CLI does."""
+    from repanalysis.data.class_resolution import class_label, resolve_for_dumps
 
     if dump.features is None:
         dump.array("features")
+    if classes is not None:
+        classes = resolve_for_dumps(classes, [dump], count=None)
     names = [class_label(i, dump.num_classes, dump.class_names) for i in range(dump.num_classes)] \
         if dump.class_names or dump.num_classes == 1000 else None
     kwargs.setdefault("name", dump.name)

@@ -169,11 +169,15 @@ def project_classes(features, labels, classes, *, method: str = "template", clas
 
 def project_dump(dump, classes, *, method: str = "template", samples_per_class: int | None = 80, seed: int = 0,
                  name: str | None = None) -> ProjectionResult:
-    """:func:`project_classes` on a Dump (features, labels, classifier weights and class names from it)."""
-    from repanalysis.data.class_resolution import class_label
+    """:func:`project_classes` on a Dump (features, labels, classifier weights and class names from it).
+
+    classes: three class names, WordNet ids or indices (a list, or 'four,seven,nine'), or 'auto' (the Dump's
+    most confused triplet), resolved as ``repanalysis features --classes`` does."""
+    from repanalysis.data.class_resolution import class_label, resolve_for_dumps
 
     if dump.features is None:
         dump.array("features")  # DumpError with the re-extract hint
+    classes = resolve_for_dumps(classes, [dump], count=3)
     if method == "template" and dump.classifier_weight is None:
         raise DataError(f"dump {dump.name} has no classifier weights, which the template method needs; use "
                         "--method centroid, or re-extract so that W and b are stored")
