@@ -39,13 +39,43 @@ def as_tensor(x, dtype: torch.dtype | None = None, device: str | torch.device | 
     if isinstance(x, torch.Tensor):
         t = x
     else:
+        a = np.asarray(x)
+        if a.dtype.kind not in "biuf":
+            what = "text" if a.dtype.kind in "US" else f"{a.dtype} values"
+            raise DataError(f"expected an array of numbers; got {what} (array of shape {a.shape})")
         with warnings.catch_warnings():  # read-only memory maps are only ever read here
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            t = torch.from_numpy(np.ascontiguousarray(np.asarray(x)))
+            t = torch.from_numpy(np.ascontiguousarray(a))
     if device is not None:
         t = t.to(pick_device(device))
     if dtype is not None:
         t = t.to(dtype)
+    return t
+
+
+def as_labels(labels, num_samples: int | None = None, *, num_classes: int | None = None, device=None,
+              what: str = "labels") -> torch.Tensor:
+    """Class labels -> int64 tensor [N] on ``device``; DataError unless they are a 1-D array of integers
+    (floats with integral values are accepted), one per sample when ``num_samples`` is given, >= 0, and
+    below ``num_classes`` when that is given."""
+    t = as_tensor(labels, device=device)
+    if t.ndim != 1:
+        raise DataError(f"{what} must be 1-D with one class index per sample; got shape {tuple(t.shape)}")
+    if num_samples is not None and t.shape[0] != num_samples:
+        raise DataError(f"{what} must have one entry per sample ({num_samples}); got {t.shape[0]}")
+    if t.dtype == torch.bool:
+        t = t.long()
+    if t.is_floating_point():
+        if not bool(torch.isfinite(t).all()) or not torch.equal(t, t.round()):
+            raise DataError(f"{what} must be integer class indices; got non-integer values")
+    t = t.long()
+    if t.numel():
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0:
+            raise DataError(f"{what} must be class indices >= 0; found {lo}")
+        if num_classes is not None and hi >= num_classes:
+            raise DataError(f"{what} must lie in [0, {num_classes - 1}] for {num_classes} classes; "
+                            f"found values in [{lo}, {hi}]")
     return t
 
 
