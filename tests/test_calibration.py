@@ -514,3 +514,42 @@ def test_bootstrap_classwise_bins_zero_probabilities_like_the_point_estimate():
     for r in range(3):
         assert res.replicates["classwise_ece"][r] == pytest.approx(
             C.classwise_ece(z[idx[r]], y[idx[r]]), abs=1e-12)
+
+
+# --- options and arrays of the wrong kind: one-line DataErrors, not numpy/torch exceptions ---------------
+
+_Z = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.5], [0.2, 0.1, 3.0], [1.0, 1.5, 0.0]])
+_Y = np.array([0, 1, 2, 0])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: C.calibration_report(_Z, _Y, n_boot=2.5), "n_boot must be an integer >= 0; got 2.5"),
+    (lambda: C.calibration_report(_Z, _Y, n_boot="5"), "n_boot must be an integer >= 0; got '5'"),
+    (lambda: C.calibration_report(_Z, _Y, n_boot=None), "n_boot must be an integer >= 0; got None"),
+    (lambda: C.calibration_report(_Z, _Y, n_boot=2, seed=None), "seed must be an integer >= 0; got None"),
+    (lambda: C.calibration_report(_Z, _Y, temperature="2"), "temperature must be a finite number > 0"),
+    (lambda: C.calibration_report(_Z, _Y, ci_level=1.0), r"ci_level must be a finite number > 0 and < 1"),
+    (lambda: C.fit_temperature(_Z, _Y, init=float("nan")), "initial temperature must be a finite number > 0"),
+    (lambda: C.fit_temperature(_Z, _Y, init=0), "initial temperature must be a finite number > 0; got 0"),
+    (lambda: C.fit_temperature(_Z, _Y, max_iter=0), "max_iter must be an integer >= 1; got 0"),
+    (lambda: C.apply_temperature("a", 2.0), "expected an array of numbers; got text"),
+    (lambda: C.apply_temperature(_Z, -1), "temperature must be a finite number > 0; got -1"),
+    (lambda: C.adaptive_edges([]), "adaptive edges need a 1-D array of at least one confidence"),
+    (lambda: C.bin_statistics([0.5, 0.6], [1], C.equal_width_edges(15)), "conf and correct must be 1-D of the same"),
+    (lambda: C.bin_statistics([0.5], [1], [0.5, 0.2]), "edges must be a 1-D increasing array"),
+    (lambda: C.expected_calibration_error(_Z, np.array(["a", "b", "c", "a"])), "expected an array of numbers"),
+    (lambda: C.expected_calibration_error(_Z, _Y, num_classes=0), "num_classes must be an integer >= 1; got 0"),
+    (lambda: C.expected_calibration_error(_Z, _Y, num_classes=4.5), "num_classes must be an integer >= 1"),
+])
+def test_bad_options_and_arrays_are_one_line_data_errors(call, message):
+    with pytest.raises(DataError, match=message) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+def test_numpy_scalar_options_are_numbers():
+    ref = C.calibration_report(_Z, _Y, 2, n_boot=3, seed=1, temperature=2.0)
+    res = C.calibration_report(_Z, _Y, np.int64(2), n_boot=np.int64(3), seed=np.int32(1),
+                               temperature=np.float32(2.0))
+    assert res.ece == ref.ece and res.ci == ref.ci
+    np.testing.assert_array_equal(C.apply_temperature(_Z.tolist(), 2), _Z / 2)

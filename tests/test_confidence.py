@@ -161,3 +161,18 @@ def test_max_softmax_is_shift_invariant_so_equal_softmaxes_tie():
     s = F.confidence_scores(zi)
     np.testing.assert_allclose(s["max_softmax"], torch.softmax(torch.tensor(zi), 1).amax(1), rtol=1e-15)
     np.testing.assert_allclose(s["energy"], torch.logsumexp(torch.tensor(zi), 1), rtol=1e-15)
+
+
+def test_empty_or_too_small_inputs_name_the_real_problem():
+    with pytest.raises(DataError, match="no samples: logits have 0 rows"):
+        F.misclassification_scores(np.zeros((0, 2)), np.zeros(0, int))
+    with pytest.raises(DataError, match="needs positive and negative scores; got 0 positive and 2 negative"):
+        F.fpr_at_tpr(np.zeros(0), np.array([0.3, 0.4]))
+    with pytest.raises(DataError, match=r"logits must be 2-D \[N, K\] with K >= 1; got shape \(2, 0\)"):
+        F.confidence_scores(np.zeros((2, 0)))
+    with pytest.raises(DataError, match="1 of 3 samples have NaN or inf features"):
+        F.feature_norm_confidence(np.array([[1.0, 2.0], [np.nan, 1.0], [3.0, 3.0]]))
+    with pytest.raises(DataError, match="needs at least 2 samples; got 1"):
+        F.feature_norm_confidence(np.ones((1, 3)))
+    with pytest.raises(DataError, match="all samples have the same feature L1 norm"):
+        F.feature_norm_confidence(np.ones((4, 3)))

@@ -198,7 +198,13 @@ def test_nonfinite_rows_are_counted_and_excluded(random_logits):
     ({"kde_range": (2, -2)}, "KDE range must be two finite numbers lo < hi"),
     ({"chunk_size": 0}, "chunk_size must be >= 1"),
     ({"quantiles": (0.5, 1.5)}, r"quantiles must lie in \[0, 1\]"),
-    ({"kde_samples": -1}, "kde_samples must be >= 0"),
+    ({"kde_samples": -1}, "kde_samples must be an integer >= 0"),
+    ({"kde_samples": 2.5}, "kde_samples must be an integer >= 0; got 2.5"),
+    ({"quantiles": None}, r"quantiles must lie in \[0, 1\], a non-empty sequence"),
+    ({"kde_range": None}, "KDE range must be two finite numbers lo < hi; got None"),
+    ({"kde_range": (0,)}, r"KDE range must be two finite numbers lo < hi; got \(0,\)"),
+    ({"dtype": torch.int64}, "dtype must be a torch floating-point dtype"),
+    ({"threshold": "0.1"}, "near-zero threshold must be a finite number >= 0; got '0.1'"),
 ])
 def test_bad_parameters(kwargs, message):
     with pytest.raises(DataError, match=message):
@@ -270,3 +276,11 @@ def test_real_mnist_dumps(request):
         np.testing.assert_allclose(r.ls_regularization + r.ls_error_enhancement, r.ls_loss, rtol=1e-4, atol=1e-5)
         assert (r.ls_error_enhancement[r.correct] == 0).all()
         print(r.row())
+
+
+def test_numpy_scalar_threshold_is_a_number_and_an_empty_comparison_is_refused():
+    r = logit_stats(HAND_Z, HAND_Y, threshold=np.float32(0.5))
+    np.testing.assert_array_equal(r.near_zero_fraction, logit_stats(HAND_Z, HAND_Y, threshold=0.5).near_zero_fraction)
+    from repanalysis.analyze.logits import comparison_dict
+    with pytest.raises(DataError, match="no LogitStats to compare"):
+        comparison_dict([])

@@ -162,3 +162,19 @@ def test_non_ascii_sample_names_round_trip_whatever_the_locale(tmp_path):
     assert raw == b"caf\xc3\xa9.png\n\xc3\xbcber/\xe5\xad\x97.png\nlatin\xe9.png\n"
     d = load_dump(tmp_path / "d")
     assert d.sample_names() == names and d.meta["name"] == "caf\u00e9"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"logits": np.zeros(5)}, r"logits must be 2-D \[N, K\]; got shape \(5,\)"),
+    ({"labels": np.zeros(4, int)}, r"labels must be \[N\] for logits of shape \[N=5, K=3\]; got shape \(4,\)"),
+    ({"features": np.zeros((4, 2))}, r"features must be \[N, D\] .* got shape \(4, 2\)"),
+    ({"features": np.zeros(5)}, r"features must be \[N, D\] .* got shape \(5,\)"),
+    ({"classifier_weight": np.zeros((2, 2))}, r"classifier_weight must be \[K, D\] .* got shape \(2, 2\)"),
+    ({"classifier_bias": np.zeros((3, 1))}, r"classifier_bias must be \[K\] .* got shape \(3, 1\)"),
+    ({"features": np.zeros((5, 2)), "classifier_weight": np.zeros((3, 4))},
+     r"classifier_weight is \[K, 4\] but the features have D = 2"),
+])
+def test_from_arrays_checks_shapes(kwargs, message):
+    args = {"logits": np.zeros((5, 3)), "labels": np.arange(5) % 3, **kwargs}
+    with pytest.raises(DumpError, match=message):
+        Dump.from_arrays(args.pop("logits"), args.pop("labels"), **args)

@@ -5,6 +5,8 @@ vectorised torch code on CPU or GPU (``device=None`` keeps CPU; pass "cuda" or u
 """
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 
 import numpy as np
@@ -71,11 +73,11 @@ def as_labels(labels, num_samples: int | None = None, *, num_classes: int | None
     t = t.long()
     if t.numel():
         lo, hi = int(t.min()), int(t.max())
-        if lo < 0:
-            raise DataError(f"{what} must be class indices >= 0; found {lo}")
-        if num_classes is not None and hi >= num_classes:
+        if num_classes is not None and (lo < 0 or hi >= num_classes):
             raise DataError(f"{what} must lie in [0, {num_classes - 1}] for {num_classes} classes; "
                             f"found values in [{lo}, {hi}]")
+        if lo < 0:
+            raise DataError(f"{what} must be class indices >= 0; found {lo}")
     return t
 
 
@@ -92,18 +94,11 @@ def check_logits_labels(logits, labels, num_classes: int | None = None, *, devic
     if labels_t.ndim != 1 or labels_t.shape[0] != logits_t.shape[0]:
         raise DataError(f"labels must be 1-D with one entry per logits row ({logits_t.shape[0]}); "
                         f"got shape {tuple(labels_t.shape)}")
-    if labels_t.is_floating_point():
-        if not torch.equal(labels_t, labels_t.round()):
-            raise DataError("labels must be integer class indices; got non-integer values")
-    labels_t = labels_t.long()
-    k = int(num_classes or logits_t.shape[1])
+    k = logits_t.shape[1] if num_classes is None else check_number(num_classes, "num_classes", integer=True,
+                                                                   minimum=1)
     if k != logits_t.shape[1]:
         raise DataError(f"logits have {logits_t.shape[1]} columns but the model has {k} classes")
-    if labels_t.numel():
-        lo, hi = int(labels_t.min()), int(labels_t.max())
-        if lo < 0 or hi >= k:
-            raise DataError(f"labels must lie in [0, {k - 1}] for {k} classes; found values in [{lo}, {hi}]")
-    return logits_t.to(dtype), labels_t
+    return logits_t.to(dtype), as_labels(labels_t, num_classes=k)
 
 
 def drop_nonfinite(logits: torch.Tensor, *others: torch.Tensor, what: str = "logits"):
@@ -121,3 +116,25 @@ def drop_nonfinite(logits: torch.Tensor, *others: torch.Tensor, what: str = "log
     warnings.warn(f"{n_bad} of {n} samples have NaN or inf {what}; they are excluded", RuntimeWarning,
                   stacklevel=2)
     return (logits[finite], *(o[finite] for o in others), n_bad)
+
+
+def check_number(value, what: str, *, integer: bool = False, minimum=None, maximum=None,
+                 above: bool = False, below: bool = False):
+    """A scalar option -> float (or int with ``integer``); DataError naming ``what`` unless it is a finite
+    real number (numpy scalars included, bools not) within [minimum, maximum] (open at that end with
+    ``above`` / ``below``)."""
+    ok = isinstance(value, numbers.Integral if integer else numbers.Real) and not isinstance(value, (bool, np.bool_))
+    v = (int(value) if integer else float(value)) if ok else None
+    if ok and not integer:
+        ok = math.isfinite(v)
+    if ok and minimum is not None:
+        ok = v > minimum if above else v >= minimum
+    if ok and maximum is not None:
+        ok = v < maximum if below else v <= maximum
+    if not ok:
+        kind = "an integer" if integer else "a finite number"
+        lo = "" if minimum is None else f"{'>' if above else '>='} {minimum}"
+        hi = "" if maximum is None else f"{'<' if below else '<='} {maximum}"
+        bounds = " and ".join(b for b in (lo, hi) if b)
+        raise DataError(f"{what} must be {kind}{' ' + bounds if bounds else ''}; got {value!r}")
+    return v

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import as_tensor, check_logits_labels
+from repanalysis.analyze._arrays import as_tensor, check_logits_labels, check_number
 from repanalysis.errors import DataError
 from repanalysis.extract.pairs import check_same_model
 
@@ -437,6 +437,8 @@ def adaptive_edges(conf, n_bins: int = 15) -> torch.Tensor:
     """
     _check_bins(n_bins)
     c = as_tensor(conf).to(torch.float64)
+    if c.ndim != 1 or c.numel() == 0:
+        raise DataError(f"adaptive edges need a 1-D array of at least one confidence; got shape {tuple(c.shape)}")
     pos = torch.linspace(0, c.numel(), n_bins + 1, dtype=torch.float64, device=c.device)
     return _interp_sorted(torch.sort(c).values, pos)
 
@@ -449,6 +451,11 @@ def bin_statistics(conf, correct, edges, *, close_first: bool = False, rule: str
     c = as_tensor(conf).to(torch.float64)
     a = as_tensor(correct, device=c.device).to(torch.float64)
     e = as_tensor(edges, device=c.device).to(torch.float64)
+    if c.ndim != 1 or a.shape != c.shape:
+        raise DataError(f"conf and correct must be 1-D of the same length; got shapes {tuple(c.shape)} and "
+                        f"{tuple(a.shape)}")
+    if e.ndim != 1 or e.numel() < 2 or not bool((e[1:] >= e[:-1]).all()):
+        raise DataError(f"edges must be a 1-D increasing array of at least 2 values; got shape {tuple(e.shape)}")
     counts, conf_sum, acc_sum = _bin_sums(c, a, e, close_first)
     return _bin_stats(e, counts, conf_sum, acc_sum, c.numel(), rule)
 
@@ -695,12 +702,10 @@ def calibration_report(logits, labels, n_bins: int = 15, *, n_boot: int = 0, see
     """
     _check_rule(adaptive_rule)
     _check_bins(n_bins)
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise DataError(f"temperature must be a positive finite number; got {temperature}")
-    if not 0 < ci_level < 1:
-        raise DataError(f"ci_level must lie in (0, 1); got {ci_level}")
-    if n_boot < 0:
-        raise DataError(f"n_boot must be >= 0; got {n_boot}")
+    temperature = check_number(temperature, "temperature", minimum=0, above=True)
+    ci_level = check_number(ci_level, "ci_level", minimum=0, maximum=1, above=True, below=True)
+    n_boot = check_number(n_boot, "n_boot", integer=True, minimum=0)
+    seed = check_number(seed, "seed", integer=True, minimum=0)
     z, y = _prepare(logits, labels, num_classes, device)
     if temperature != 1.0:
         z = apply_temperature(z, temperature)
@@ -825,11 +830,10 @@ def _classwise_design(z, sc: _Scan, n_bins: int) -> torch.Tensor:
 # --- temperature scaling -------------------------------------------------------------------------------
 def apply_temperature(logits, temperature: float):
     """z / T (Guo et al. 2017, temperature scaling). Returns the same type as given (tensor or ndarray)."""
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise DataError(f"temperature must be a positive finite number; got {temperature}")
+    temperature = check_number(temperature, "temperature", minimum=0, above=True)
     if isinstance(logits, torch.Tensor):
         return logits / temperature
-    return np.asarray(logits, dtype=np.float64) / temperature
+    return as_tensor(logits).numpy().astype(np.float64) / temperature   # as_tensor refuses non-numbers
 
 
 def fit_temperature(logits, labels, *, init: float = 1.5, max_iter: int = 100, num_classes: int | None = None,
@@ -838,6 +842,8 @@ def fit_temperature(logits, labels, *, init: float = 1.5, max_iter: int = 100, n
 
     LBFGS (strong Wolfe line search) on log T from T = ``init``, float64. logits (N, K), labels (N,).
     """
+    init = check_number(init, "initial temperature", minimum=0, above=True)
+    max_iter = check_number(max_iter, "max_iter", integer=True, minimum=1)
     z, y = _prepare(logits, labels, num_classes, device)
     finite = torch.isfinite(z).all(1)
     n_bad = int((~finite).sum())

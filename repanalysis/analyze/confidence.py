@@ -106,6 +106,11 @@ def feature_norm_confidence(features, device=None) -> np.ndarray:
 
 
 def _standardise(x: torch.Tensor) -> torch.Tensor:
+    if x.numel() < 2:
+        raise DataError(f"NCI (standardised feature norm) needs at least 2 samples; got {x.numel()}")
+    if not bool(torch.isfinite(x).all()):
+        raise DataError(f"{int((~torch.isfinite(x)).sum())} of {x.numel()} samples have NaN or inf features; "
+                        "NCI needs finite features (drop those rows first)")
     std = x.std(correction=0)
     if not bool(std > 0):
         raise DataError("all samples have the same feature L1 norm; NCI (standardised norm) is undefined")
@@ -115,8 +120,8 @@ def _standardise(x: torch.Tensor) -> torch.Tensor:
 def confidence_scores(logits, features=None, device=None) -> dict[str, torch.Tensor]:
     """The four scores per sample: logits (N, K), features (N, D) or None -> {name: (N,) float64}."""
     z = as_tensor(logits, device=device)
-    if z.ndim != 2:
-        raise DataError(f"logits must be 2-D [N, K]; got shape {tuple(z.shape)}")
+    if z.ndim != 2 or z.shape[1] == 0:
+        raise DataError(f"logits must be 2-D [N, K] with K >= 1; got shape {tuple(z.shape)}")
     z = z.to(torch.float64)
     zmax = z.amax(1)
     s = torch.exp(z - zmax[:, None]).sum(1)                  # sum_k exp(z_k - z_max), in [1, K]
@@ -152,8 +157,15 @@ def _auroc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
 
 
 def fpr_at_tpr(pos_scores: np.ndarray, neg_scores: np.ndarray, tpr_level: float = TPR_LEVEL):
-    """FPR at the first ROC threshold whose TPR reaches ``tpr_level``; also returns (fpr, tpr) of the curve."""
+    """FPR at the first ROC threshold whose TPR reaches ``tpr_level``; also returns (fpr, tpr) of the curve.
+
+    pos_scores: scores of the positives (in-distribution), neg_scores: of the negatives; each needs >= 1."""
     from sklearn.metrics import roc_curve
+
+    pos_scores, neg_scores = np.asarray(pos_scores, dtype=np.float64), np.asarray(neg_scores, dtype=np.float64)
+    if pos_scores.size == 0 or neg_scores.size == 0:
+        raise DataError(f"FPR at {tpr_level:.0%} TPR needs positive and negative scores; got {pos_scores.size} "
+                        f"positive and {neg_scores.size} negative")
 
     y = np.r_[np.ones(pos_scores.size), np.zeros(neg_scores.size)]
     fpr, tpr, _ = roc_curve(y, np.r_[pos_scores, neg_scores], drop_intermediate=False)
@@ -170,6 +182,8 @@ def misclassification_scores(logits, labels, features=None, *, num_classes: int 
     logits or features are excluded with a warning naming the count.
     """
     z, y = check_logits_labels(as_tensor(logits), as_tensor(labels), num_classes, device=device)
+    if z.shape[0] == 0:
+        raise DataError("no samples: logits have 0 rows; expected at least one sample")
     scores = confidence_scores(z, features, device=device)
     ok = _finite_rows(scores)
     n_bad = int((~ok).sum())

@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
@@ -30,7 +31,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import check_logits_labels, pick_device
+from repanalysis.analyze._arrays import check_logits_labels, check_number, pick_device
 from repanalysis.errors import DataError
 from repanalysis.extract.store import release_pages
 
@@ -249,18 +250,22 @@ def _scott_kde(values: torch.Tensor, lo: float, hi: float, grid_size: int = 512
 
 
 # --- streaming ----------------------------------------------------------------------------------------
-def _check_params(threshold: float, alpha: float, kde_samples: int, kde_range, quantiles) -> tuple[float, float]:
-    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
-        raise DataError(f"near-zero threshold must be a finite number >= 0; got {threshold}")
-    if not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-        raise DataError(f"alpha must be a finite number (e.g. 0.1); got {alpha}")
-    if int(kde_samples) < 0:
-        raise DataError(f"kde_samples must be >= 0; got {kde_samples}")
-    if not all(0 <= float(q) <= 1 for q in quantiles):
-        raise DataError(f"quantiles must lie in [0, 1]; got {tuple(quantiles)}")
-    lo, hi = (float(v) for v in kde_range)
+def _check_params(threshold: float, alpha: float, kde_samples: int, kde_range, quantiles,
+                  dtype: torch.dtype) -> tuple[float, float]:
+    check_number(threshold, "near-zero threshold", minimum=0)
+    check_number(alpha, "alpha")
+    check_number(kde_samples, "kde_samples", integer=True, minimum=0)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise DataError(f"dtype must be a torch floating-point dtype (e.g. torch.float32); got {dtype!r}")
+    q = np.asarray(quantiles if quantiles is not None else [], dtype=object).reshape(-1)
+    if q.size == 0 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 <= v <= 1 for v in q):
+        raise DataError(f"quantiles must lie in [0, 1], a non-empty sequence of numbers; got {quantiles!r}")
+    r = np.asarray(kde_range if kde_range is not None else [], dtype=object).reshape(-1)
+    if r.size != 2 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in r):
+        raise DataError(f"KDE range must be two finite numbers lo < hi; got {kde_range!r}")
+    lo, hi = float(r[0]), float(r[1])
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise DataError(f"KDE range must be two finite numbers lo < hi; got {tuple(kde_range)}")
+        raise DataError(f"KDE range must be two finite numbers lo < hi; got {kde_range!r}")
     return lo, hi
 
 
@@ -268,7 +273,7 @@ def _stream(chunks: Iterable[tuple[int, object, object]], num_samples: int, num_
             name: str, threshold: float, alpha: float, device, dtype: torch.dtype, kde_samples: int,
             kde_range: tuple[float, float], quantiles: Sequence[float]) -> LogitStats:
     """One pass over ``(start, logits_rows, label_rows)`` chunks -> LogitStats."""
-    lo, hi = _check_params(threshold, alpha, kde_samples, kde_range, quantiles)
+    lo, hi = _check_params(threshold, alpha, kde_samples, kde_range, quantiles, dtype)
     if num_samples == 0:
         raise DataError(f"{name}: no samples to analyse (logits have 0 rows)")
     dev = None if device is None else pick_device(device)
@@ -402,6 +407,9 @@ def comparison_table(results: Sequence[LogitStats]) -> list[dict]:
 
 def comparison_dict(results: Sequence[LogitStats], include_arrays: bool = False) -> dict:
     """The JSON written as ``logit_stats.json``: parameters plus each model's :meth:`LogitStats.to_dict`."""
+    results = list(results)
+    if not results:
+        raise DataError("no LogitStats to compare; expected the result of at least one model")
     first = results[0]
     return {"analysis": "logits", "threshold": first.threshold, "alpha": first.alpha,
             "models": [r.to_dict(include_arrays=include_arrays) for r in results]}

@@ -113,6 +113,26 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _check_shapes(arrays: Mapping[str, np.ndarray], where: str) -> None:
+    """DumpError unless logits are [N, K], labels and ids [N], features [N, D], classifier_weight [K, D] and
+    classifier_bias [K]."""
+    z = arrays["logits"]
+    if z.ndim != 2:
+        raise DumpError(f"{where}: logits must be 2-D [N, K]; got shape {z.shape}")
+    size = {"N": z.shape[0], "K": z.shape[1], "D": None}
+    dims = {"labels": "N", "ids": "N", "features": "ND", "classifier_weight": "KD", "classifier_bias": "K"}
+    for key, names in dims.items():
+        a = arrays.get(key)
+        if a is not None and (a.ndim != len(names) or
+                              any(size[d] is not None and s != size[d] for s, d in zip(a.shape, names))):
+            raise DumpError(f"{where}: {key} must be [{', '.join(names)}] for logits of shape "
+                            f"[N={size['N']}, K={size['K']}]; got shape {a.shape}")
+    h, w = arrays.get("features"), arrays.get("classifier_weight")
+    if h is not None and w is not None and h.shape[1] != w.shape[1]:
+        raise DumpError(f"{where}: classifier_weight is [K, {w.shape[1]}] but the features have D = {h.shape[1]}; "
+                        "expected the weights of the layer that maps these features to the logits")
+
+
 class Dump:
     """Logits, labels and (optionally) penultimate features of one model on one data split.
 
@@ -156,6 +176,7 @@ class Dump:
                            ("classifier_bias", classifier_bias)):
             if value is not None:
                 arrays[key] = _to_numpy(value)
+        _check_shapes(arrays, name or "Dump.from_arrays")
         meta = dict(meta or {})
         if class_names is not None:
             meta["class_names"] = list(class_names)
