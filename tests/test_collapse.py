@@ -86,3 +86,83 @@ def test_dump_input_and_errors():
         neural_collapse(h_bad, y)
     with pytest.raises(DataError, match=r"\(K, 5\)"):
         neural_collapse(h, y, classifier_weight=np.ones((3, 4)))
+
+
+def _toy():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    h = rng.normal(size=(60, 4)) + np.repeat(np.eye(3, 4) * 3, 20, 0)
+    w = rng.normal(size=(3, 4))
+    return h, y, w, h @ w.T
+
+
+def test_fractional_labels_are_refused():
+    h, y, _, _ = _toy()
+    with pytest.raises(DataError, match="integer class indices"):
+        neural_collapse(h, y + 0.9)
+    assert neural_collapse(h, y.astype(float)).nc1 == neural_collapse(h, y).nc1
+
+
+def test_labels_beyond_k_are_refused():
+    h, y, _, z = _toy()
+    y_big = y.copy()
+    y_big[-1] = 10**7
+    with pytest.raises(DataError, match="labels reach class 10000000 but the logits have 3 columns"):
+        neural_collapse(h, y_big, logits=z)
+    with pytest.raises(DataError, match="labels reach class 10000000 but num_classes is 3"):
+        neural_collapse(h, y_big, num_classes=3)
+
+
+def test_sparse_labels_without_k_are_compacted():
+    # no K known: a label of 10**12 used to allocate (10**12 + 1) x D sums; only the values present count
+    h, y, _, _ = _toy()
+    y_dense, y_sparse = y.copy(), y.copy()
+    y_dense[-3:], y_sparse[-3:] = 3, 10**12
+    r = neural_collapse(h, y_sparse, chunk_size=7)
+    ref = numpy_reference(h, y_dense, np.eye(4), np.zeros(4))
+    for key in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc2_max_angle", "vci"):
+        assert getattr(r, key) == pytest.approx(ref[key], rel=1e-8, abs=1e-10), key
+    np.testing.assert_array_equal(r.classes, [0, 1, 2, 10**12])
+    np.testing.assert_array_equal(r.counts, [20, 20, 17, 3])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"logits": "nan"}, "logits contain NaN or inf"),
+    ({"logits": "narrow"}, "labels reach class 2 but the logits have 2 columns"),
+    ({"logits": "1d"}, r"logits must be 2-D \[N, K\]"),
+    ({"classifier_weight": "nan"}, "classifier weight contains NaN or inf"),
+    ({"classifier_weight": "w", "classifier_bias": np.zeros(2)}, r"classifier bias has shape \(2,\); expected \(3,\)"),
+    ({"classifier_weight": "w", "classifier_bias": np.zeros((3, 1))}, r"classifier bias has shape \(3, 1\)"),
+    ({"classifier_weight": "w", "classifier_bias": np.array([0, np.inf, 0])}, "classifier bias contains NaN"),
+    ({"classifier_weight": "narrow"}, "labels reach class 2 but the classifier weight has 2 rows"),
+])
+def test_bad_logits_and_classifier_are_refused(kwargs, match):
+    h, y, w, z = _toy()
+    z_nan = z.copy()
+    z_nan[:5, 0] = np.nan
+    pick = {"logits": {"nan": z_nan, "narrow": z[:, :2], "1d": z[:, 0]},
+            "classifier_weight": {"nan": w * np.nan, "w": w, "narrow": w[:2]}}
+    kwargs = {k: pick[k][v] if isinstance(v, str) else v for k, v in kwargs.items()}
+    with pytest.raises(DataError, match=match):
+        neural_collapse(h, y, **kwargs)
+
+
+@pytest.mark.parametrize("case", ["constant", "same means"])
+def test_coinciding_class_means_are_refused(case):
+    y = np.r_[np.zeros(17, int), np.ones(43, int)]  # unequal counts: the means differ by rounding only
+    if case == "constant":
+        h = np.full((60, 4), 0.1)
+    else:  # within-class spread, but both classes centred on the same point
+        h = np.r_[np.tile([[1.0, 0.3], [-1.0, -0.3]], (8, 1)), [[0.0, 0.0]],
+                  np.tile([[0.2, 1.0], [-0.2, -1.0]], (21, 1)), [[0.0, 0.0]]]
+    with pytest.raises(DataError, match="the class means coincide"):
+        neural_collapse(h, y)
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1, 2.5])
+def test_chunk_size_and_device_are_checked(chunk_size):
+    h, y, _, _ = _toy()
+    with pytest.raises(DataError, match=r"chunk_size \(rows per chunk\) must be an integer >= 1"):
+        neural_collapse(h, y, chunk_size=chunk_size)
+    with pytest.raises(DataError, match="unknown device 'gpu'"):
+        neural_collapse(h, y, device="gpu")

@@ -177,3 +177,48 @@ def test_split_of_and_duplicate_rows():
     h, y = rng.normal(size=(30, 3)), np.repeat([0, 1, 2], 10)
     rows = separation_table([class_separation(h, y, name="CE"), class_separation(h[:20], y[:20], name="CE")])
     assert [r["model"] for r in rows] == ["CE", "CE (2)"]
+
+
+def test_fractional_labels_are_refused():
+    h = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    with pytest.raises(DataError, match="integer class indices"):
+        class_separation(h, [0.4, 0.9, 1.2, 1.7])
+    # floats with integral values are class indices
+    r = class_separation(h, np.array([0.0, 0.0, 1.0, 1.0]))
+    dw, dt, _ = brute_force(h, np.array([0, 0, 1, 1]))
+    assert r.d_within == pytest.approx(dw) and r.d_total == pytest.approx(dt)
+
+
+def test_sparse_label_values_are_compacted():
+    # a label of 10**12 used to allocate (10**12 + 1) x D accumulators; only the values present count
+    rng = np.random.default_rng(7)
+    dense = rng.integers(0, 4, size=50)
+    dense[:4] = [3, 0, 2, 1]
+    sparse_values = np.array([7, 0, 5 * 10**11, 10**12])
+    h = rng.normal(size=(50, 3)) + 2 * rng.normal(size=(4, 3))[dense]
+    r = class_separation(h, sparse_values[dense], chunk_size=3)  # new values turn up in later chunks
+    dw, dt, per = brute_force(h, dense)
+    assert r.d_within == pytest.approx(dw, abs=1e-12) and r.d_total == pytest.approx(dt, abs=1e-12)
+    np.testing.assert_array_equal(r.classes, np.sort(sparse_values))
+    order = np.argsort(sparse_values)  # compacted class j is sparse value sparse_values[j]
+    np.testing.assert_allclose(r.per_class_d_within, per[order], atol=1e-12)
+    np.testing.assert_array_equal(r.counts, np.bincount(dense, minlength=4)[order])
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1, 2.5, True])
+def test_chunk_size_must_be_a_positive_integer(chunk_size):
+    h, y = np.eye(4, 2) + 1.0, np.array([0, 0, 1, 1])
+    with pytest.raises(DataError, match=r"chunk_size \(rows per chunk\) must be an integer >= 1"):
+        class_separation(h, y, chunk_size=chunk_size)
+    assert class_separation(h, y, chunk_size=np.int64(1)).d_total == class_separation(h, y).d_total
+
+
+def test_device_is_checked():
+    import torch
+
+    h, y = np.eye(4, 2) + 1.0, np.array([0, 0, 1, 1])
+    with pytest.raises(DataError, match="unknown device 'gpu'"):
+        class_separation(h, y, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DataError, match="no CUDA device is available"):
+            class_separation(h, y, device="cuda")

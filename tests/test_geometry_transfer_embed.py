@@ -99,3 +99,38 @@ def test_embed_dump_takes_class_names():
     assert r.classes == [2, 0] and r.class_names == ["fox", "cat"] and set(r.labels.tolist()) == {0, 2}
     with pytest.raises(DataError, match="did you mean 'dog'"):
         embed_dump(dump, ["cat", "dgo"], method="tsne")
+
+
+def test_probe_refuses_fractional_labels():
+    x, y = _blobs(6, n=120)
+    with pytest.raises(DataError, match="train labels must be integer class indices"):
+        linear_probe(x, y + 0.5, x, y, l2=1e-2, device="cpu")
+    with pytest.raises(DataError, match="test labels must be integer class indices"):
+        linear_probe(x, y, x, y + 0.5, l2=1e-2, device="cpu")
+
+
+_MAX_ITER = r"max_iter \(L-BFGS iterations\) must be an integer >= 1"
+_VAL_FRACTION = r"val_fraction \(the held-out share of the train set\) must be a finite number > 0 and < 1"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"l2": 1e-2, "max_iter": 0}, _MAX_ITER),
+    ({"l2": 1e-2, "max_iter": -1}, _MAX_ITER),
+    ({"l2": 1e-2, "max_iter": 2.5}, _MAX_ITER),
+    ({"val_fraction": 0}, _VAL_FRACTION),
+    ({"val_fraction": -0.2}, _VAL_FRACTION),
+    ({"val_fraction": 1.0}, _VAL_FRACTION),
+    ({"val_fraction": float("nan")}, _VAL_FRACTION),
+])
+def test_probe_checks_max_iter_and_val_fraction(kwargs, match):
+    x, y = _blobs(7, n=120)
+    with pytest.raises(DataError, match=match):
+        linear_probe(x, y, x, y, device="cpu", **kwargs)
+
+
+def test_probe_accepts_numpy_scalar_l2():
+    x, y = _blobs(8, n=200, spread=2.5)
+    a = linear_probe(x[:150], y[:150], x[150:], y[150:], l2=np.float32(1e-2), device="cpu")
+    b = linear_probe(x[:150], y[:150], x[150:], y[150:], l2=float(np.float32(1e-2)), device="cpu")
+    assert a.l2 == b.l2 and a.test_accuracy == b.test_accuracy
+    assert a.test_nll == pytest.approx(b.test_nll, rel=1e-6)

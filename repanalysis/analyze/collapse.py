@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import pick_device
+from repanalysis.analyze._arrays import as_labels, as_tensor, check_number, pick_device
+from repanalysis.analyze.geometry import add_classes, check_chunk_size
 from repanalysis.errors import DataError
 
 DEFAULT_CHUNK = 8192
@@ -80,7 +81,7 @@ def _chunks(source, arrays: dict, chunk_size: int):
 def _f64(x, device=None) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().to(device=device, dtype=torch.float64)
-    return torch.from_numpy(np.array(x, dtype=np.float64)).to(device)
+    return as_tensor(x, dtype=torch.float64).to(device)  # DataError for text / object arrays
 
 
 def _long(x, device=None) -> torch.Tensor:
@@ -104,13 +105,17 @@ def neural_collapse(features, labels=None, *, classifier_weight=None, classifier
     """NC1-NC4, VCI and per-class feature-norm statistics.
 
     features: (N, D) array/memmap/tensor, or a Dump (labels, W, b, logits and name then come from it).
-    labels: (N,). classifier_weight (K, D) / classifier_bias (K,): for NC3 and NC4. logits (N, K): used
-    for NC4 when W is absent. Needs at least 2 classes with samples. device: where the float64 work runs
-    (None: CPU; "auto": CUDA when present; S_W costs N * D^2, the part a GPU speeds up). Returns a
-    :class:`CollapseResult`.
+    labels: (N,) integer class indices (floats only with integral values). classifier_weight (K, D) /
+    classifier_bias (K,): for NC3 and NC4. logits (N, K): used for NC4 when W is absent. W, b and logits must
+    be finite. When K is known (num_classes, the rows of W, else the columns of logits; they must agree) labels
+    must lie in [0, K); otherwise only the label values present get a row (sparse values such as 10**9 are
+    compacted, ``classes`` keeps the values). Needs at least 2 classes with samples whose means differ.
+    chunk_size: a positive integer. device: where the float64 work runs (None: CPU; "auto": CUDA when present;
+    S_W costs N * D^2, the part a GPU speeds up). Returns a :class:`CollapseResult`.
     """
     from repanalysis.extract.store import Dump
 
+    chunk_size = check_chunk_size(chunk_size)
     if isinstance(features, Dump):
         dump = features
         if dump.features is None:
@@ -131,52 +136,73 @@ def neural_collapse(features, labels=None, *, classifier_weight=None, classifier
                             f"{tuple(np.shape(labels))}")
         source, arrays = None, {"features": features, "labels": labels}
         if logits is not None and classifier_weight is None:
-            if len(logits) != len(labels):
-                raise DataError(f"logits have {len(logits)} rows but labels have {len(labels)}")
+            if np.ndim(logits) != 2 or len(logits) != len(labels):
+                raise DataError(f"logits must be 2-D [N, K] with one row per label ({len(labels)}); "
+                                f"got shape {tuple(np.shape(logits))}")
             arrays["logits"] = logits
     dev = pick_device(device) if device is not None else torch.device("cpu")
     d = int(np.shape(features.features if source is not None else features)[1])
+    k, k_from = None, None
+    if num_classes is not None:
+        k, k_from = check_number(num_classes, "num_classes", integer=True, minimum=1), f"num_classes is {num_classes}"
     w = b = None
     if classifier_weight is not None:
         w = _f64(classifier_weight, dev)
         if w.ndim != 2 or w.shape[1] != d:
             raise DataError(f"classifier weight has shape {tuple(w.shape)}; expected (K, {d}) for {d}-wide features")
+        if not torch.isfinite(w).all():
+            raise DataError("classifier weight contains NaN or inf; expected finite weights for NC3/NC4")
         b = (_f64(classifier_bias, dev) if classifier_bias is not None
              else torch.zeros(w.shape[0], dtype=torch.float64, device=dev))
+        if tuple(b.shape) != (w.shape[0],):
+            raise DataError(f"classifier bias has shape {tuple(b.shape)}; expected ({w.shape[0]},), one per "
+                            "classifier weight row")
+        if not torch.isfinite(b).all():
+            raise DataError("classifier bias contains NaN or inf; expected finite values for NC4")
+        if k is not None and w.shape[0] != k:
+            raise DataError(f"classifier weight has {w.shape[0]} rows but {k_from}; expected one row per class")
+        k, k_from = w.shape[0], f"the classifier weight has {w.shape[0]} rows"
+    elif "logits" in arrays:
+        k_logits = int(np.shape(source.array("logits") if source is not None else logits)[1])
+        if k is not None and k_logits != k:
+            raise DataError(f"logits have {k_logits} columns but {k_from}; expected one column per class")
+        k, k_from = k_logits, f"the logits have {k_logits} columns"
 
-    # pass 1: per-class sums of features and of their L1 / L2 norms (and squares, for std)
-    k_max = int(num_classes or 0)
-    sums = torch.zeros(max(k_max, 1), d, dtype=torch.float64, device=dev)
-    counts = torch.zeros(max(k_max, 1), dtype=torch.int64, device=dev)
-    norm_acc = torch.zeros(max(k_max, 1), 4, dtype=torch.float64, device=dev)  # sum l1, sum l1^2, sum l2, sum l2^2
+    # pass 1: per-class sums of features and of their L1 / L2 norms (and squares, for std); one row per class
+    # when K is known, else one per label value present (``values``)
+    values = torch.arange(k or 0, device=dev)
+    sums = torch.zeros(len(values), d, dtype=torch.float64, device=dev)
+    counts = torch.zeros(len(values), dtype=torch.int64, device=dev)
+    norm_acc = torch.zeros(len(values), 4, dtype=torch.float64, device=dev)  # sum l1, sum l1^2, sum l2, sum l2^2
     for chunk in _chunks(source, arrays, chunk_size):
-        h, y = _f64(chunk["features"], dev), _long(chunk["labels"], dev)
+        h = _f64(chunk["features"], dev)
+        y = as_labels(chunk["labels"], len(h), device=dev)
         if not torch.isfinite(h).all():
             raise DataError("features contain NaN or inf; expected finite features for neural-collapse metrics")
-        if len(y) and int(y.min()) < 0:
-            raise DataError(f"labels must be class indices >= 0; found {int(y.min())}")
-        if len(y) and int(y.max()) >= sums.shape[0]:
-            if num_classes:
-                raise DataError(f"labels must lie in [0, {num_classes - 1}]; found {int(y.max())}")
-            extra = int(y.max()) + 1 - sums.shape[0]
-            sums = torch.cat([sums, sums.new_zeros(extra, d)])
-            counts = torch.cat([counts, counts.new_zeros(extra)])
-            norm_acc = torch.cat([norm_acc, norm_acc.new_zeros(extra, 4)])
-        sums.index_add_(0, y, h)
-        counts += torch.bincount(y, minlength=sums.shape[0])
+        if k is not None and len(y) and int(y.max()) >= k:
+            raise DataError(f"labels reach class {int(y.max())} but {k_from}; expected labels in [0, {k - 1}]")
+        values, (sums, counts, norm_acc), row = add_classes(values, y, sums, counts, norm_acc)
+        sums.index_add_(0, row, h)
+        counts += torch.bincount(row, minlength=sums.shape[0])
         l1, l2 = h.abs().sum(dim=1), torch.linalg.vector_norm(h, dim=1)
-        norm_acc.index_add_(0, y, torch.stack([l1, l1 * l1, l2, l2 * l2], dim=1))
-    classes = torch.nonzero(counts > 0).flatten()
+        norm_acc.index_add_(0, row, torch.stack([l1, l1 * l1, l2, l2 * l2], dim=1))
+    rows = torch.nonzero(counts > 0).flatten()
+    classes = values[rows]                           # label values present
     c = int(classes.numel())
     if c < 2:
         raise DataError(f"neural-collapse metrics need at least 2 classes with samples; found {c}")
     n = int(counts.sum())
-    cnt = counts[classes].to(torch.float64)
+    cnt = counts[rows].to(torch.float64)
     means_all = torch.zeros_like(sums)
-    means_all[classes] = sums[classes] / cnt[:, None]
-    mu = means_all[classes]                          # (C, D)
+    means_all[rows] = sums[rows] / cnt[:, None]
+    mu = means_all[rows]                             # (C, D)
     mu_g = mu.mean(dim=0)                            # class-balanced global mean
     m = mu - mu_g                                    # centred class means (rows)
+    norms = torch.linalg.vector_norm(m, dim=1)
+    # equal means up to the rounding of the sums (e.g. constant features): S_B = 0, nothing to compare against
+    if float(norms.max()) <= float(torch.linalg.vector_norm(mu, dim=1).max()) * n * torch.finfo(torch.float64).eps:
+        raise DataError(f"the class means coincide (all {c} classes have the same mean feature, e.g. constant "
+                        "features); expected classes with distinct mean features")
 
     # pass 2: S_W and the two predictions for NC4
     s_w = torch.zeros(d, d, dtype=torch.float64, device=dev)
@@ -185,10 +211,12 @@ def neural_collapse(features, labels=None, *, classifier_weight=None, classifier
     mu_sq = (mu * mu).sum(dim=1)
     for chunk in _chunks(source, arrays, chunk_size):
         h, y = _f64(chunk["features"], dev), _long(chunk["labels"], dev)
-        centred = h - means_all[y]
+        centred = h - means_all[torch.searchsorted(values, y)]
         s_w += centred.T @ centred
         if have_pred:
             z = h @ w.T + b if w is not None else _f64(chunk["logits"], dev)
+            if not torch.isfinite(z).all():
+                raise DataError("logits contain NaN or inf; expected finite logits for NC4")
             ncc = classes[(h @ mu.T * -2 + mu_sq).argmin(dim=1)]  # nearest class mean, squared Euclidean
             mismatched += int((z.argmax(dim=1) != ncc).sum())
     s_w /= n
@@ -198,7 +226,6 @@ def neural_collapse(features, labels=None, *, classifier_weight=None, classifier
     s_b_pinv, rank_sb = _pinv_sym(s_b)
     nc1 = float(torch.trace(s_w @ s_b_pinv)) / c
     # Papyan et al. 2020, NC2: equinorm std/mean of ||mu_k - mu_G||, equiangularity of centred means
-    norms = torch.linalg.vector_norm(m, dim=1)
     equinorm = float(norms.std() / norms.mean())
     cos = (m / norms[:, None]) @ (m / norms[:, None]).T
     off = cos[~torch.eye(c, dtype=torch.bool, device=dev)]
@@ -207,8 +234,6 @@ def neural_collapse(features, labels=None, *, classifier_weight=None, classifier
     # Papyan et al. 2020, NC3: || W/||W||_F - M/||M||_F ||_F^2 (rows of the classes present)
     nc3 = None
     if w is not None:
-        if w.shape[0] <= int(classes.max()):
-            raise DataError(f"classifier has {w.shape[0]} rows but labels reach class {int(classes.max())}")
         wc = w[classes]
         nc3 = float(((wc / torch.linalg.norm(wc) - m / torch.linalg.norm(m)) ** 2).sum())
     # Papyan et al. 2020, NC4: classifier prediction vs nearest class mean
@@ -216,12 +241,12 @@ def neural_collapse(features, labels=None, *, classifier_weight=None, classifier
     # Xu & Liu 2023: VCI = 1 - Tr(S_T^+ S_B) / rank(S_B), S_T = S_W + S_B
     s_t_pinv, _ = _pinv_sym(s_w + s_b)
     vci = 1.0 - float(torch.trace(s_t_pinv @ s_b)) / rank_sb
-    single = int((counts[classes] == 1).sum())
+    single = int((counts[rows] == 1).sum())
     if single:
         warnings.warn(f"{single} class(es) have a single sample: they add nothing to S_W", RuntimeWarning,
                       stacklevel=2)
 
-    acc = norm_acc[classes]
+    acc = norm_acc[rows]
     def _mean_std(s1, s2):  # unbiased std from running sums
         mean = s1 / cnt
         var = torch.where(cnt > 1, (s2 - cnt * mean * mean) / (cnt - 1).clamp(min=1), torch.zeros_like(mean))
@@ -230,5 +255,5 @@ def neural_collapse(features, labels=None, *, classifier_weight=None, classifier
     l2m, l2s = _mean_std(acc[:, 2], acc[:, 3])
     return CollapseResult(nc1=nc1, nc2_equinorm=equinorm, nc2_equiangular=equiangular, nc2_max_angle=max_angle,
                           nc3=nc3, nc4=nc4, vci=vci, rank_sb=rank_sb, classes=classes.cpu().numpy(),
-                          counts=counts[classes].cpu().numpy(), norm_l1_mean=l1m, norm_l1_std=l1s, norm_l2_mean=l2m,
+                          counts=counts[rows].cpu().numpy(), norm_l1_mean=l1m, norm_l1_std=l1s, norm_l2_mean=l2m,
                           norm_l2_std=l2s, n_samples=n, name=name)

@@ -13,6 +13,8 @@ Edge cases, all reported once per call:
   it is kept, with a warning.
 - features with zero norm (or NaN/inf): the cosine is undefined; those rows are excluded, with a warning.
 - classes of the model with no sample: they are left out of the class averages (K counts present classes).
+- sparse label values (e.g. 0, 1 and 10**9): only the values present get an accumulator row, so the result is
+  that of the compacted labels, with the original values in ``classes``.
 - fewer than two classes present: DataError.
 """
 from __future__ import annotations
@@ -24,9 +26,32 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from repanalysis.analyze._arrays import as_labels, check_number, pick_device
 from repanalysis.errors import DataError
 
 DEFAULT_CHUNK = 8192
+
+
+def check_chunk_size(chunk_size) -> int:
+    """``chunk_size`` (rows per chunk) as an int; DataError unless it is an integer >= 1 (numpy ones included)."""
+    return check_number(chunk_size, "chunk_size (rows per chunk)", integer=True, minimum=1)
+
+
+def add_classes(values: torch.Tensor, labels: torch.Tensor, *rows: torch.Tensor):
+    """Compact class bookkeeping for streamed per-class sums.
+
+    values: sorted label values that own a row of each tensor in ``rows``. Label values of ``labels`` not yet
+    in ``values`` get new zero rows (kept in increasing order). Returns ``(values, rows, index)`` with index[i]
+    the row of labels[i], so memory grows with the classes present, not with the largest label value.
+    """
+    new = torch.unique(labels)
+    missing = new[~torch.isin(new, values)]
+    if missing.numel():
+        merged = torch.cat([values, missing]).sort().values
+        at = torch.searchsorted(merged, values)
+        rows = tuple(r.new_zeros((merged.shape[0], *r.shape[1:])).index_copy_(0, at, r) for r in rows)
+        values = merged
+    return values, rows, torch.searchsorted(values, labels)
 
 
 def r2_from_distances(d_within, d_total):
@@ -68,46 +93,37 @@ class SeparationResult:
 class SeparationAccumulator:
     """Streaming closed form: ``update(features_chunk, labels_chunk)`` any number of times, then ``compute()``.
 
-    Keeps, in float64, the per-class sum of unit feature vectors (K, D) and the per-class counts (K,).
+    Keeps, in float64, the per-class sum of unit feature vectors (C, D) and the per-class counts (C,), one row
+    per label value seen (``values``, increasing; all K classes when ``num_classes`` is given).
     """
 
     def __init__(self, num_classes: int | None = None, device: str | torch.device | None = None):
-        self.num_classes = num_classes
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.num_classes = (None if num_classes is None else
+                            check_number(num_classes, "num_classes", integer=True, minimum=1))
+        self.device = pick_device(device) if device is not None else torch.device("cpu")
+        self.values: torch.Tensor | None = None
         self.sums: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
         self.n_excluded = 0
         self.n_nonfinite = 0
         self._buf: torch.Tensor | None = None
 
-    def _grow(self, k: int, d: int) -> None:
-        if self.sums is None:
-            self.sums = torch.zeros(k, d, dtype=torch.float64, device=self.device)
-            self.counts = torch.zeros(k, dtype=torch.int64, device=self.device)
-        elif k > self.sums.shape[0]:
-            extra = k - self.sums.shape[0]
-            self.sums = torch.cat([self.sums, self.sums.new_zeros(extra, d)])
-            self.counts = torch.cat([self.counts, self.counts.new_zeros(extra)])
-
     def update(self, features, labels) -> None:
         """Add a chunk: features (n, D) float (any precision), labels (n,) integer class indices."""
         h = _read_only_tensor(features).to(self.device)
-        y = _read_only_tensor(labels).to(self.device)
         if h.ndim != 2:
             raise DataError(f"features must be 2-D [N, D]; got shape {tuple(h.shape)}")
-        if y.ndim != 1 or y.shape[0] != h.shape[0]:
+        if np.ndim(labels) != 1 or len(labels) != h.shape[0]:
             raise DataError(f"labels must be 1-D with one entry per feature row ({h.shape[0]}); "
-                            f"got shape {tuple(y.shape)}")
+                            f"got shape {tuple(np.shape(labels))}")
+        y = as_labels(labels, h.shape[0], num_classes=self.num_classes, device=self.device)
         if h.shape[0] == 0:
             return
-        y = y.long()
-        if int(y.min()) < 0:
-            raise DataError(f"labels must be class indices >= 0; found {int(y.min())}")
-        k_needed = int(y.max()) + 1
-        if self.num_classes is not None and k_needed > self.num_classes:
-            raise DataError(f"labels must lie in [0, {self.num_classes - 1}] for {self.num_classes} classes; "
-                            f"found {k_needed - 1}")
-        self._grow(max(k_needed, self.num_classes or 0), h.shape[1])
+        if self.sums is None:
+            k = self.num_classes or 0  # known K: one row per class up front; else rows for the values present
+            self.values = torch.arange(k, device=self.device)
+            self.sums = torch.zeros(k, h.shape[1], dtype=torch.float64, device=self.device)
+            self.counts = torch.zeros(k, dtype=torch.int64, device=self.device)
         if h.shape[1] != self.sums.shape[1]:
             raise DataError(f"feature width changed between chunks: {self.sums.shape[1]} then {h.shape[1]}")
         # one float64 work buffer, reused across chunks (fresh large allocations cost more than the arithmetic)
@@ -124,8 +140,9 @@ class SeparationAccumulator:
             self.n_nonfinite += int((~finite).sum())
             u, norms, y = u[keep], norms[keep], y[keep]
         u.mul_(norms.reciprocal_()[:, None])  # unit vectors
-        self.sums.index_add_(0, y, u)
-        self.counts += torch.bincount(y, minlength=self.sums.shape[0])
+        self.values, (self.sums, self.counts), row = add_classes(self.values, y, self.sums, self.counts)
+        self.sums.index_add_(0, row, u)
+        self.counts += torch.bincount(row, minlength=self.sums.shape[0])
 
     def compute(self, name: str | None = None, split: str | None = None) -> SeparationResult:
         if self.sums is None or int(self.counts.sum()) == 0:
@@ -135,12 +152,11 @@ class SeparationAccumulator:
             what = "zero norm" if self.n_nonfinite == 0 else "zero norm or NaN/inf values"
             warnings.warn(f"{self.n_excluded} feature rows with {what} have no cosine; they are excluded "
                           f"from d_within/d_total", RuntimeWarning, stacklevel=3)
-        present = self.counts > 0
-        classes = torch.nonzero(present).flatten()
-        if classes.numel() < 2:
-            raise DataError(f"class separation needs at least 2 classes with samples; found {classes.numel()}")
-        counts = self.counts[classes]
-        c = self.sums[classes] / counts[:, None].to(torch.float64)  # class means of unit vectors, (C, D)
+        rows = torch.nonzero(self.counts > 0).flatten()
+        if rows.numel() < 2:
+            raise DataError(f"class separation needs at least 2 classes with samples; found {rows.numel()}")
+        classes, counts = self.values[rows], self.counts[rows]
+        c = self.sums[rows] / counts[:, None].to(torch.float64)  # class means of unit vectors, (C, D)
         # Kornblith et al. 2021 closed form: per-class mean pairwise cosine distance = 1 - ||c_k||^2
         per_class = 1.0 - (c * c).sum(dim=1)
         d_within = float(per_class.mean())
@@ -179,6 +195,8 @@ def iter_feature_chunks(source, labels=None, chunk_size: int = DEFAULT_CHUNK
     """
     from repanalysis.extract.store import Dump, release_pages
 
+    chunk_size = check_chunk_size(chunk_size)
+
     if isinstance(source, Dump):
         if source.features is None:
             source.array("features")  # raises DumpError with the hint to re-extract
@@ -210,8 +228,10 @@ def class_separation(features, labels=None, *, num_classes: int | None = None, c
     """d_within, d_total, R^2 and per-class d_within of penultimate features, by the exact closed form.
 
     features: (N, D) array/tensor/memmap of any float dtype, or a Dump (then ``labels`` is taken from it).
-    labels: (N,) integer class indices. num_classes: K of the model (optional; checks the label range).
-    Returns a :class:`SeparationResult`. Streams in chunks of ``chunk_size`` rows (float64 accumulators).
+    labels: (N,) integer class indices (floats only with integral values); sparse values are compacted (only the
+    classes present count). num_classes: K of the model (optional; checks the label range). device: None (CPU),
+    "auto", "cpu", "cuda" or "cuda:N". Returns a :class:`SeparationResult`. Streams in chunks of ``chunk_size``
+    rows (a positive integer; float64 accumulators).
 
     Example::
 
@@ -225,6 +245,7 @@ def class_separation(features, labels=None, *, num_classes: int | None = None, c
         num_classes = num_classes or features.num_classes
         name = name or features.name
         split = split or split_of(features)
+    chunk_size = check_chunk_size(chunk_size)
     acc = SeparationAccumulator(num_classes=num_classes, device=device)
     for h, y in iter_feature_chunks(features, labels, chunk_size=chunk_size):
         acc.update(h, y)

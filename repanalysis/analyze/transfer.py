@@ -10,13 +10,12 @@ al., then the probe is refitted on all train features.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import pick_device
+from repanalysis.analyze._arrays import as_labels, as_tensor, check_number, pick_device
 from repanalysis.errors import DataError
 from repanalysis.extract.pairs import check_same_model
 
@@ -59,8 +58,7 @@ class TransferResult:
 
 
 def _features(x, what: str, device) -> torch.Tensor:
-    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))
-    t = t.to(device=device, dtype=torch.float32)
+    t = as_tensor(x).to(device=device, dtype=torch.float32)  # DataError for text / object arrays
     if t.ndim != 2:
         raise DataError(f"{what} features must be 2-D [N, D]; got shape {tuple(t.shape)}")
     if not torch.isfinite(t).all():
@@ -69,17 +67,21 @@ def _features(x, what: str, device) -> torch.Tensor:
 
 
 def _labels(y, n: int, what: str, device) -> torch.Tensor:
-    t = (y if isinstance(y, torch.Tensor) else torch.from_numpy(np.array(y, dtype=np.int64))).to(device).long()
-    if t.ndim != 1 or len(t) != n:
-        raise DataError(f"{what} labels must be 1-D with one entry per feature row ({n}); got {tuple(t.shape)}")
-    if n and int(t.min()) < 0:
-        raise DataError(f"{what} labels must be class indices >= 0; found {int(t.min())}")
-    return t
+    if np.ndim(y) != 1 or len(y) != n:
+        raise DataError(f"{what} labels must be 1-D with one entry per feature row ({n}); got {tuple(np.shape(y))}")
+    return as_labels(y, n, device=device, what=f"{what} labels")
+
+
+def _check_max_iter(max_iter) -> int:
+    return check_number(max_iter, "max_iter (L-BFGS iterations)", integer=True, minimum=1)
 
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int = 500,
               tol: float = 1e-7, standardize: bool = True) -> ProbeFit:
-    """Fit one probe: x (n, D) float32 on the target device, y (n,) int64. Returns a :class:`ProbeFit`."""
+    """Fit one probe: x (n, D) float32 on the target device, y (n,) class indices in [0, num_classes).
+    Returns a :class:`ProbeFit`."""
+    max_iter = _check_max_iter(max_iter)
+    y = as_labels(y, len(x), num_classes=num_classes, device=x.device)
     mean = x.mean(dim=0) if standardize else torch.zeros(x.shape[1], device=x.device)
     scale = x.std(dim=0, correction=0) if standardize else torch.ones(x.shape[1], device=x.device)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
@@ -107,11 +109,17 @@ def linear_probe(train_features, train_labels, test_features, test_labels, *, nu
     """Train a linear probe on (train_features (N, D), train_labels (N,)) and score it on the test pair.
 
     l2: fixed strength, or None to pick the best of ``l2_grid`` by accuracy on a seeded ``val_fraction``
-    of the train set. num_classes: K of the downstream task (default max label + 1 over both sets).
+    of the train set (``val_fraction`` in (0, 1)). Labels: integer class indices (floats only with integral
+    values). num_classes: K of the downstream task (default max label + 1 over both sets).
     device: "auto" uses CUDA when present. max_iter / tol: L-BFGS iterations and gradient tolerance (with a tiny
     l2 on separable features the optimum is far away; the cap keeps the grid search fast, like sklearn's
-    max_iter). Returns a :class:`TransferResult`.
+    max_iter; a positive integer). Returns a :class:`TransferResult`.
     """
+    max_iter = _check_max_iter(max_iter)
+    check_number(val_fraction, "val_fraction (the held-out share of the train set)", minimum=0, maximum=1,
+                 above=True, below=True)
+    if num_classes is not None:
+        num_classes = check_number(num_classes, "num_classes", integer=True, minimum=1)
     dev = pick_device(device)
     x_tr = _features(train_features, "train", dev)
     x_te = _features(test_features, "test", dev)
@@ -129,8 +137,7 @@ def linear_probe(train_features, train_labels, test_features, test_labels, *, nu
         raise DataError("the train labels hold a single class; a probe needs at least 2")
     val_acc = {}
     for lam in ([l2] if l2 is not None else list(l2_grid or [])):
-        if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
-            raise DataError(f"l2 strength must be a finite number >= 0; got {lam}")
+        check_number(lam, "l2 strength", minimum=0)
     if l2 is None:
         if not l2_grid:
             raise DataError("l2_grid is empty; give l2 or at least one grid value")
