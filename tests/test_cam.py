@@ -207,3 +207,81 @@ def test_localise_dataset_streams_batches_and_skips_images_without_boxes():
         C.localise_dataset(TwoSquares(), ds, regions, ds.transform, strict=True)
     pred = C.localise_dataset(TwoSquares(), ds, regions, ds.transform, target="pred", limit=3)
     assert pred.targets.tolist() == [1, 1, 1] and pred.num_images == 3
+
+
+def _tiny_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 5)).eval()
+
+
+@pytest.mark.parametrize("targets, message", [
+    ([-1], "targets must be class indices >= 0; found -1"),       # was silently class 4, reported as -1
+    ([2.9], "targets must be integer class indices; got non-integer values"),  # was silently class 2
+    ([0, 1], "need one target per image: 1 images, 2 targets"),
+])
+def test_targets_must_be_class_indices(targets, message):
+    with pytest.raises(DataError, match=message):
+        C.compute_cams(_tiny_cnn(), torch.randn(1, 3, 8, 8), targets)
+    with pytest.raises(DataError, match=message), C.CamEngine(_tiny_cnn()) as engine:
+        engine(torch.randn(1, 3, 8, 8), targets)
+
+
+def test_images_as_numpy_or_other_float_dtypes_give_the_same_cams():
+    model, x = _tiny_cnn(), torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    ref = C.compute_cams(model, x, [0, 2, 4])
+    for images, tol in ((x.numpy(), 0), (x.tolist(), 0), (x.double(), 1e-6), (x.half(), 5e-2)):
+        out = C.compute_cams(model, images, np.array([0, 2, 4]))  # AttributeError / dtype RuntimeError before
+        assert out.cams.dtype == torch.float32 and out.targets.tolist() == [0, 2, 4]
+        torch.testing.assert_close(out.cams, ref.cams, atol=tol, rtol=0)
+    assert C.compute_cams(model, x, [0.0, 2.0, 4.0]).targets.tolist() == [0, 2, 4]
+
+
+@pytest.mark.parametrize("images, message", [
+    (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "images must be normalised float tensors, as produced by the "
+                                                 "model's transform; got uint8 pixels"),
+    (torch.randn(2, 1, 8, 8), r"images have 1 channels but the model's first convolution expects 3; expected "
+                              r"images \[N, 3, H, W\]"),
+    (torch.randn(0, 3, 8, 8), r"no images: expected a batch \[N, C, H, W\] with N >= 1"),
+    (torch.randn(3, 8, 8), r"images must be a batch \[N, C, H, W\]; got shape \(3, 8, 8\)"),  # not "3 images"
+])
+def test_bad_images_raise_one_line_data_errors(images, message):
+    model = _tiny_cnn()
+    targets = [1] * images.shape[0] if images.ndim == 4 else [1]
+    with pytest.raises(DataError, match=message) as err:
+        C.compute_cams(model, images, targets)
+    assert "\n" not in str(err.value)
+    assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+
+
+def test_forward_failures_other_than_channels_are_one_line_data_errors():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2)).eval()
+    with pytest.raises(DataError, match=r"the model failed on images of shape \(1, 3, 3, 3\): .*[Kk]ernel size") as e:
+        C.compute_cams(model, torch.randn(1, 3, 3, 3), [0], layer="0")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_size": 0}, "batch_size must be an integer >= 1; got 0"),
+    ({"batch_size": -1}, "batch_size must be an integer >= 1; got -1"),
+    ({"batch_size": 2.5}, "batch_size must be an integer >= 1; got 2.5"),
+    ({"device": "gpu"}, "unknown device 'gpu'; expected auto, cpu, cuda or cuda:N"),
+    pytest.param({"device": "cuda"}, "no CUDA device is available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")),
+])
+def test_bad_options_raise_data_errors(kwargs, message):
+    with pytest.raises(DataError, match=message):
+        C.compute_cams(_tiny_cnn(), torch.randn(2, 3, 8, 8), [0, 1], **kwargs)
+
+
+def test_engine_outside_its_with_block_is_a_repanalysis_error():
+    from repanalysis.errors import RepanalysisError
+
+    engine = C.CamEngine(_tiny_cnn())
+    with pytest.raises(RepanalysisError, match="outside its `with` block"):
+        engine(torch.randn(1, 3, 8, 8), [0])
+    with engine:
+        assert engine(torch.randn(1, 3, 8, 8), [0]).cams.shape == (1, 8, 8)
+    with pytest.raises(RepanalysisError, match="outside its `with` block"):
+        engine(torch.randn(1, 3, 8, 8), [0])

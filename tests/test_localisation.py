@@ -144,3 +144,57 @@ def test_pointing_and_energy_match_numpy():
 def test_bad_input_raises_data_error(bad):
     with pytest.raises(DataError):
         bad()
+
+
+@pytest.mark.parametrize("cams", [
+    np.array([[[-0.3, -0.5], [-0.5, -0.5]]]),        # energy came out NaN
+    5 * np.array([[[1.0, 0.2], [0.0, 0.6]]]),         # precision at tau shifted
+    np.array([[[0.0, 1.0 + 1e-6], [0.2, 0.4]]]),
+])
+def test_cams_outside_0_1_are_refused(cams):
+    region = np.array([[[True, False], [False, False]]])
+    for call in (lambda: L.localisation_scores(cams, region), lambda: L.energy_pointing(cams, region),
+                 lambda: L.threshold_sweep(cams, region), lambda: L.topk_masks(cams, 0.5)):
+        with pytest.raises(DataError, match=r"cams must be min-max normalised to \[0, 1\] per image; found values in"):
+            call()
+    # the bounds themselves are fine
+    s = L.localisation_scores(np.array([[[0.0, 1.0], [0.25, 0.5]]]), region)
+    assert s.energy.item() == pytest.approx(0.0) and s.precision.item() == 0
+
+
+def test_no_cams_is_a_data_error():
+    for call in (lambda: L.localisation_scores(np.zeros((0, 4, 4)), np.zeros((0, 4, 4), bool)),
+                 lambda: L.pointing_hit(np.zeros((2, 0, 4)), np.zeros((2, 0, 4), bool)),
+                 lambda: L.topk_masks(np.zeros((0, 3, 3)), 0.5)):
+        with pytest.raises(DataError, match=r"no CAMs: expected cams \[N, H, W\] with N, H, W >= 1; got shape"):
+            call()
+
+
+def test_one_2d_cam_is_one_image_for_the_mask_functions():
+    rng = np.random.default_rng(3)
+    cam = rng.random((5, 6)).astype(np.float32)
+    top = L.topk_masks(cam, 0.2)  # ValueError (unpacking the shape) before
+    assert top.shape == (5, 6)
+    np.testing.assert_array_equal(top.numpy(), L.topk_masks(cam[None], 0.2)[0].numpy())
+    assert top.sum() == math.ceil(0.2 * 30) and set(np.flatnonzero(top.numpy())) == set(np.argsort(-cam.ravel())[:6])
+    np.testing.assert_array_equal(L.threshold_masks(cam, 0.5).numpy(), cam >= 0.5)
+    with pytest.raises(DataError, match=r"cams must be \[N, H, W\]; got shape \(30,\)"):
+        L.topk_masks(cam.ravel(), 0.2)
+    with pytest.raises(DataError, match="top-k fraction must be a finite number > 0 and <= 1; got 1.5"):
+        L.topk_masks(cam, 1.5)
+
+
+def test_boxes_to_mask_checks_size_and_valid_flags():
+    box = np.array([[0.0, 0.0, 2.0, 2.0]])
+    with pytest.raises(DataError, match="mask height must be an integer >= 1; got -2"):
+        L.boxes_to_mask(box, -2, 4)
+    with pytest.raises(DataError, match="mask width must be an integer >= 1; got 2.5"):
+        L.boxes_to_mask(box, 4, 2.5)
+    boxes = np.zeros((2, 3, 4))
+    for valid in (np.ones(4, bool), np.ones((3, 2), bool), np.ones(6, bool)):
+        with pytest.raises(DataError, match=r"valid must be \[N, M\] with one flag per box \(2, 3\); got shape"):
+            L.boxes_to_mask(boxes, 4, 4, valid)
+    # one image: valid [M] marks its boxes
+    two = np.array([[0.0, 0.0, 1.0, 1.0], [3.0, 3.0, 4.0, 4.0]])
+    m = L.boxes_to_mask(two, 4, 4, [True, False])
+    assert m.shape == (4, 4) and m.sum() == 1 and m[0, 0]

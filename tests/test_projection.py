@@ -112,3 +112,55 @@ def test_project_dump_takes_class_names_like_the_cli():
         project_dump(dump, ["fuor", "two", "zero"])
     with pytest.raises(DataError, match="expected 3 classes; got 2"):
         project_dump(dump, ["four", "two"])
+
+
+def test_accepted_spellings_give_the_same_projection():
+    feats, labels, w, b = _toy()
+    ref = project_classes(feats, labels, [3, 0, 4], classifier_weight=w, classifier_bias=b, samples_per_class=20)
+    # features / weights as lists (TypeError before), classes as '3,0,4' (ValueError before), float labels
+    for r in (project_classes(feats.tolist(), labels, [3, 0, 4], classifier_weight=w.tolist(),
+                              classifier_bias=b.tolist(), samples_per_class=20),
+              project_classes(feats, labels, "3, 0, 4", classifier_weight=w, classifier_bias=b, samples_per_class=20),
+              project_classes(feats, labels.astype(np.float32), np.array([3, 0, 4]), classifier_weight=w,
+                              classifier_bias=b, samples_per_class=20)):
+        assert r.classes == [3, 0, 4]
+        np.testing.assert_array_equal(r.sample_index, ref.sample_index)
+        np.testing.assert_allclose(r.coords, ref.coords, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda f, y, w, b: ((f, y, [0, 1, 2]), {"classifier_bias": b[:3]}),
+     r"classifier bias \(3,\) does not fit the weight \(5, 9\); expected \(5,\)"),
+    (lambda f, y, w, b: ((f, y, [0, 1, 2]), {"classifier_bias": b[:, None]}), r"classifier bias \(5, 1\) does not fit"),
+    (lambda f, y, w, b: ((f, y, [0, 1, 2]), {"samples_per_class": -1}),
+     "samples_per_class must be a positive integer or None .*; got -1"),
+    (lambda f, y, w, b: ((f, y, [0, 1, 2]), {"samples_per_class": 2.5}),
+     "samples_per_class must be a positive integer or None .*; got 2.5"),
+    # 0 gave a LinAlgError with centroid and, silently, a projection of no points with template
+    (lambda f, y, w, b: ((f, y, [0, 1, 2]), {"samples_per_class": 0}), "samples_per_class must be a positive integer"),
+    (lambda f, y, w, b: ((f, y, [0, 1, 2]), {"samples_per_class": 0, "method": "centroid"}),
+     "samples_per_class must be a positive integer"),
+    (lambda f, y, w, b: ((f, y, [0, 1, 2]), {"seed": -1}), "seed must be an integer >= 0; got -1"),
+    (lambda f, y, w, b: ((f, y[:, None], [0, 1, 2]), {}), r"labels must be 1-D with one class index per sample"),
+    (lambda f, y, w, b: ((f, y + 0.5, [0, 1, 2]), {}), "labels must be integer class indices; got non-integer"),
+    (lambda f, y, w, b: ((f, y, "a,b,c"), {}), "classes must be class indices .*got 'a,b,c'.*project_dump"),
+    (lambda f, y, w, b: ((f, y, [0, -1, 2]), {}), "classes must be class indices >= 0; found -1"),
+    (lambda f, y, w, b: ((f, y, [0, 1.5, 2]), {}), "classes must be integer class indices"),
+    (lambda f, y, w, b: ((f.astype(str), y, [0, 1, 2]), {}), "features must be numbers"),
+    (lambda f, y, w, b: (([[1.0, 2.0], [3.0]], [0, 1], [0, 1, 2]), {}), "features must be an array of numbers"),
+])
+def test_bad_input_raises_one_line_data_errors(make, message):
+    feats, labels, w, b = _toy()
+    args, kwargs = make(feats, labels, w, b)
+    with pytest.raises(DataError, match=message) as err:
+        project_classes(*args, **{"classifier_weight": w, "classifier_bias": b, **kwargs})
+    assert "\n" not in str(err.value)
+
+
+def test_predict_needs_points_of_the_plane():
+    feats, labels, w, b = _toy()
+    r = project_classes(feats, labels, [0, 1, 2], classifier_weight=w, classifier_bias=b, samples_per_class=10)
+    np.testing.assert_array_equal(r.predict(r.coords[:1].tolist()), r.predict(r.coords[:1]))
+    for bad in (np.zeros(2), np.zeros((4, 3))):
+        with pytest.raises(DataError, match=r"coords must be plane points \[m, 2\]; got shape"):
+            r.predict(bad)

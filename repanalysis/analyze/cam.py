@@ -32,7 +32,8 @@ from torch import nn
 
 import repanalysis  # noqa: F401  (applies the torchvision import fix before pytorch_grad_cam loads)
 from repanalysis.analyze import localisation as loc
-from repanalysis.errors import ConfigError, DataError
+from repanalysis.analyze._arrays import as_labels, as_tensor, check_number, pick_device
+from repanalysis.errors import ConfigError, DataError, RepanalysisError
 
 METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "layercam")
 TARGET_MODES = ("gt", "pred")
@@ -280,6 +281,40 @@ def _backward_stops_at(model: nn.Module, module: nn.Module):
             p.requires_grad_(flag)
 
 
+def _as_images(images, model: nn.Module) -> torch.Tensor:
+    """images (tensor or numpy) -> [N, C, H, W] in the dtype of the model's parameters; DataError unless a
+    non-empty batch of float pixels (normalised as the model's transform does)."""
+    x = as_tensor(images)
+    if x.ndim != 4:
+        raise DataError(f"images must be a batch [N, C, H, W]; got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise DataError(f"no images: expected a batch [N, C, H, W] with N >= 1; got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise DataError(f"images must be normalised float tensors, as produced by the model's transform; got "
+                        f"{str(x.dtype).replace('torch.', '')} pixels")
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    return x.to(dtype)
+
+
+def _as_targets(targets, num_images: int) -> torch.Tensor:
+    """targets -> int64 [N]; DataError unless one integer class index >= 0 per image."""
+    t = as_tensor(targets).reshape(-1)
+    if t.shape[0] != num_images:
+        raise DataError(f"need one target per image: {num_images} images, {t.shape[0]} targets")
+    return as_labels(t, what="targets")
+
+
+def _input_error(model: nn.Module, images: torch.Tensor, exc: Exception) -> DataError:
+    """One-line DataError for a forward pass that failed on ``images``: the channel count when the first
+    convolution's differs, else the first line of the error."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is not None and images.shape[1] != conv.in_channels:
+        return DataError(f"images have {images.shape[1]} channels but the model's first convolution expects "
+                         f"{conv.in_channels}; expected images [N, {conv.in_channels}, H, W]")
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return DataError(f"the model failed on images of shape {tuple(images.shape)}: {first}")
+
+
 @dataclass
 class CamOutput:
     """CAMs of one batch. cams [N, H, W] float32 in [0, 1] (min-max per image, input resolution);
@@ -331,14 +366,12 @@ class CamEngine:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         if self._cam is None:
-            raise RuntimeError("use CamEngine inside a `with` block")
-        if images.ndim != 4:
-            raise DataError(f"images must be a batch [N, C, H, W]; got shape {tuple(images.shape)}")
+            raise RepanalysisError("CamEngine was called outside its `with` block; expected "
+                                   "`with CamEngine(model) as engine: engine(images, targets)`")
+        images = _as_images(images, self.model)
         target_list = None
         if targets is not None:
-            targets = torch.as_tensor(targets).long().reshape(-1)
-            if targets.shape[0] != images.shape[0]:
-                raise DataError(f"need one target per image: {images.shape[0]} images, {targets.shape[0]} targets")
+            targets = _as_targets(targets, images.shape[0])
             target_list = [ClassifierOutputTarget(int(t)) for t in targets.tolist()]
         try:
             cams = self._cam(input_tensor=images, targets=target_list)
@@ -349,6 +382,10 @@ class CamEngine:
                 raise
             raise ConfigError(f"layer {self.layer.name!r} gives no feature map [N, C, H, W] to compute a CAM on "
                               f"({str(exc).split('.')[0]}); pass a convolutional layer (--layer)") from None
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, AssertionError) as exc:  # the forward pass refused the input: channels, size
+            raise _input_error(self.model, images, exc) from None
         logits = self._cam.outputs.detach().float().cpu()
         self._cam.outputs = None  # drop the graph now, not at the next batch
         self._cam.activations_and_grads.clear()
@@ -362,16 +399,24 @@ def compute_cams(model: nn.Module, images: torch.Tensor, targets=None, *, method
                  layer: str | CamLayer | None = None, batch_size: int = 32, device=None) -> CamOutput:
     """CAMs of ``images`` [N, C, H, W] for ``targets`` [N] (None: predicted class), in batches.
 
-    Returns CamOutput with cams [N, H, W] in [0, 1]. ``device``: None keeps the model where it is.
+    images: float pixels as the model's transform produces them (tensor or numpy; cast to the model's
+    dtype); targets: class indices >= 0. Returns CamOutput with cams [N, H, W] in [0, 1].
+    ``device``: "auto", "cpu", "cuda" or "cuda:N"; None keeps the model where it is.
     """
+    batch_size = check_number(batch_size, "batch_size", integer=True, minimum=1)
     if device is not None:
-        model = model.to(device)
+        model = model.to(pick_device(device))
+    images = _as_images(images, model)
     if targets is not None:
-        targets = torch.as_tensor(targets).long().reshape(-1)
-        if targets.shape[0] != images.shape[0]:
-            raise DataError(f"need one target per image: {images.shape[0]} images, {targets.shape[0]} targets")
+        targets = _as_targets(targets, images.shape[0])
     parts = []
-    with CamEngine(model, method, layer, example=images[:1]) as engine:
+    try:
+        engine_ctx = CamEngine(model, method, layer, example=images[:1])
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, AssertionError) as exc:  # the probe forward pass refused the input: channels, size
+        raise _input_error(model, images, exc) from None
+    with engine_ctx as engine:
         for start in range(0, images.shape[0], batch_size):
             stop = start + batch_size
             parts.append(engine(images[start:stop], None if targets is None else targets[start:stop]))
@@ -507,6 +552,7 @@ def localise_dataset(model: nn.Module, dataset, regions, transform=None, *, meth
     if target not in TARGET_MODES:
         raise ConfigError(f"target must be one of {', '.join(TARGET_MODES)}; got {target!r}")
     loc.check_threshold(threshold)
+    batch_size = check_number(batch_size, "batch_size", integer=True, minimum=1)
     if topk is not None and not 0.0 < float(topk) <= 1.0:
         raise DataError(f"top-k fraction must lie in (0, 1]; got {topk}")
     n_total = len(dataset) if limit is None else min(int(limit), len(dataset))
@@ -526,7 +572,7 @@ def localise_dataset(model: nn.Module, dataset, regions, transform=None, *, meth
         example = f" (first entry {next(iter(keys))!r}, first image {names[0]!r})" if keys else ""
         raise DataError(f"none of the {n_total} images has a box or mask in {regions.source}{example}; expected "
                         "entries named by the image's path relative to the data root or its file name")
-    model = model.to(device) if device is not None else model
+    model = model.to(pick_device(device)) if device is not None else model
     thr = loc.default_thresholds() if thresholds is None else torch.as_tensor(thresholds, dtype=torch.float32)
     rows: dict[str, list] = {k: [] for k in _PER_IMAGE}
     curve = _MeanCurve(thr.numel())

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from repanalysis.analyze.projection import sample_per_class
+from repanalysis.analyze._arrays import check_number
+from repanalysis.analyze.projection import check_features_labels, class_indices, sample_per_class
 from repanalysis.errors import DataError
 
 METHODS = ("umap", "tsne")
+METRICS = ("cosine", "euclidean", "manhattan", "chebyshev")  # distances both UMAP and scikit-learn's t-SNE take
 
 
 @dataclass
@@ -46,22 +48,27 @@ def embed_features(features, labels, classes=None, *, method: str = "umap", samp
                    name: str | None = None) -> EmbeddingResult:
     """Embed the features of ``classes`` (default: all present) in 2-D with UMAP or t-SNE.
 
-    features: (N, D); labels: (N,). samples_per_class: random samples per class (seeded; None = all).
-    metric: distance for the neighbour graph ("cosine" matches the separation metric, or "euclidean").
-    n_neighbors / min_dist: UMAP; perplexity: t-SNE (clipped to n - 1). Returns an :class:`EmbeddingResult`.
+    features: (N, D); labels: (N,) class indices; classes: class indices (a list or '0,1,2').
+    samples_per_class: random samples per class (seeded; a positive integer, None = all). metric: distance for
+    the neighbour graph, one of :data:`METRICS` ("cosine" matches the separation metric). n_neighbors (>= 2)
+    / min_dist (in [0, 1]): UMAP; perplexity (> 0): t-SNE (clipped to n - 1). Returns an :class:`EmbeddingResult`.
     """
     if method not in METHODS:
         raise DataError(f"unknown embedding method {method!r}; expected one of {', '.join(METHODS)}")
+    if metric not in METRICS:
+        raise DataError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    seed = check_number(seed, "seed", integer=True, minimum=0, maximum=2**32 - 1)
+    n_neighbors = check_number(n_neighbors, "n_neighbors", integer=True, minimum=2)
+    min_dist = check_number(min_dist, "min_dist", minimum=0, maximum=1)
+    perplexity = check_number(perplexity, "perplexity", minimum=0, above=True)
     if features is None:
         raise DataError("embeddings need penultimate features; re-run `repanalysis extract` with features")
-    labels_np = np.asarray(labels)
-    if np.ndim(features) != 2 or len(features) != len(labels_np):
-        raise DataError(f"expected features [N, D] and labels [N]; got {np.shape(features)} and {labels_np.shape}")
-    if classes is None:
-        classes = np.unique(labels_np).tolist()
-    classes = [int(c) for c in classes]
+    features, labels_np = check_features_labels(features, labels)
+    classes = np.unique(labels_np).tolist() if classes is None else class_indices(classes)
     if len(classes) < 2:
         raise DataError(f"an embedding needs at least 2 classes; got {len(classes)}")
+    if len(set(classes)) != len(classes):
+        raise DataError(f"classes must be distinct; got {classes}")
     rows = sample_per_class(labels_np, classes, samples_per_class, seed)
     x = np.asarray(features[rows], dtype=np.float32)
     if not np.isfinite(x).all():
@@ -69,6 +76,10 @@ def embed_features(features, labels, classes=None, *, method: str = "umap", samp
     n = len(x)
     if n < 5:
         raise DataError(f"an embedding needs at least 5 samples; got {n}")
+    # identical rows (or spread below float32 resolution) crash t-SNE's PCA start (segfault) and give UMAP nonsense
+    if float(x.astype(np.float64).var(axis=0).sum()) < np.finfo(np.float32).tiny:
+        raise DataError(f"the chosen samples' features have no spread (all rows identical) in {n} samples of classes "
+                        f"{classes}; expected features that differ between samples")
     if method == "umap":
         import umap  # lazy: numba compiles on first use
 

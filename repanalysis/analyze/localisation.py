@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import as_tensor
+from repanalysis.analyze._arrays import as_tensor, check_number
 from repanalysis.errors import DataError
 
 
@@ -35,21 +35,33 @@ def check_threshold(threshold: float, what: str = "threshold") -> float:
     return t
 
 
-def _check(cams, regions) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_cams(cams) -> torch.Tensor:
+    """cams [N, H, W] (or [H, W]: one CAM) -> float tensor [N, H, W]; DataError unless non-empty, finite and
+    in [0, 1] (min-max normalised)."""
     cams_t = as_tensor(cams)
-    regions_t = as_tensor(regions, device=cams_t.device)
     if cams_t.ndim == 2:
         cams_t = cams_t.unsqueeze(0)
-    if regions_t.ndim == 2:
-        regions_t = regions_t.unsqueeze(0)
     if cams_t.ndim != 3:
         raise DataError(f"cams must be [N, H, W]; got shape {tuple(cams_t.shape)}")
-    if regions_t.shape != cams_t.shape:
-        raise DataError(f"regions must have the CAMs' shape {tuple(cams_t.shape)}; got {tuple(regions_t.shape)}")
+    if cams_t.numel() == 0:
+        raise DataError(f"no CAMs: expected cams [N, H, W] with N, H, W >= 1; got shape {tuple(cams_t.shape)}")
     if not cams_t.is_floating_point():
         cams_t = cams_t.float()
     if not torch.isfinite(cams_t).all():
         raise DataError("cams contain NaN or inf; expected finite values in [0, 1]")
+    lo, hi = float(cams_t.min()), float(cams_t.max())
+    if lo < 0.0 or hi > 1.0:
+        raise DataError(f"cams must be min-max normalised to [0, 1] per image; found values in [{lo:.4g}, {hi:.4g}]")
+    return cams_t
+
+
+def _check(cams, regions) -> tuple[torch.Tensor, torch.Tensor]:
+    cams_t = _check_cams(cams)
+    regions_t = as_tensor(regions, device=cams_t.device)
+    if regions_t.ndim == 2:
+        regions_t = regions_t.unsqueeze(0)
+    if regions_t.shape != cams_t.shape:
+        raise DataError(f"regions must have the CAMs' shape {tuple(cams_t.shape)}; got {tuple(regions_t.shape)}")
     return cams_t, regions_t.bool()
 
 
@@ -75,7 +87,13 @@ def boxes_to_mask(boxes, height: int, width: int, valid=None) -> torch.Tensor:
         b = b.unsqueeze(0)
     if b.ndim != 3 or b.shape[-1] != 4:
         raise DataError(f"boxes must be [N, M, 4] or [M, 4] as (x0, y0, x1, y1); got shape {tuple(b.shape)}")
-    v = torch.ones(b.shape[:2], dtype=torch.bool) if valid is None else as_tensor(valid).bool().reshape(b.shape[:2])
+    height = check_number(height, "mask height", integer=True, minimum=1)
+    width = check_number(width, "mask width", integer=True, minimum=1)
+    v = torch.ones(b.shape[:2], dtype=torch.bool) if valid is None else as_tensor(valid, device=b.device).bool()
+    if single and v.ndim == 1:
+        v = v.unsqueeze(0)
+    if v.shape != b.shape[:2]:
+        raise DataError(f"valid must be [N, M] with one flag per box {tuple(b.shape[:2])}; got shape {tuple(v.shape)}")
     cx = torch.arange(width, dtype=torch.float64) + 0.5
     cy = torch.arange(height, dtype=torch.float64) + 0.5
     in_x = (cx >= b[..., 0:1]) & (cx <= b[..., 2:3]) & v[..., None]       # [N, M, W]
@@ -85,22 +103,23 @@ def boxes_to_mask(boxes, height: int, width: int, valid=None) -> torch.Tensor:
 
 
 def threshold_masks(cams, threshold: float = 0.5) -> torch.Tensor:
-    """M = CAM >= tau, [N, H, W] bool (REFERENCE.md; MaxSup section 5.4)."""
-    return as_tensor(cams) >= check_threshold(threshold)
+    """M = CAM >= tau, [N, H, W] bool (REFERENCE.md; MaxSup section 5.4); [H, W] for one CAM [H, W]."""
+    tau = check_threshold(threshold)
+    mask = _check_cams(cams) >= tau
+    return mask[0] if np.ndim(cams) == 2 else mask
 
 
 def topk_masks(cams, fraction: float) -> torch.Tensor:
     """The ceil(fraction * H * W) highest-CAM pixels of each image (exactly that many; ties broken by
-    position), [N, H, W] bool."""
-    cams_t = as_tensor(cams)
-    if not 0.0 < float(fraction) <= 1.0:
-        raise DataError(f"top-k fraction must lie in (0, 1]; got {fraction}")
+    position), [N, H, W] bool; [H, W] for one CAM [H, W]."""
+    fraction = check_number(fraction, "top-k fraction", minimum=0, maximum=1, above=True)
+    cams_t = _check_cams(cams)
     n, h, w = cams_t.shape
-    k = max(1, math.ceil(float(fraction) * h * w - 1e-9))
+    k = max(1, math.ceil(fraction * h * w - 1e-9))
     flat = cams_t.reshape(n, h * w)
     idx = flat.topk(k, dim=1).indices
     mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, idx, True)
-    return mask.reshape(n, h, w)
+    return mask.reshape(h, w) if np.ndim(cams) == 2 else mask.reshape(n, h, w)
 
 
 # --- scores -----------------------------------------------------------------------------------------------

@@ -13,12 +13,14 @@ It needs no classifier weights.
 """
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from repanalysis.analyze._arrays import as_labels, as_tensor, check_number
 from repanalysis.errors import DataError
 
 METHODS = ("template", "centroid")
@@ -68,15 +70,57 @@ class ProjectionResult:
         if self.decision_weights is None:
             raise DataError("decision regions need the template method (classifier weights); this projection "
                             "used the centroid method")
-        scores = np.asarray(coords, dtype=np.float64) @ self.decision_weights.T
+        points = as_tensor(coords, dtype=torch.float64).detach().cpu().numpy()
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise DataError(f"coords must be plane points [m, 2]; got shape {points.shape}")
+        scores = points @ self.decision_weights.T
         return np.asarray(self.classes)[scores.argmax(axis=1)]
+
+
+def check_features_labels(features, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(features [N, D] as a numpy array or memory map, labels [N] int64); DataError unless features are a 2-D
+    array of numbers (list, numpy or tensor) and labels one integer class index >= 0 per row."""
+    if isinstance(features, torch.Tensor):
+        features = features.detach().cpu().numpy()
+    elif not isinstance(features, np.ndarray):
+        try:
+            features = as_tensor(features).numpy()  # lists; text refused
+        except (TypeError, ValueError):  # ragged nested lists
+            raise DataError("features must be an array of numbers [N, D]; got rows of different lengths or "
+                            f"something else ({type(features).__name__})") from None
+    if features.dtype.kind not in "biuf":
+        raise DataError(f"features must be numbers [N, D]; got {features.dtype} values of shape {features.shape}")
+    n_labels = np.shape(labels)[0] if np.ndim(labels) else 0
+    if features.ndim != 2 or features.shape[0] != n_labels:
+        raise DataError(f"expected features [N, D] and labels [N]; got {features.shape} and {np.shape(labels)}")
+    return features, as_labels(labels, features.shape[0]).cpu().numpy()
+
+
+def class_indices(classes) -> list[int]:
+    """Class indices from a list of integers or a comma-separated string of them ('0,3,7'); DataError
+    otherwise (class names are resolved by :func:`project_dump` / ``embed_dump``, which know them)."""
+    parts = [p.strip() for p in classes.split(",") if p.strip()] if isinstance(classes, str) else classes
+    try:
+        parts = np.asarray([int(p) if isinstance(p, str) else p for p in parts])
+    except (TypeError, ValueError):  # a class name, or not a sequence at all
+        parts = None
+    if parts is None or (parts.size and parts.dtype.kind not in "biuf"):
+        raise DataError(f"classes must be class indices (a list of integers or '0,1,2'); got {classes!r} "
+                        "(class names need the Dump: use project_dump / embed_dump)")
+    return as_labels(parts, what="classes").tolist()
 
 
 def sample_per_class(labels, classes, samples_per_class: int | None = 80, seed: int = 0) -> np.ndarray:
     """Row indices of up to ``samples_per_class`` random samples of each class (seeded), sorted per class.
 
     A class with fewer samples contributes all of them (with a warning); a class with none is an error.
+    samples_per_class: a positive integer or None (all); seed: an integer >= 0.
     """
+    count = samples_per_class
+    if count is not None and (not isinstance(count, numbers.Integral) or isinstance(count, (bool, np.bool_))
+                              or count < 1):
+        raise DataError(f"samples_per_class must be a positive integer or None (all samples); got {count!r}")
+    seed = check_number(seed, "seed", integer=True, minimum=0)
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     picked, short = [], []
@@ -97,8 +141,11 @@ def sample_per_class(labels, classes, samples_per_class: int | None = 80, seed: 
 
 def template_basis(classifier_weight, classifier_bias, classes) -> tuple[torch.Tensor, torch.Tensor]:
     """(Q (D+1, 2) orthonormal basis of the template plane, templates (3, D+1)) in float64."""
-    w = torch.as_tensor(np.asarray(classifier_weight, dtype=np.float64))
-    b = torch.as_tensor(np.asarray(classifier_bias, dtype=np.float64))
+    w = as_tensor(classifier_weight, dtype=torch.float64).detach().cpu()
+    b = as_tensor(classifier_bias, dtype=torch.float64).detach().cpu()
+    if w.ndim != 2 or b.shape != w.shape[:1]:
+        raise DataError(f"classifier weight {tuple(w.shape)} and bias {tuple(b.shape)} do not fit; expected "
+                        "weight (K, D) and bias (K,)")
     templates = torch.cat([w[list(classes)], b[list(classes), None]], dim=1)  # w~_k = [W_k, b_k]
     # Müller et al. 2019 / MaxSup App. G: plane through the three templates, span(w~_2 - w~_1, w~_3 - w~_1)
     diffs = (templates[1:] - templates[0]).T  # (D+1, 2)
@@ -113,21 +160,19 @@ def project_classes(features, labels, classes, *, method: str = "template", clas
                     class_names: list[str] | None = None, name: str | None = None) -> ProjectionResult:
     """Project samples of three classes onto a plane (Müller et al. 2019).
 
-    features: (N, D); labels: (N,); classes: three class indices. classifier_weight (K, D) and
+    features: (N, D); labels: (N,); classes: three class indices (a list or '0,1,2'). classifier_weight (K, D) and
     classifier_bias (K,) are required by method="template" (bias may be None: taken as zeros).
     samples_per_class: random samples per class (seeded; None = all). class_names: names of all K classes
     (for display). Returns a :class:`ProjectionResult`.
     """
     if method not in METHODS:
         raise DataError(f"unknown projection method {method!r}; expected one of {', '.join(METHODS)}")
-    classes = [int(c) for c in classes]
+    classes = class_indices(classes)
     if len(classes) != 3 or len(set(classes)) != 3:
         raise DataError(f"a 3-class projection needs three distinct classes; got {classes}")
-    labels_np = np.asarray(labels)
     if features is None:
         raise DataError("the projection needs penultimate features; re-run `repanalysis extract` with features")
-    if np.ndim(features) != 2 or len(features) != len(labels_np):
-        raise DataError(f"expected features [N, D] and labels [N]; got {np.shape(features)} and {labels_np.shape}")
+    features, labels_np = check_features_labels(features, labels)
     rows = sample_per_class(labels_np, classes, samples_per_class, seed)
     h = torch.as_tensor(np.asarray(features[rows], dtype=np.float64))
     if not torch.isfinite(h).all():
@@ -138,12 +183,16 @@ def project_classes(features, labels, classes, *, method: str = "template", clas
         if classifier_weight is None:
             raise DataError("the template method needs the classifier weights W and b, which this Dump lacks; "
                             "use method='centroid' (--method centroid) or re-extract with classifier weights")
-        w = np.asarray(classifier_weight)
+        w = as_tensor(classifier_weight, dtype=torch.float64).detach().cpu().numpy()
         if w.ndim != 2 or w.shape[1] != h.shape[1] or max(classes) >= w.shape[0]:
             raise DataError(f"classifier weight {w.shape} does not fit features of width {h.shape[1]} and "
                             f"classes {classes}; expected (K, {h.shape[1]})")
-        bias = np.zeros(w.shape[0]) if classifier_bias is None else classifier_bias
-        if not (np.isfinite(w[classes]).all() and np.isfinite(np.asarray(bias)[classes]).all()):
+        bias = (np.zeros(w.shape[0]) if classifier_bias is None
+                else as_tensor(classifier_bias, dtype=torch.float64).detach().cpu().numpy())
+        if bias.shape != (w.shape[0],):
+            raise DataError(f"classifier bias {bias.shape} does not fit the weight {w.shape}; expected "
+                            f"({w.shape[0]},), one entry per class")
+        if not (np.isfinite(w[classes]).all() and np.isfinite(bias[classes]).all()):
             raise DataError(f"the classifier weights or bias of classes {classes} contain NaN or inf; expected a "
                             "finite classifier (use --method centroid to project by the class means instead)")
         q, templates = template_basis(w, bias, classes)
