@@ -166,3 +166,16 @@ def test_chunk_size_and_device_are_checked(chunk_size):
         neural_collapse(h, y, chunk_size=chunk_size)
     with pytest.raises(DataError, match="unknown device 'gpu'"):
         neural_collapse(h, y, device="gpu")
+
+
+def test_class_mean_at_the_global_mean_leaves_its_cosines_out():
+    """Class means (-1, 0), (1, 0), (0, 0): the class-balanced global mean is (0, 0), so class 2 has no
+    direction; the other two centred means are opposite: cosine -1, std 0, |cos + 1/(C-1)| = |-1 + 1/2|."""
+    jitter = np.array([[0.1, 0.1], [0.1, -0.1], [-0.1, 0.1], [-0.1, -0.1]])
+    means = np.array([[-1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    h = (means[:, None, :] + jitter[None]).reshape(-1, 2)
+    y = np.repeat([0, 1, 2], 4)
+    with pytest.warns(RuntimeWarning, match=r"class\(es\) \[2\] have their mean at the global mean"):
+        r = neural_collapse(h, y)
+    assert r.nc2_equiangular == 0.0 and r.nc2_max_angle == pytest.approx(0.5, abs=1e-15)
+    assert np.isfinite(r.nc1) and r.nc2_equinorm == pytest.approx(np.std([1, 1, 0], ddof=1) / (2 / 3))

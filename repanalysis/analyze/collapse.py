@@ -227,8 +227,13 @@ def neural_collapse(features, labels=None, *, classifier_weight=None, classifier
     nc1 = float(torch.trace(s_w @ s_b_pinv)) / c
     # Papyan et al. 2020, NC2: equinorm std/mean of ||mu_k - mu_G||, equiangularity of centred means
     equinorm = float(norms.std() / norms.mean())
-    cos = (m / norms[:, None]) @ (m / norms[:, None]).T
-    off = cos[~torch.eye(c, dtype=torch.bool, device=dev)]
+    # a class whose mean is the global mean (up to rounding) has no direction: its cosines are left out
+    has_dir = norms > norms.max() * 1e-9
+    if not bool(has_dir.all()):
+        warnings.warn(f"class(es) {classes[~has_dir].tolist()} have their mean at the global mean; their NC2 "
+                      "cosines are undefined and left out", RuntimeWarning, stacklevel=2)
+    u = m[has_dir] / norms[has_dir, None]
+    off = (u @ u.T)[~torch.eye(u.shape[0], dtype=torch.bool, device=dev)]
     equiangular = float(off.std())
     max_angle = float((off + 1.0 / (c - 1)).abs().mean())
     # Papyan et al. 2020, NC3: || W/||W||_F - M/||M||_F ||_F^2 (rows of the classes present)
