@@ -547,3 +547,63 @@ def test_same_digits_through_every_layout_give_the_same_tensors(tmp_path, digits
     batch = lambda ds, rows: torch.stack([ds[i][0] for i in rows])  # noqa: E731
     assert torch.equal(batch(npz, order), batch(png, range(len(png))))
     assert torch.equal(batch(npz, range(80, 120)), batch(idx, range(40)))
+
+
+def test_npz_without_class_names_refuses_a_stray_huge_label(tmp_path):
+    images = np.zeros((3, 4, 4), np.uint8)
+    for top in (10**7, 2**40):
+        np.savez(tmp_path / "a.npz", images=images, labels=np.array([0, 1, top]))
+        with pytest.raises(DataError, match=f"'labels' in .*a.npz holds {top} \\(at index 2\\) but there is no "
+                                            "'class_names' and only 3 images") as err:
+            open_dataset(tmp_path / "a.npz")
+        _one_line(err)
+    # ImageNet's 1000 classes from a handful of images still open, as do K up to 10 N
+    np.savez(tmp_path / "b.npz", images=np.zeros((50, 4, 4), np.uint8), labels=np.arange(50) * 20 + 19)
+    assert open_dataset(tmp_path / "b.npz").num_classes == 1000
+    np.savez(tmp_path / "c.npz", images=np.zeros((300, 4, 4), np.uint8), labels=np.arange(300) * 10)
+    assert open_dataset(tmp_path / "c.npz").num_classes == 2991
+
+
+def test_bad_arguments_to_open_dataset_are_named(tmp_path, digits, folder_tree):
+    x, y = digits
+    np.savez(tmp_path / "d.npz", images=x, labels=y)
+    for layout in ("imagefolder", "imagenet-val"):
+        with pytest.raises(DataError, match=f"layout '{layout}' expects a folder of images but .*d.npz is a file"):
+            open_dataset(tmp_path / "d.npz", layout=layout)
+    with pytest.raises(DataError, match=r"transform must be a callable .* or None; got str"):
+        open_dataset(tmp_path / "d.npz", transform="resize")
+    for bad in (5, [1, 2], b"d.npz"):
+        with pytest.raises(DataError, match=f"data set: expected a file path \\(str or os.PathLike\\); got "
+                                            f"{type(bad).__name__}") as err:
+            open_dataset(bad)
+        _one_line(err)
+    with pytest.raises(DataError, match="labels file: expected a file path .*; got int"):
+        open_dataset(folder_tree, labels_file=3)
+
+
+def test_bad_class_order_is_named(folder_tree, tmp_path):
+    for bad, got in ((5, "got int"), (b"abc", "got bytes"), ({"cat"}, "got set")):
+        with pytest.raises(DataError, match=f"class_order must be a path to a class-order file or a sequence .*{got}"):
+            open_dataset(folder_tree, class_order=bad)
+    with pytest.raises(DataError, match=r"class_order must list WordNet ids or class names as str; got 0 \(int\)"):
+        open_dataset(folder_tree, class_order=[0, 1, 2])
+    with pytest.raises(DataError, match=r"class-order file .* is a directory; expected a text file"):
+        open_dataset(folder_tree, class_order=tmp_path)
+
+
+def test_npz_folder_without_a_default_split_and_non_npz_files(tmp_path, digits):
+    x, y = digits
+    (tmp_path / "f").mkdir()
+    np.savez(tmp_path / "f" / "train.npz", images=x, labels=y)
+    np.savez(tmp_path / "f" / "extra.npz", images=x, labels=y)
+    with pytest.raises(DataError, match=r"holds several .npz files \(extra.npz, train.npz\) and no test.npz or "
+                                        r"val.npz; pass split="):
+        open_dataset(tmp_path / "f")
+    assert open_dataset(tmp_path / "f", split="extra").split == "extra"
+    (tmp_path / "text.npz").write_text("hello\n")
+    with pytest.raises(DataError, match=r"text.npz: it is not an .npz archive \(it starts with b'hello"):
+        open_dataset(tmp_path / "text.npz")
+    np.save(tmp_path / "arr.npy", x)
+    os.replace(tmp_path / "arr.npy", tmp_path / "arr.npz")
+    with pytest.raises(DataError, match=r"arr.npz: it is not an .npz archive \(a single .npy array\)"):
+        open_dataset(tmp_path / "arr.npz")

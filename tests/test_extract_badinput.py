@@ -272,3 +272,146 @@ def test_bare_state_dict_of_grayscale_cnn_runs(tmp_path, real_checkpoints, real_
         np.testing.assert_allclose(d.logits, ref.logits, atol=1e-4)
     with pytest.raises(RepanalysisError, match="std must be"):
         ra.data.transforms.EvalTransform(resolution=None, mean=(0.1,), std=(-0.3,), channels=1)
+
+
+# --- 11. options of ra.extract are checked before anything is loaded or written ---------------------------
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """(LoadedModel of an untrained SmallCNN, its checkpoint, a 40-digit .npz): fast, for the option checks."""
+    from repanalysis.train import mnist_digits
+    from repanalysis.train.nets import SmallCNN
+    from repanalysis.train.trainer import save_checkpoint, write_npz
+
+    folder = tmp_path_factory.mktemp("small")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(SmallCNN(), folder / "m.pth", loss="ce")
+    images, labels = mnist_digits(n_train=4960)["test"]
+    npz = write_npz(folder / "digits.npz", images, labels, NAMES)
+    return ra.load_model(ckpt), ckpt, npz
+
+
+@pytest.mark.parametrize("option,value,pattern", [
+    ("batch_size", 0, "batch_size must be an integer >= 1; got 0"), ("batch_size", -1, "batch_size .* got -1"),
+    ("batch_size", 2.5, "batch_size .* got 2.5"), ("batch_size", "8", "batch_size .* got '8'"),
+    ("batch_size", True, "batch_size .* got True"), ("batch_size", None, "batch_size .* got None"),
+    ("workers", -1, "workers must be an integer >= 0; got -1"), ("workers", 2.5, "workers .* got 2.5"),
+    ("workers", "2", "workers .* got '2'"), ("device", "gpu", "unknown device 'gpu'"),
+    ("device", 5, "device '5'"), ("device", "meta", "device 'meta' is not supported"),
+    ("max_batches", 0, "max_batches must be an integer >= 1; got 0"), ("max_batches", -1, "max_batches .* got -1"),
+    ("max_batches", 2.5, "max_batches .* got 2.5"),
+    ("feature_dtype", "int8", "feature_dtype 'int8' is not supported; expected one of float32, float16"),
+    ("feature_dtype", "float8", "feature_dtype 'float8' is not supported"),
+    ("feature_dtype", "float64", "feature_dtype 'float64' is not supported"),
+])
+def test_extract_options_are_checked_before_any_output(tmp_path, small_model, option, value, pattern):
+    lm, _, npz = small_model
+    kw = {"workers": 0, option: value}
+    with pytest.raises(DataError, match=pattern):
+        ra.extract(lm, npz, tmp_path / "o", progress=False, **kw)
+    assert not (tmp_path / "o").exists()
+    assert next(lm.model.parameters()).device.type == "cpu"      # the caller's model was not moved
+
+
+def test_extract_feature_dtype_float16_is_kept_integers_refused(tmp_path, small_model):
+    lm, _, npz = small_model
+    with pytest.raises(DataError, match="feature_dtype <class 'numpy.int8'> is not supported"):
+        ra.extract(lm, npz, tmp_path / "i", feature_dtype=np.int8, progress=False, workers=0)
+    assert not (tmp_path / "i").exists()
+    d = ra.extract(lm, npz, tmp_path / "h", feature_dtype="float16", progress=False, workers=0)
+    ref = ra.extract(lm, npz, tmp_path / "f", progress=False, workers=0)
+    assert d.features.dtype == np.float16 and ref.features.dtype == np.float32
+    np.testing.assert_allclose(d.features, ref.features, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_extract_hands_the_callers_model_back_on_its_device(tmp_path, small_model):
+    lm, _, npz = small_model
+    ra.extract(lm, npz, tmp_path / "c", device="cuda", progress=False, workers=0)
+    assert next(lm.model.parameters()).device.type == "cpu"
+
+
+def test_split_of_a_single_npz_file_is_refused(tmp_path, small_model):
+    from repanalysis.train.trainer import write_npz
+
+    lm, _, npz = small_model
+    with pytest.raises(DataError, match=r"split 'train' was given but .*digits\.npz is a single data set"):
+        ra.extract(lm, npz, tmp_path / "o", split="train", progress=False, workers=0)
+    assert not (tmp_path / "o").exists()
+    # a folder of <split>.npz files: the split picks its file and is recorded
+    with np.load(npz) as z:
+        write_npz(tmp_path / "splits" / "train.npz", z["images"][:8], z["labels"][:8], NAMES)
+        write_npz(tmp_path / "splits" / "test.npz", z["images"][8:20], z["labels"][8:20], NAMES)
+    d = ra.extract(lm, tmp_path / "splits", tmp_path / "d", split="train", progress=False, workers=0)
+    assert d.num_samples == 8 and d.meta["split"] == "train"
+
+
+@pytest.mark.parametrize("which", ["model", "data", "output"])
+@pytest.mark.parametrize("value,kind", [(5, "int"), (None, "None"), (["x.npz"], "list"), (b"/tmp/x", "bytes")])
+def test_extract_path_arguments_must_be_paths(tmp_path, small_model, which, value, kind):
+    lm, _, npz = small_model
+    args = {"model": lm, "data": npz, "output": tmp_path / "o"}
+    args[which] = value
+    what = {"model": "checkpoint", "data": "data set", "output": "output"}[which]
+    with pytest.raises(DataError, match=rf"^{what}: expected a file path \(str or os.PathLike\); got {kind}$"):
+        ra.extract(args["model"], args["data"], args["output"], progress=False, workers=0)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name", ["d", "d.pt"])
+def test_output_under_a_file_is_one_line_and_leaves_nothing(tmp_path, small_model, name):
+    lm, _, npz = small_model
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    out = tmp_path / "file" / name
+    with pytest.raises(DumpError, match=rf"^cannot write {out}: Not a directory") as err:
+        ra.extract(lm, npz, out, features=False if name.endswith(".pt") else None, progress=False, workers=0)
+    assert "\n" not in str(err.value)
+    assert (tmp_path / "file").read_text() == "a file, not a folder\n" and sorted(tmp_path.iterdir()) == [
+        tmp_path / "file"]
+
+
+@pytest.mark.parametrize("name", ["d", "d.pt"])
+def test_read_only_output_folder_is_one_line_and_leaves_nothing(tmp_path, small_model, monkeypatch, name):
+    """(root ignores chmod, so the read-only folder is simulated where the folder is created)."""
+    import errno
+    import pathlib
+
+    lm, _, npz = small_model
+    (tmp_path / "ro").mkdir()
+    real_mkdir = pathlib.Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self.parent == tmp_path / "ro":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    out = tmp_path / "ro" / name
+    with pytest.raises(DumpError, match=rf"^cannot write {out}: Permission denied"):
+        ra.extract(lm, npz, out, features=False if name.endswith(".pt") else None, progress=False, workers=0)
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
+def test_gather_checkpoint_must_be_a_path():
+    from repanalysis.extract.gather import gather_dumps
+
+    with pytest.raises(DataError, match=r"^checkpoint: expected a file path \(str or os.PathLike\); got int$"):
+        gather_dumps([], [5], None, data="unused.npz")
+
+
+def test_logits_only_run_of_a_folder_named_after_model_classes_reextracts(tmp_path, real_checkpoints, real_data,
+                                                                          capsys, monkeypatch):
+    """A run-folder Dump of an ImageFolder relabelled by the model's class names records class_order
+    "model class names"; re-extracting its features must relabel again, not read that text as a file."""
+    images, labels = _digits(real_data, 120)
+    _image_folder(tmp_path / "named", images, NAMES, labels)
+    monkeypatch.setenv("REPANALYSIS_RUNS", str(tmp_path / "runs"))
+    ce = real_checkpoints["CE"]
+    code, _, err = _cli(["logits", "--checkpoint", str(ce), "--data", str(tmp_path / "named"), "--quiet",
+                         "--workers", "0"], capsys)
+    assert code == 0, err
+    code, _, err = _cli(["features", "--classes", "four,seven,nine", "--out", str(tmp_path / "f")], capsys)
+    assert code == 0, err
+    feats = load_dump(tmp_path / "runs" / ce.stem / "features")
+    logits = load_dump(tmp_path / "runs" / ce.stem / "logits")
+    np.testing.assert_array_equal(feats.labels, logits.labels)       # the model's indices both times
+    assert (feats.logits.argmax(1) == feats.labels).mean() > 0.85

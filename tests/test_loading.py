@@ -202,3 +202,68 @@ def test_real_imagenet_efficientnet_lite0_recognises_the_cat():
     top = _logits(lm.model, x).softmax(1)[0].topk(3).indices.tolist()
     names = [imagenet_class_names()[i] for i in top]
     assert top[0] in range(281, 286), names  # tabby / tiger cat / Persian / Siamese / Egyptian cat
+
+
+# --- bad input: devices, architecture names, recorded transforms, path arguments ------------------------
+@pytest.fixture
+def small_checkpoint(tmp_path):
+    """(path, saved dict) of an untrained SmallCNN checkpoint in repanalysis' own format."""
+    from repanalysis.train.nets import SmallCNN
+    from repanalysis.train.trainer import save_checkpoint
+
+    torch.manual_seed(0)
+    path = save_checkpoint(SmallCNN(), tmp_path / "small.pth", loss="ce")
+    return path, torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("device,pattern", [("gpu", "unknown device 'gpu'; expected auto, cpu, cuda or cuda:N"),
+                                            (5, "device '5'"), ("meta", "device 'meta' is not supported")])
+def test_load_model_device_is_checked(small_checkpoint, device, pattern):
+    from repanalysis.errors import DataError
+
+    with pytest.raises(DataError, match=pattern):
+        load_model(small_checkpoint[0], device=device)
+
+
+def test_load_model_accepts_auto_like_extract(small_checkpoint):
+    lm = load_model(small_checkpoint[0], device="auto")
+    assert next(lm.model.parameters()).device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert lm.arch == "small_cnn"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is absent")
+def test_load_model_cuda_without_cuda_is_one_line(small_checkpoint):
+    from repanalysis.errors import DataError
+
+    with pytest.raises(DataError, match="'cuda' was asked for but no CUDA device is available"):
+        load_model(small_checkpoint[0], device="cuda")
+
+
+def test_arch_must_be_a_name(tmp_path, small_checkpoint):
+    from repanalysis.errors import DataError
+
+    path, saved = small_checkpoint
+    with pytest.raises(DataError, match="arch must be a model name \\(str\\); got int 5"):
+        load_model(path, arch=5)
+    torch.save({**saved, "repanalysis": {**saved["repanalysis"], "arch": 5}}, tmp_path / "arch5.pth")
+    with pytest.raises(CheckpointError, match="checkpoint arch5.pth records arch 5 \\(int\\); expected a model name"):
+        load_model(tmp_path / "arch5.pth")
+    assert load_model(tmp_path / "arch5.pth", arch="small_cnn").num_classes == 10    # --arch still wins
+
+
+@pytest.mark.parametrize("recorded", ["bogus", {"mean": 5, "std": [1.0]}, {"mean": [0.1], "std": [0.0]},
+                                      {"mean": [0.1], "std": [0.3], "colour": "red"}])
+def test_unusable_recorded_transform_names_the_checkpoint(tmp_path, small_checkpoint, recorded):
+    _, saved = small_checkpoint
+    torch.save({**saved, "repanalysis": {**saved["repanalysis"], "transform": recorded}}, tmp_path / "tf.pth")
+    with pytest.raises(CheckpointError, match="checkpoint tf.pth records an unusable transform") as err:
+        load_model(tmp_path / "tf.pth")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value,kind", [(5, "int"), (None, "None"), (["m.pth"], "list"), (b"m.pth", "bytes")])
+def test_load_model_path_must_be_a_path(value, kind):
+    from repanalysis.errors import DataError
+
+    with pytest.raises(DataError, match=rf"^checkpoint: expected a file path \(str or os.PathLike\); got {kind}$"):
+        load_model(value)

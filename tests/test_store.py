@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import repanalysis as ra
-from repanalysis.errors import DumpError
+from repanalysis.errors import DumpError, RepanalysisError
 from repanalysis.extract.store import Dump, DumpWriter, load_dump
 
 
@@ -178,3 +178,137 @@ def test_from_arrays_checks_shapes(kwargs, message):
     args = {"logits": np.zeros((5, 3)), "labels": np.arange(5) % 3, **kwargs}
     with pytest.raises(DumpError, match=message):
         Dump.from_arrays(args.pop("logits"), args.pop("labels"), **args)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"class_names": "catdogbird"}, r"class_names must be a list of at most K = 3 strings.*got str"),
+    ({"class_names": list("abcd")}, r"class_names must be a list of at most K = 3 strings.*got 4 names"),
+    ({"class_names": 5}, r"class_names must be a list of at most K = 3 strings.*got int"),
+    ({"class_names": ["a", 2, "c"]}, r"class_names must be .* strings.*got the entry 2"),
+    ({"meta": ["split", "test"]}, r"meta must be a dict; got list"),
+    ({"logits": np.full((5, 3), "x")}, r"logits has dtype <U1; expected real numbers"),
+    ({"logits": np.zeros((5, 3), object)}, r"logits has dtype object; expected real numbers"),
+    ({"logits": np.zeros((5, 3), complex)}, r"logits has dtype complex128; expected real numbers"),
+    ({"features": np.full((5, 2), "x")}, r"features has dtype <U1; expected real numbers"),
+    ({"ids": np.zeros(5)}, r"ids has dtype float64; expected integer sample indices"),
+    ({"logits": [[1.0, 2.0, 3.0], [1.0, 2.0]] + [[0.0] * 3] * 3}, r"logits is ragged .*rectangular"),
+])
+def test_from_arrays_refuses_bad_names_meta_and_dtypes(kwargs, message):
+    args = {"logits": np.zeros((5, 3)), "labels": np.arange(5) % 3, **kwargs}
+    with pytest.raises(DumpError, match=message):
+        Dump.from_arrays(args.pop("logits"), args.pop("labels"), **args)
+
+
+def test_from_arrays_casts_integer_logits_and_keeps_fewer_class_names(tmp_path):
+    d = Dump.from_arrays(np.arange(15).reshape(5, 3), np.arange(5) % 3, class_names=["a", "b"])
+    assert d.logits.dtype == np.float32 and d.class_names == ["a", "b"]   # names of the first classes
+    assert d.save(tmp_path / "d").logits.dtype == np.float32
+
+
+def _saved(tmp_path, n=20, k=4, d=3):
+    logits, labels, feats = _arrays(n=n, k=k, d=d)
+    Dump.from_arrays(logits, labels, feats, class_names=list("abcd")[:k], classifier_weight=np.ones((k, d)),
+                     name="toy").save(tmp_path / "d")
+    return tmp_path / "d"
+
+
+def _edit_meta(path, **fields):
+    meta = json.loads((path / "meta.json").read_text())
+    for key, value in fields.items():
+        if key == "done":
+            meta["progress"] = {"done": value}
+        else:
+            meta[key] = value
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"complete": False, "done": -5}, r"progress.done is -5; expected an integer in \[0, 20\]"),
+    ({"complete": False, "done": 21}, r"progress.done is 21; expected an integer in \[0, 20\]"),
+    ({"complete": False, "done": "x"}, r"progress.done is 'x'; expected an integer"),
+    ({"num_classes": "ten"}, r"num_classes is 'ten'; expected 4, the logits' width"),
+    ({"num_classes": 7}, r"num_classes is 7; expected 4, the logits' width"),
+    ({"version": "2"}, r"version is '2'; expected an integer"),
+    ({"class_names": 5}, r"class_names must be a list of at most K = 4 strings.*got int"),
+    ({"class_names": list("abcdefg")}, r"class_names must be a list of at most K = 4 strings.*got 7 names"),
+    ({"wnids": "n01440764"}, r"wnids must be a list of at most K = 4 strings.*got str"),
+    ({"num_samples": 19, "done": 19}, r"num_samples is 19 but logits.npy has 20 rows"),
+    ({"complete": "yes"}, r"complete is 'yes'; expected true or false"),
+])
+def test_load_dump_validates_meta_fields(tmp_path, fields, message):
+    path = _saved(tmp_path)
+    _edit_meta(path, **fields)
+    with pytest.raises(DumpError, match=f"meta.json: {message}.*the Dump is damaged") as err:
+        d = load_dump(path, allow_incomplete=True)
+        print(d.num_samples, d.num_classes, d.class_names, d.wnids)   # the old code failed only here, or never
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("file, content, message", [
+    ("features.npy", b"", r"features.npy is unreadable"),
+    ("features.npy", np.zeros(20, np.float32), r"features must be \[N, D\] .*got shape \(20,\)"),
+    ("classifier_weight.npy", np.zeros((3, 3), np.float32), r"classifier_weight must be \[K, D\] .*got shape \(3, 3\)"),
+    ("ids.npy", np.zeros(19, np.int64), r"ids must be \[N\] .*got shape \(19,\)"),
+    ("logits.npy", np.full((20, 4), "x"), r"logits has dtype <U1; expected real numbers"),
+])
+def test_load_dump_refuses_damaged_arrays(tmp_path, file, content, message):
+    path = _saved(tmp_path)
+    if isinstance(content, bytes):
+        (path / file).write_bytes(content)
+    else:
+        np.save(path / file, content)
+    with pytest.raises(DumpError, match=f"{message}.*the Dump is damaged"):
+        d = load_dump(path)
+        repr(d)   # the old code failed here (IndexError) for 1-D features
+
+
+def test_seed_pt_arrays_are_checked_like_a_dump(tmp_path):
+    torch.save({"logits": torch.zeros(6, 3), "labels": torch.zeros(6), "features": torch.zeros(6, 2),
+                "classifier_weight": torch.zeros(3, 5)}, tmp_path / "w.pt")
+    with pytest.raises(DumpError, match=r"w.pt: classifier_weight is \[K, 5\] but the features have D = 2"):
+        load_dump(tmp_path / "w.pt")
+    torch.save({"logits": torch.zeros(6, 3), "labels": torch.zeros(6), "features": torch.zeros(6)},
+               tmp_path / "f.pt")
+    with pytest.raises(DumpError, match=r"f.pt: features must be \[N, D\] .*got shape \(6,\)"):
+        load_dump(tmp_path / "f.pt")
+
+
+def test_short_samples_txt_is_named(tmp_path):
+    path = _saved(tmp_path)
+    (path / "samples.txt").write_text("a.png\nb.png\n")
+    with pytest.raises(DumpError, match=r"samples.txt has 2 lines but the Dump's 20 rows refer to samples 0..19"):
+        load_dump(path).sample_names()
+    (path / "samples.txt").write_text("".join(f"{i}.png\n" for i in range(20)))
+    assert load_dump(path).sample_names()[-1] == "19.png"
+
+
+def test_load_dump_names_what_the_path_is(tmp_path):
+    path = _saved(tmp_path)
+    for bad, kind in ((5, "int"), (None, "None"), ([str(path)], "list"), (str(path).encode(), "bytes")):
+        with pytest.raises(RepanalysisError, match=f"Dump .*expected a file path \\(str or os.PathLike\\); got {kind}"):
+            load_dump(bad)
+    with pytest.raises(DumpError, match=r"logits.npy as a Dump: it is a .npy array; expected a Dump directory"):
+        load_dump(path / "logits.npy")
+    (tmp_path / "notes.pt").write_text("i am text\n")
+    with pytest.raises(DumpError, match=r"notes.pt as a logits file: it is not a torch file"):
+        load_dump(tmp_path / "notes.pt")
+
+
+def test_json_text_of_numpy_values_and_results():
+    from repanalysis.analyze.calibration import calibration_report
+    from repanalysis.errors import DataError
+    from repanalysis.extract.store import json_text
+
+    assert json.loads(json_text({np.int64(3): np.bool_(True), "b": [np.bool_(False)], np.str_("c"): 1})) == \
+        {"3": True, "b": [False], "c": 1}
+    rng = np.random.default_rng(0)
+    res = calibration_report(rng.normal(size=(40, 3)), rng.integers(0, 3, 40))
+    assert json.loads(json_text({"models": [res]}))["models"][0]["num_samples"] == 40
+    with pytest.raises(DataError, match="cannot write a set as JSON"):
+        json_text({"a": {1, 2}})
+
+
+def test_from_arrays_meta_num_classes_must_match_the_logits(tmp_path):
+    with pytest.raises(DumpError, match=r"meta num_classes is 5 but the logits have K = 3 columns"):
+        Dump.from_arrays(np.zeros((4, 3)), np.arange(4) % 3, meta={"num_classes": 5})
+    assert Dump.from_arrays(np.zeros((4, 3)), np.arange(4) % 3, meta={"num_classes": 3}).num_classes == 3

@@ -112,16 +112,19 @@ def test_reliability_legend_above_the_data_and_ts_panel_under_its_model():
 
 
 def test_pr_curves_draw_one_grey_baseline_when_box_shares_agree():
-    from types import SimpleNamespace
-
     import numpy as np
 
+    from repanalysis.analyze.cam import LocalisationResult
     from repanalysis.plot.cam import plot_pr_curves
     from repanalysis.plot.style import NEUTRAL
 
     def res(name, share):
-        return SimpleNamespace(name=name, pr_area=np.array([0.5]), pr_recall=np.linspace(0, 1, 5),
-                               pr_precision=np.linspace(1, share, 5), region_fraction=np.array([share]), num_images=1)
+        one, t = np.array([0.5]), np.linspace(0, 1, 5)
+        return LocalisationResult(name=name, method="GradCAM", layer="conv", target_mode="label", threshold=0.5,
+                                  topk=None, sample_names=["a.png"], labels=np.zeros(1, int), targets=np.zeros(1, int),
+                                  preds=np.zeros(1, int), precision=one, recall=one, f1=one, iou=one, energy=one,
+                                  pointing_hit=np.ones(1, bool), pr_area=one, region_fraction=np.array([share]),
+                                  thresholds=t, pr_precision=np.linspace(1, share, 5), pr_recall=t)
 
     ax = plot_pr_curves([res("CE", 0.3), res("LS", 0.3), res("MaxSup", 0.3)])
     labels = [t.get_text() for t in ax.get_legend().get_texts()]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -44,3 +45,57 @@ def test_training_is_deterministic_under_a_seed_and_learns():
     # (One epoch on 600 digits, 10 steps of a one-cycle schedule, stayed near chance on the CI machine.)
     assert acc > 0.5
     assert np.bincount(labels).min() > 50
+
+
+def test_demo_data_files_are_keyed_by_n_train_and_seed(tmp_path):
+    from repanalysis.train import make_demo_checkpoints
+
+    _, small = make_demo_checkpoints(tmp_path, losses=(), n_train=100)
+    _, full = make_demo_checkpoints(tmp_path, losses=(), n_train=4000)
+    _, other_seed = make_demo_checkpoints(tmp_path, losses=(), n_train=4000, seed=1)
+    assert small["train"].name == "mnist_train_n100_s0.npz" and full["test"].name == "mnist_test_n4000_s0.npz"
+    for data, (n_train, seed) in ((small, (100, 0)), (full, (4000, 0)), (other_seed, (4000, 1))):
+        want = mnist_digits(n_train=n_train, seed=seed)
+        for split in ("train", "test"):
+            with np.load(data[split]) as z:      # each call gets its own split, not a stale file of another
+                np.testing.assert_array_equal(z["labels"], want[split][1])
+                np.testing.assert_array_equal(z["images"], want[split][0])
+    with np.load(full["train"]) as z:
+        assert len(z["labels"]) == 4000
+
+
+@pytest.mark.parametrize("kw,pattern", [
+    ({"n_train": 0}, "n_train must be an integer >= 1 and <= 4999; got 0"),
+    ({"n_train": 5000}, "n_train .* got 5000"), ({"n_train": 2.5}, "n_train .* got 2.5"),
+    ({"n_train": "100"}, "n_train .* got '100'"), ({"epochs": 0}, "epochs must be an integer >= 1; got 0"),
+    ({"epochs": 1.5}, "epochs .* got 1.5"), ({"seed": -1}, "seed must be an integer >= 0; got -1"),
+    ({"seed": 0.5}, "seed .* got 0.5"), ({"losses": ("ce", "bogus")}, "unknown loss 'bogus'"),
+])
+def test_demo_arguments_are_checked_before_anything_is_written(tmp_path, kw, pattern):
+    from repanalysis.errors import DataError
+    from repanalysis.train import make_demo_checkpoints
+
+    with pytest.raises(DataError, match=pattern):
+        make_demo_checkpoints(tmp_path / "out", **{"losses": ("ce",), **kw})
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value,kind", [(5, "int"), (None, "None"), (["out"], "list"), (b"out", "bytes")])
+def test_demo_folder_must_be_a_path(value, kind):
+    from repanalysis.errors import DataError
+    from repanalysis.train import make_demo_checkpoints
+
+    with pytest.raises(DataError, match=rf"^folder: expected a file path \(str or os.PathLike\); got {kind}$"):
+        make_demo_checkpoints(value, losses=())
+
+
+@pytest.mark.parametrize("kw,pattern", [({"epochs": 0}, "epochs must be an integer >= 1"),
+                                        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+                                        ({"lr": 0.0}, "lr must be a finite number > 0"),
+                                        ({"loss": "bogus"}, "unknown loss 'bogus'")])
+def test_train_small_cnn_checks_its_options(kw, pattern):
+    from repanalysis.errors import DataError
+
+    images, labels = mnist_digits(n_train=64)["train"]
+    with pytest.raises(DataError, match=pattern):
+        train_small_cnn(images, labels, **kw)

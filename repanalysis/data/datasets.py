@@ -45,6 +45,7 @@ from repanalysis.data.imagenet import (imagenet_class_names, imagenet_wnids, rea
                                        read_loc_solution, read_synset_mapping, read_val_map)
 from repanalysis.data.transforms import EvalTransform
 from repanalysis.errors import DataError
+from repanalysis.paths import as_path
 from repanalysis.text import display_text
 
 LAYOUTS = ("imagefolder", "imagenet-val", "cifar10", "cifar100", "mnist", "npz")
@@ -66,6 +67,9 @@ _ARRAY_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
+# An .npz without class_names has K = max(label) + 1 classes; a larger K than this (or than
+# max(1000, 10 N) for N images) is taken for a stray label rather than allocated.
+_MAX_IMPLIED_CLASSES = 100_000
 _IDX_NAME = re.compile(r"^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$")
 
 
@@ -225,13 +229,19 @@ def open_dataset(spec, layout: str = "auto", transform: Callable | None = None, 
     """
     if spec is None or str(spec) == "":
         raise DataError("no data set given; expected a folder or an .npz file")
-    root = Path(spec).expanduser().absolute()
+    root = as_path(spec, "data set").expanduser().absolute()
     if not root.exists():
         raise DataError(f"data set not found: {root}")
     if layout != "auto" and layout not in LAYOUTS:
         raise DataError(f"unknown data layout {layout!r}; expected auto or one of {', '.join(LAYOUTS)}")
+    if layout in ("imagefolder", "imagenet-val") and not root.is_dir():
+        raise DataError(f"layout {layout!r} expects a folder of images but {root} is a file; pass the folder "
+                        "(or layout='auto' / 'npz' for an .npz)")
+    if transform is not None and not callable(transform):
+        raise DataError(f"transform must be a callable (PIL image -> tensor [C, H, W]) or None; got "
+                        f"{type(transform).__name__}")
     for what, value in (("labels file", labels_file), ("synsets file", synsets_file)):
-        if value is not None and not Path(value).expanduser().is_file():
+        if value is not None and not as_path(value, what).expanduser().is_file():
             raise DataError(f"{what} not found: {value}")
     labels_file = Path(labels_file).expanduser() if labels_file is not None else None
     synsets_file = Path(synsets_file).expanduser() if synsets_file is not None else None
@@ -333,7 +343,14 @@ def _is_wnid(text: str) -> bool:
 
 def _read_order(class_order) -> tuple[list[str], object]:
     if isinstance(class_order, (str, os.PathLike)):
-        return read_class_order(Path(class_order).expanduser()), str(class_order)
+        return read_class_order(as_path(class_order, "class-order file").expanduser()), str(class_order)
+    if isinstance(class_order, (bytes, bytearray)) or not isinstance(class_order, (Sequence, np.ndarray)):
+        raise DataError(f"class_order must be a path to a class-order file or a sequence of WordNet ids / class "
+                        f"names (str); got {type(class_order).__name__}")
+    bad = next((c for c in class_order if not isinstance(c, str)), None)
+    if bad is not None:
+        raise DataError(f"class_order must list WordNet ids or class names as str; got {bad!r} "
+                        f"({type(bad).__name__})")
     order = [str(c) for c in class_order]
     if not order:
         raise DataError("class order is empty; expected one WordNet id or class name per model class")
@@ -383,6 +400,9 @@ def apply_class_order(labels: np.ndarray, class_names: Sequence[str], wnids: Seq
     return mapping[np.asarray(labels, dtype=np.int64)], new_names, new_wnids
 
 
+BY_MODEL_CLASS_NAMES = "model class names"   # the class_order recorded for folders relabelled by the model's names
+
+
 def label_by_model_classes(dataset: "ImageDataset", model_class_names: Sequence[str] | None
                            ) -> "ImageDataset | None":
     """An ImageFolder whose folder names are the model's class names, relabelled into the model's label space.
@@ -414,7 +434,7 @@ def label_by_model_classes(dataset: "ImageDataset", model_class_names: Sequence[
     return ImageDataset(root=dataset.root, layout=dataset.layout, labels=mapping[dataset.labels], class_names=names,
                         samples=dataset.samples, transform=dataset.transform, split=dataset.split, wnids=None,
                         files=dataset._files, images=dataset._images, skipped=dataset.skipped,
-                        class_order="model class names", sources=dataset.sources)
+                        class_order=BY_MODEL_CLASS_NAMES, sources=dataset.sources)
 
 
 def _imagenet_name_lookup() -> dict[str, str]:
@@ -804,10 +824,23 @@ def _open_npz(path: Path, split: str | None):
             split = next((s for s in ("test", "val") if s in files), None)
             if split is None and len(files) == 1:
                 split = next(iter(files))
+            if split is None:
+                raise DataError(f"{path} holds several .npz files ({', '.join(f'{s}.npz' for s in sorted(files))}) "
+                                "and no test.npz or val.npz; pass split= (--split) to choose one")
         if split not in files:
             raise DataError(f"split {split!r} not found in {path}; expected one of "
                             f"{', '.join(sorted(files))}.npz (pass split=)")
         path = files[split]
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+    if not head.startswith(b"PK"):   # an .npz is a zip archive
+        what = ("a single .npy array" if head == b"\x93NUMPY" else f"it starts with {head!r}" if head
+                else "it is empty")
+        raise DataError(f"cannot read {path}: it is not an .npz archive ({what}); expected a zip archive written by "
+                        "numpy.savez with 'images' and 'labels'")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)
@@ -839,7 +872,13 @@ def _open_npz(path: Path, split: str | None):
     if names is not None:
         class_names = [str(n) for n in np.asarray(names).reshape(-1)]
     else:
-        class_names = [str(i) for i in range(max(int(labels.max()) + 1, 1))]
+        top = int(labels.max())
+        if top >= min(_MAX_IMPLIED_CLASSES, max(1000, 10 * len(labels))):
+            raise DataError(f"'labels' in {path} holds {top} (at index {int(labels.argmax())}) but there is no "
+                            f"'class_names' and only {len(labels)} images, so K would be {top + 1}; expected "
+                            "labels 0..K-1 (without class_names K = max(label) + 1 must be at most 1000 or 10 "
+                            f"times the image count, and at most {_MAX_IMPLIED_CLASSES}), or add class_names")
+        class_names = [str(i) for i in range(max(top + 1, 1))]
     prefix = split if split is not None else path.stem
     return path, {"images": images, "labels": labels, "class_names": class_names, "sample_prefix": prefix}, split
 

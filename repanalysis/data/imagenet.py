@@ -34,6 +34,8 @@ def imagenet_wnids() -> list[str]:
 
 def _lines(path: str | Path, what: str) -> list[str]:
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{what} {path} is a directory; expected a text file")
     if not path.is_file():
         raise DataError(f"{what} not found: {path}")
     try:

@@ -55,7 +55,7 @@ def build_context(out: str | Path, *, epochs: int = 8, n_train: int = 4000, seed
         f"or reusing {out / 'checkpoints'}")
     checkpoints, data = make_demo_checkpoints(out, losses=losses, epochs=epochs, n_train=n_train, seed=seed,
                                               log=log)
-    ood = out / "data" / "ood_photo_patches.npz"
+    ood = out / "data" / f"ood_photo_patches_s{seed}.npz"      # named by its seed: a run with another seed makes its own
     if not ood.exists():
         write_npz(ood, ood_patches(seed=seed), np.zeros(1000, dtype=np.int64), DIGIT_NAMES)
     dumps: dict = {}

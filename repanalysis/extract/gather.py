@@ -43,8 +43,9 @@ def extract_features_cached(checkpoint, data, *, layout=None, split=None, class_
     for the same data set; a Dump of other data there is replaced only with ``overwrite``."""
     import repanalysis as ra
     from repanalysis import config
+    from repanalysis.paths import as_path
 
-    output = config.default_output(checkpoint, "features")
+    output = config.default_output(as_path(checkpoint, "checkpoint"), "features")
     found = None if overwrite else complete_feature_dump(output)
     same_data = found is not None and (data is None or _data_set_of(found)[0] == _resolved(data))
     if same_data:
@@ -69,6 +70,7 @@ def gather_dumps(dumps, checkpoints, names, data=None, *, layout=None, split=Non
     """
     import repanalysis as ra
     from repanalysis import config
+    from repanalysis.data.datasets import BY_MODEL_CLASS_NAMES
 
     inputs = [("dump", p) for p in dumps] + [("checkpoint", p) for p in checkpoints]
     name_list = split_names(names)
@@ -98,8 +100,10 @@ def gather_dumps(dumps, checkpoints, names, data=None, *, layout=None, split=Non
             if not ckpt or not Path(ckpt).exists():
                 raise RepanalysisError(f"run {run_name} has logits only and its checkpoint {ckpt} is not found; "
                                        f"run `repanalysis extract --checkpoint MODEL.pth` for it")
+            # folders relabelled by the model's class names are relabelled again by extract, not read as a file
+            order = None if ds.get("class_order") == BY_MODEL_CLASS_NAMES else ds.get("class_order")
             dump = extract_features_cached(ckpt, data or ds.get("root"), layout=layout or ds.get("layout"),
-                                           split=split or ds.get("split"), class_order=ds.get("class_order"),
+                                           split=split or ds.get("split"), class_order=order,
                                            name=name, device=device, batch_size=batch_size, log=log)
         else:
             dump.name = name

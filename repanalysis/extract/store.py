@@ -29,7 +29,8 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from repanalysis.errors import DumpError
+from repanalysis.errors import DataError, DumpError
+from repanalysis.paths import as_path
 from repanalysis.text import display_text
 
 FORMAT = "repanalysis-dump"
@@ -69,14 +70,15 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
 
 
 def json_text(obj) -> str:
-    """Strict JSON text of results: numpy scalars and arrays as numbers and lists, NaN and +-inf as null
-    (``json.dumps`` would write the non-standard ``NaN``, which other JSON readers reject)."""
+    """Strict JSON text of results: numpy scalars and arrays as numbers and lists (numpy dict keys as their
+    plain values), NaN and +-inf as null (``json.dumps`` would write the non-standard ``NaN``, which other JSON
+    readers reject), result objects through their ``to_dict()``; anything else raises :class:`DataError`."""
     return json.dumps(_json_plain(obj), indent=2, default=_json_default, allow_nan=False)
 
 
 def _json_plain(obj):
     if isinstance(obj, dict):
-        return {k: _json_plain(v) for k, v in obj.items()}
+        return {(k.item() if isinstance(k, np.generic) else k): _json_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_json_plain(v) for v in obj]
     if isinstance(obj, np.ndarray):
@@ -85,6 +87,10 @@ def _json_plain(obj):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, np.integer):
         return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if callable(getattr(obj, "to_dict", None)) and not isinstance(obj, type):   # results (CalibrationResult, ...)
+        return _json_plain(obj.to_dict())
     return obj
 
 
@@ -110,12 +116,18 @@ def _json_default(obj):
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    raise DataError(f"cannot write a {type(obj).__name__} as JSON; expected numbers, text, lists, dicts, numpy "
+                    "arrays or a result object with to_dict()")
 
 
 def _check_shapes(arrays: Mapping[str, np.ndarray], where: str) -> None:
     """DumpError unless logits are [N, K], labels and ids [N], features [N, D], classifier_weight [K, D] and
-    classifier_bias [K]."""
+    classifier_bias [K], the float arrays hold real numbers and the ids integers."""
+    for key, a in arrays.items():
+        kinds = "iu" if key == "ids" else "biuf" if key != "labels" else None   # labels: integral_labels
+        if kinds is not None and a.dtype.kind not in kinds:
+            raise DumpError(f"{where}: {key} has dtype {a.dtype}; expected "
+                            f"{'integer sample indices' if key == 'ids' else 'real numbers (float)'}")
     z = arrays["logits"]
     if z.ndim != 2:
         raise DumpError(f"{where}: logits must be 2-D [N, K]; got shape {z.shape}")
@@ -169,17 +181,30 @@ class Dump:
     def from_arrays(cls, logits, labels, features=None, *, class_names: Sequence[str] | None = None,
                     classifier_weight=None, classifier_bias=None, ids=None, name: str | None = None,
                     meta: dict | None = None) -> "Dump":
-        """Wrap arrays a user already has (numpy or torch) as an in-memory Dump."""
-        where = f"labels of {name or 'Dump.from_arrays'}"
-        arrays = {"logits": _to_numpy(logits), "labels": integral_labels(_to_numpy(labels), where)}
+        """Wrap arrays a user already has (numpy or torch) as an in-memory Dump.
+
+        Integer or bool logits, features and classifier arrays become float32; ``class_names`` must be at
+        most K strings (fewer name the first classes: a data set may cover only some of a model's classes)
+        and ``meta`` a dict."""
+        where = name or "Dump.from_arrays"
+        if meta is not None and not isinstance(meta, Mapping):
+            raise DumpError(f"{where}: meta must be a dict; got {type(meta).__name__}")
+        arrays = {"logits": _to_numpy(logits, "logits", where),
+                  "labels": integral_labels(_to_numpy(labels, "labels", where), f"labels of {where}")}
         for key, value in (("features", features), ("ids", ids), ("classifier_weight", classifier_weight),
                            ("classifier_bias", classifier_bias)):
             if value is not None:
-                arrays[key] = _to_numpy(value)
-        _check_shapes(arrays, name or "Dump.from_arrays")
-        meta = dict(meta or {})
+                arrays[key] = _to_numpy(value, key, where)
+        _check_shapes(arrays, where)
+        for key in ("logits", "features", "classifier_weight", "classifier_bias"):
+            if key in arrays and arrays[key].dtype.kind in "biu":
+                arrays[key] = arrays[key].astype(np.float32)
+        meta, k = dict(meta or {}), arrays["logits"].shape[1]
+        if meta.get("num_classes") not in (None, k):
+            raise DumpError(f"{where}: meta num_classes is {meta['num_classes']!r} but the logits have K = {k} "
+                            "columns; expected the logits' width")
         if class_names is not None:
-            meta["class_names"] = list(class_names)
+            meta["class_names"] = _check_names(class_names, "class_names", k, where)
         meta.setdefault("complete", True)
         return cls(arrays, meta, name=name)
 
@@ -250,8 +275,14 @@ class Dump:
         """Identifiers (file names) of the samples, aligned with the rows, when the Dump stored them."""
         if self.path is None or not self.path.is_dir() or not (self.path / "samples.txt").exists():
             return self.meta.get("sample_names")
-        all_names = (self.path / "samples.txt").read_text(encoding="utf-8", errors="surrogateescape").splitlines()
-        return [all_names[i] for i in self.ids.tolist()]
+        file = self.path / "samples.txt"
+        all_names = file.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+        ids = self.ids
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= len(all_names)):
+            raise DumpError(f"{file} has {len(all_names)} lines but the Dump's {self.num_samples} rows refer to "
+                            f"samples {int(ids.min())}..{int(ids.max())}; expected one line per sample of the data "
+                            "set; the Dump is damaged")
+        return [all_names[i] for i in ids.tolist()]
 
     def iter_chunks(self, keys: Sequence[str] = ("logits", "labels"), chunk_size: int = 65536
                     ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
@@ -346,7 +377,7 @@ def integral_labels(labels, where) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _to_numpy(x) -> np.ndarray:
+def _to_numpy(x, key: str = "array", where: str = "Dump.from_arrays") -> np.ndarray:
     try:
         import torch
 
@@ -354,7 +385,27 @@ def _to_numpy(x) -> np.ndarray:
             return x.detach().cpu().numpy()
     except ImportError:  # pragma: no cover
         pass
-    return np.asarray(x)
+    try:
+        return np.asarray(x)
+    except ValueError:  # ragged nested lists
+        raise DumpError(f"{where}: {key} is ragged (rows of different lengths); expected a rectangular "
+                        "array") from None
+
+
+def _check_names(names, field: str, k: int, where: str, damaged: bool = False) -> list[str]:
+    """``names`` as a list of at most K strings, one per class from class 0 (a data set may cover only some
+    of the model's classes); DumpError naming ``where`` otherwise. A single string is refused (it would read
+    as one name per character)."""
+    if isinstance(names, np.ndarray):
+        names = names.tolist()
+    sequence = isinstance(names, Sequence) and not isinstance(names, (str, bytes))
+    bad = next((n for n in names if not isinstance(n, str)), None) if sequence else None
+    if not sequence or bad is not None or len(names) > k:
+        got = (type(names).__name__ if not sequence else f"the entry {bad!r}" if bad is not None
+               else f"{len(names)} names")
+        raise DumpError(f"{where}: {field} must be a list of at most K = {k} strings, one per class; got {got}"
+                        + ("; the Dump is damaged" if damaged else ""))
+    return list(names)
 
 
 def save_seed_pt(dump: Dump, path: str | os.PathLike, overwrite: bool = False) -> Dump:
@@ -388,7 +439,7 @@ def load_dump(path: str | os.PathLike, name: str | None = None, allow_incomplete
 
     Raises :class:`DumpError` with one line when the path is missing, incomplete or malformed.
     """
-    path = Path(path)
+    path = as_path(path, "Dump (a Dump directory or a .pt file)")
     if not path.exists():
         raise DumpError(f"no such dump: {path} (expected a Dump directory or a .pt file)")
     if path.is_file():
@@ -409,12 +460,15 @@ def load_dump(path: str | os.PathLike, name: str | None = None, allow_incomplete
                         "is damaged")
     if meta.get("format") != FORMAT:
         raise DumpError(f"{path}: meta.json format is {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("version", 0) > VERSION:
+    if _meta_int(meta, "version", meta_path, default=0) > VERSION:
         raise DumpError(f"{path}: Dump version {meta.get('version')} is newer than this repanalysis "
                         f"understands ({VERSION}); upgrade repanalysis")
+    if not isinstance(meta.get("complete", False), bool):
+        raise DumpError(f"{meta_path}: complete is {meta['complete']!r}; expected true or false; the Dump is damaged")
+    num_samples = _meta_int(meta, "num_samples", meta_path)
+    done = _meta_int(progress or {}, "progress.done", meta_path, default=0, maximum=num_samples)
     if not meta.get("complete", False) and not allow_incomplete:
-        done = (meta.get("progress") or {}).get("done", 0)
-        raise DumpError(f"{path} is an incomplete Dump ({done} of {meta.get('num_samples')} rows); "
+        raise DumpError(f"{path} is an incomplete Dump ({done} of {num_samples} rows); "
                         f"re-run the same extract command to resume it")
     arrays = {}
     for key in ARRAY_NAMES:
@@ -422,20 +476,60 @@ def load_dump(path: str | os.PathLike, name: str | None = None, allow_incomplete
         if file.exists():
             try:
                 arrays[key] = np.load(file, mmap_mode="r")
-            except (ValueError, OSError) as exc:
-                raise DumpError(f"{file} is unreadable ({exc}); the Dump is damaged") from None
+            except (ValueError, OSError, EOFError) as exc:
+                raise DumpError(f"{file} is unreadable ({str(exc) or type(exc).__name__}); expected a .npy "
+                                "array; the Dump is damaged") from None
         elif isinstance(meta.get("arrays"), dict) and key in meta["arrays"]:
             raise DumpError(f"{path}/meta.json lists {key}.npy but the file is missing; the Dump is damaged "
                             "(re-extract it)")
+    if "logits" in arrays:
+        try:
+            _check_shapes(arrays, str(path))
+        except DumpError as exc:
+            raise DumpError(f"{exc}; the Dump is damaged") from None
+        rows, k = arrays["logits"].shape
+        for field, value in (("num_samples", num_samples), ("progress.done", done)):
+            if value is not None and (value > rows or field == "num_samples" and value != rows):
+                raise DumpError(f"{meta_path}: {field} is {value} but logits.npy has {rows} rows; the Dump is "
+                                "damaged")
+        _meta_int(meta, "num_classes", meta_path, minimum=k, maximum=k)
+        for field in ("class_names", "wnids"):
+            if meta.get(field) is not None:
+                _check_names(meta[field], field, k, f"{meta_path}", damaged=True)
     if not meta.get("complete", False):
-        done = int((meta.get("progress") or {}).get("done", 0))
         arrays = {k: (v[:done] if k in ("logits", "labels", "features", "ids") else v) for k, v in arrays.items()}
     return Dump(arrays, meta, path=path, name=name or meta.get("name") or path.name)
+
+
+def _meta_int(meta: Mapping, field: str, meta_path: Path, default=None, minimum: int = 0,
+              maximum: int | None = None) -> int | None:
+    """meta[field's last part] as an int in [minimum, maximum] (``default`` when absent or null); DumpError
+    naming meta.json and the field otherwise."""
+    value = meta.get(field.rsplit(".", 1)[-1])
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
+            maximum is not None and value > maximum):
+        expected = (f"{minimum}, the logits' width" if minimum == maximum else
+                    f"an integer in [{minimum}, {maximum}]" if maximum is not None else f"an integer >= {minimum}")
+        raise DumpError(f"{meta_path}: {field} is {value!r}; expected {expected}; the Dump is damaged")
+    return value
 
 
 def _load_seed_pt(path: Path, name: str | None) -> Dump:
     import torch
 
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise DumpError(f"cannot read {path} ({exc.strerror or exc}); expected a readable seed .pt file") from None
+    if head == b"\x93NUMPY":
+        raise DumpError(f"cannot read {path} as a Dump: it is a .npy array; expected a Dump directory (the "
+                        "folder holding meta.json) or a seed .pt file")
+    if not head.startswith((b"PK\x03\x04", b"\x80")):   # torch.save writes a zip (a pickle before torch 1.6)
+        raise DumpError(f"cannot read {path} as a logits file: it is not a torch file (it starts with {head!r}); "
+                        "expected a Dump directory or torch.save({'logits': [N, K], 'labels': [N]})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt/unsafe files
@@ -458,10 +552,15 @@ def _load_seed_pt(path: Path, name: str | None) -> Dump:
     if labels.is_complex():
         raise DumpError(f"{path}: 'labels' has dtype {labels.dtype}; expected integer class indices")
     raw_labels = labels.double().numpy() if labels.is_floating_point() else labels.long().numpy()
-    arrays = {"logits": logits.float().numpy(), "labels": integral_labels(raw_labels, path)}
+    arrays = {"logits": logits, "labels": integral_labels(raw_labels, path)}
     for key in ("features", "classifier_weight", "classifier_bias"):
         if isinstance(obj.get(key), torch.Tensor):
-            arrays[key] = obj[key].float().numpy()
+            arrays[key] = obj[key]
+    complex_key = next((k for k, v in arrays.items() if k != "labels" and v.is_complex()), None)
+    if complex_key is not None:
+        raise DumpError(f"{path}: {complex_key!r} has dtype {arrays[complex_key].dtype}; expected real numbers")
+    arrays = {k: (v if k == "labels" else v.detach().float().numpy()) for k, v in arrays.items()}
+    _check_shapes(arrays, str(path))
     meta = {"format": "seed-pt", "source": str(path), "complete": True, "num_classes": int(logits.shape[1])}
     return Dump(arrays, meta, path=path, name=name or path.stem)
 

@@ -18,11 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from repanalysis.analyze._arrays import pick_device
 from repanalysis.data.transforms import EvalTransform, transform_from_timm_config
-from repanalysis.errors import CheckpointError
+from repanalysis.errors import CheckpointError, DataError, RepanalysisError
 from repanalysis.models import registry
 from repanalysis.models.blurpool import blurpool_targets, wrap_blurpool
 from repanalysis.models.checkpoint import RawCheckpoint, read_checkpoint, sha256_of
+from repanalysis.paths import as_path
 
 
 @dataclass
@@ -213,6 +215,7 @@ def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust:
 
     checkpoint: .pth/.pt/.safetensors (any format of REFERENCE.md); arch: torchvision or timm model name
     (inferred when None); trust: allow pickled modules / TorchScript (runs code from the file).
+    device: "cpu" (default), "auto" (CUDA when present), "cuda" or "cuda:N".
 
     Example::
 
@@ -220,7 +223,10 @@ def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust:
         >>> lm.arch, lm.num_classes, lm.classifier_name # doctest: +SKIP
         ('small_cnn', 10, 'fc')
     """
-    path = Path(checkpoint)
+    path = as_path(checkpoint, "checkpoint")
+    if arch is not None and not isinstance(arch, str):
+        raise DataError(f"arch must be a model name (str); got {type(arch).__name__} {arch!r}")
+    device = pick_device(device)
     raw = read_checkpoint(path, trust=trust)
     notes = list(raw.notes)
     sha = sha256_of(path)
@@ -232,6 +238,9 @@ def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust:
         notes.append(f"FFCV BlurPool wrappers on {len(blur)} convolutions")
     if arch is None and raw.info.get("arch"):
         arch = raw.info["arch"]
+        if not isinstance(arch, str):
+            raise CheckpointError(f"checkpoint {path.name} records arch {arch!r} ({type(arch).__name__}); expected "
+                                  "a model name, or pass --arch")
     if arch is None:
         arch, how = infer_arch(sd)
         notes.append(f"inferred architecture {arch} from the checkpoint's parameter names and shapes")
@@ -258,7 +267,7 @@ def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust:
                               f"{mismatch_summary(dict.fromkeys(missing, ()), dict.fromkeys(unexpected, ()))}")
     model.eval().to(device)
     if raw.info.get("transform"):
-        transform = EvalTransform.from_dict(raw.info["transform"])
+        transform = _recorded_transform(raw.info["transform"], path)
     else:
         transform = _default_transform(arch, model, notes)
         if log:
@@ -266,6 +275,17 @@ def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust:
     return LoadedModel(model=model, arch=arch, family=registry.family_of(source, name), num_classes=k,
                        classifier_name=find_classifier(model, k), transform=transform, checkpoint=path,
                        sha256=sha, class_names=raw.info.get("class_names"), notes=notes)
+
+
+def _recorded_transform(recorded, path: Path) -> EvalTransform:
+    """The eval transform a checkpoint records; CheckpointError naming the checkpoint when it is unusable."""
+    try:
+        if not isinstance(recorded, dict):
+            raise TypeError(f"a {type(recorded).__name__}, not a dict")
+        return EvalTransform.from_dict(recorded)
+    except (RepanalysisError, TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path.name} records an unusable transform ({str(exc).strip()[:160]}); "
+                              "expected a dict of EvalTransform fields (resolution, mean, std, ...)") from None
 
 
 def _from_module(raw: RawCheckpoint, arch: str | None, sha: str, notes: list[str], device) -> LoadedModel:

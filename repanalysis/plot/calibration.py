@@ -16,8 +16,12 @@ import numpy as np
 from matplotlib.colors import to_rgb
 from matplotlib.patches import Patch
 
+from repanalysis.analyze._arrays import check_number
+from repanalysis.analyze.calibration import CalibrationResult
+from repanalysis.analyze.confidence import MisclassificationResult, OODResult
 from repanalysis.errors import DataError
-from repanalysis.plot.style import NEUTRAL, get_ax, model_colors, save_figure, subplots
+from repanalysis.plot.style import (NEUTRAL, check_ax, check_result, check_results, figure_set, get_ax,
+                                    literal, model_colors, save_figure, subplots)
 
 OVER_COLOR = "#D55E00"    # vermillion (not a model colour), hatched "//": confidence above accuracy
 UNDER_COLOR = "#7F7F7F"   # grey, hatched "\\": accuracy above confidence (never a model colour)
@@ -39,10 +43,6 @@ OVER_STYLE = {"facecolor": _tint(OVER_COLOR), "hatch": "//", "edgecolor": OVER_C
 UNDER_STYLE = {"facecolor": _tint(UNDER_COLOR), "hatch": "\\\\", "edgecolor": "black", "linewidth": 0.6}
 
 
-def _as_list(results) -> list:
-    return list(results) if isinstance(results, (list, tuple)) else [results]
-
-
 def _colors(results, colors: dict[str, str] | None = None) -> dict[str, str]:
     """Model colours keyed by result name; a temperature-scaled "<name> +TS" keeps its model's colour."""
     base = {r.name: r.name.removesuffix(TS_SUFFIX) for r in results}
@@ -61,6 +61,8 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
     """Per-bin accuracy bars against the diagonal; the gap to the bin's mean confidence shaded (over- and
     under-confidence in two hatched colours); ECE in the legend, above the axes (never on the bars).
     ``count_ax`` gets the samples per bin."""
+    check_result(result, CalibrationResult, "plot_reliability")
+    check_ax(count_ax, "count_ax")
     ax = get_ax(ax)
     color = color or _colors([result])[result.name]
     bins = result.adaptive_bins if adaptive else result.bins
@@ -77,7 +79,7 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
     ax.plot([0, 1], [0, 1], ls="--", color="black", lw=1, zorder=3)   # visible over the opaque gaps
     which = "AECE" if adaptive else "ECE"
     value = result.aece if adaptive else result.ece
-    handles = [Patch(facecolor=color, edgecolor="black", label=f"{result.name}: accuracy ({which} "
+    handles = [Patch(facecolor=color, edgecolor="black", label=f"{literal(result.name)}: accuracy ({which} "
                      f"{100 * value:.2f}%)"),
                Patch(**OVER_STYLE, label=f"over-confident gap (O-ECE {100 * result.oece:.2f}%)"),
                Patch(**UNDER_STYLE, label=f"under-confident gap (U-ECE {100 * result.uece:.2f}%)")]
@@ -93,7 +95,7 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
     ax.set_ylabel("Accuracy in bin (fraction)")
     if title:
         kind = "adaptive bins" if adaptive else f"{result.n_bins} equal-width bins"
-        ax.set_title(f"{result.name} ({kind}, N={result.num_samples})", pad=_height_pt(legend) + 8)
+        ax.set_title(f"{literal(result.name)} ({kind}, N={result.num_samples})", pad=_height_pt(legend) + 8)
     if count_ax is not None:
         count_ax.bar(left, bins.counts, width=width, align="edge", color=color, edgecolor="black", linewidth=0.6)
         if adaptive:       # equal-mass bins: counts are (nearly) equal, a linear axis from 0 shows that
@@ -113,7 +115,8 @@ def reliability_figure(results, adaptive: bool = False, max_cols: int = 3, color
     """Reliability diagrams, each on top of its bin counts; all diagrams share their axes, all count panels
     theirs. With temperature-scaled results ("<name> +TS") a grid of models (columns) x (before, after TS)
     (rows), each +TS panel under its model's; otherwise one panel per model in rows of at most ``max_cols``."""
-    results = _as_list(results)
+    results = check_results(results, CalibrationResult, "reliability_figure")
+    check_number(max_cols, "max_cols", integer=True, minimum=1)
     colors = _colors(results, colors)
     bases = list(dict.fromkeys(r.name.removesuffix(TS_SUFFIX) for r in results))
     if any(r.name.endswith(TS_SUFFIX) for r in results):
@@ -148,14 +151,15 @@ def reliability_figure(results, adaptive: bool = False, max_cols: int = 3, color
 def plot_confidence_histograms(results, ax=None, bins: int = 30, colors: dict[str, str] | None = None):
     """Step histograms (density) of the per-sample max softmax of each model, mean confidence and accuracy
     marked in the legend (beside the axes)."""
-    results = _as_list(results)
+    results = check_results(results, CalibrationResult, "plot_confidence_histograms")
+    check_number(bins, "bins", integer=True, minimum=1)
     ax = get_ax(ax)
     colors = _colors(results, colors)
     edges = np.linspace(0, 1, bins + 1)
     for r in results:
         ax.hist(r.confidence, bins=edges, density=True, histtype="step", lw=1.8, color=colors[r.name],
                 ls="--" if r.name.endswith(TS_SUFFIX) else "-",
-                label=f"{r.name} (mean conf {100 * r.mean_confidence:.1f}%, acc {100 * r.accuracy:.1f}%)")
+                label=f"{literal(r.name)} (mean conf {100 * r.mean_confidence:.1f}%, acc {100 * r.accuracy:.1f}%)")
     ax.set_yscale("log")
     ax.set_xlim(0, 1)
     ax.set_xlabel("Confidence (max softmax)")
@@ -172,9 +176,10 @@ def plot_nci_scatter(result, ax=None, max_points: int = 20_000, seed: int = 0, t
     dots, wrong ones vermillion crosses (neither a model colour); the legend under the axes.
 
     Plots at most ``max_points`` samples (a seeded random subset, wrong predictions drawn on top)."""
-    ax = get_ax(ax)
+    check_result(result, MisclassificationResult, "plot_nci_scatter")
     if result.nci is None:
         raise DataError(f"{result.name}: the result has no NCI; pass features to misclassification_scores")
+    ax = get_ax(ax)
     idx = np.arange(result.nci.size)
     if idx.size > max_points:
         idx = np.sort(np.random.default_rng(seed).choice(idx, max_points, replace=False))
@@ -189,7 +194,7 @@ def plot_nci_scatter(result, ax=None, max_points: int = 20_000, seed: int = 0, t
     ax.set_ylabel("Max softmax probability")
     ax.set_ylim(-0.02, 1.02)
     if title:
-        ax.set_title(f"{result.name}: AUROC(norm) {auc:.3f}, AUROC(softmax) "
+        ax.set_title(f"{literal(result.name)}: AUROC(norm) {auc:.3f}, AUROC(softmax) "
                      f"{result.auroc['max_softmax']:.3f}")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2, markerscale=1.5)
     return ax
@@ -197,7 +202,9 @@ def plot_nci_scatter(result, ax=None, max_points: int = 20_000, seed: int = 0, t
 
 def nci_figure(results):
     """One NCI scatter panel per model, shared axes."""
-    results = [r for r in _as_list(results) if r.nci is not None]
+    results = [r for r in check_results(results, MisclassificationResult, "nci_figure") if r.nci is not None]
+    if not results:
+        raise DataError("nci_figure: no result has NCI; pass features to misclassification_scores")
     fig, axes = subplots(1, max(len(results), 1), figsize=(4.4 * max(len(results), 1), 4.4), sharex=True,
                          sharey=True, layout="constrained")
     for j, r in enumerate(results):
@@ -214,6 +221,7 @@ def nci_figure(results):
 def plot_roc(result, ax=None, color: str | None = None, title: bool = True):
     """OOD-detection ROC curves (in-distribution positive) of each score of one model; AUROC and FPR@95%TPR
     in the legend, under the axes."""
+    check_result(result, OODResult, "plot_roc")
     ax = get_ax(ax)
     color = color or model_colors([result.name])[result.name]
     for key, (fpr, tpr) in result.roc.items():
@@ -227,7 +235,7 @@ def plot_roc(result, ax=None, color: str | None = None, title: bool = True):
     ax.set_xlabel("False positive rate (fraction)")
     ax.set_ylabel("True positive rate (fraction)")
     if title:
-        ax.set_title(f"{result.name}: OOD detection ROC\nin-distribution (n={result.num_in}, positive) vs "
+        ax.set_title(f"{literal(result.name)}: OOD detection ROC\nin-distribution (n={result.num_in}, positive) vs "
                      f"OOD set (n={result.num_ood})")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13))
     return ax
@@ -235,7 +243,7 @@ def plot_roc(result, ax=None, color: str | None = None, title: bool = True):
 
 def roc_figure(results, colors: dict[str, str] | None = None):
     """One ROC panel per model, shared axes, the model's colour, one line style per score."""
-    results = _as_list(results)
+    results = check_results(results, OODResult, "roc_figure")
     colors = model_colors([r.name for r in results], colors)
     fig, axes = subplots(1, len(results), figsize=(4.6 * len(results), 5.6), sharex=True, sharey=True,
                          layout="constrained")
@@ -249,20 +257,27 @@ def roc_figure(results, colors: dict[str, str] | None = None):
 def save_calibration_figures(out_dir: str | os.PathLike, calibration=None, misclassification=None,
                              ood=None) -> list[Path]:
     """Write ``reliability``, ``reliability_adaptive``, ``confidence_hist``, ``nci_scatter``, ``ood_roc``
-    (PNG + PDF) for whichever result lists are given; returns the written paths."""
+    (PNG + PDF) for whichever result lists are given (None or [] skips one); returns the written paths.
+    Every list is checked before anything is drawn, and a failure leaves none of this call's files."""
     out = Path(out_dir)
-    written: list[Path] = []
+    given = {}
+    for key, group, kind in (("calibration", calibration, CalibrationResult),
+                             ("misclassification", misclassification, MisclassificationResult),
+                             ("ood", ood, OODResult)):
+        if group is not None and not (isinstance(group, (list, tuple)) and not group):
+            given[key] = check_results(group, kind, f"save_calibration_figures {key}")
+    calibration, misclassification, ood = (given.get(k) for k in ("calibration", "misclassification", "ood"))
     # one colour map for every figure, from every model given: a figure of a subset keeps the colours
-    colors = model_colors([r.name.removesuffix(TS_SUFFIX) for group in (calibration, misclassification, ood)
-                           if group for r in _as_list(group)])
-    if calibration:
-        written += save_figure(reliability_figure(calibration, colors=colors), out / "reliability")
-        written += save_figure(reliability_figure(calibration, adaptive=True, colors=colors),
-                               out / "reliability_adaptive")
-        ax = plot_confidence_histograms(calibration, colors=colors)
-        written += save_figure(ax.figure, out / "confidence_hist")
-    if misclassification and any(r.nci is not None for r in _as_list(misclassification)):
-        written += save_figure(nci_figure(misclassification), out / "nci_scatter")
-    if ood:
-        written += save_figure(roc_figure(ood, colors=colors), out / "ood_roc")
+    colors = model_colors([r.name.removesuffix(TS_SUFFIX) for group in given.values() for r in group])
+    with figure_set() as written:
+        if calibration:
+            written += save_figure(reliability_figure(calibration, colors=colors), out / "reliability")
+            written += save_figure(reliability_figure(calibration, adaptive=True, colors=colors),
+                                   out / "reliability_adaptive")
+            ax = plot_confidence_histograms(calibration, colors=colors)
+            written += save_figure(ax.figure, out / "confidence_hist")
+        if misclassification and any(r.nci is not None for r in misclassification):
+            written += save_figure(nci_figure(misclassification), out / "nci_scatter")
+        if ood:
+            written += save_figure(roc_figure(ood, colors=colors), out / "ood_roc")
     return written

@@ -17,7 +17,11 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
 
-from repanalysis.plot.style import ANNOTATION_FONTSIZE, NEUTRAL, get_ax, model_colors, subplots
+from repanalysis.analyze._arrays import check_number
+from repanalysis.analyze.cam import CamExample, LocalisationResult
+from repanalysis.errors import DataError
+from repanalysis.plot.style import (ANNOTATION_FONTSIZE, NEUTRAL, check_result, check_results, get_ax, literal,
+                                    model_colors, subplots)
 
 CAM_CMAP = "inferno"  # perceptually uniform and colour-blind-safe (jet is neither)
 BOX_COLOR = "white"
@@ -27,8 +31,11 @@ def plot_cam_overlay(example, ax=None, *, class_names: Sequence[str] | None = No
                      show_scores: bool = True, title: str | None = None):
     """One image with its CAM as a heat map, the object's boxes outlined (or the mask's contour) and
     precision / recall printed under it. ``example``: a CamExample. Returns the Axes."""
-    ax = get_ax(ax, figsize=(3.0, 3.3))
+    check_result(example, CamExample, "plot_cam_overlay")
     cam = np.asarray(example.cam, dtype=np.float32)
+    if cam.ndim != 2:
+        raise DataError(f"plot_cam_overlay: {example.name}: cam must be 2-D [H, W]; got shape {cam.shape}")
+    ax = get_ax(ax, figsize=(3.0, 3.3))
     h, w = cam.shape
     if example.image is not None:
         ax.imshow(example.image, extent=(0, w, h, 0), interpolation="bilinear")
@@ -51,7 +58,7 @@ def plot_cam_overlay(example, ax=None, *, class_names: Sequence[str] | None = No
         ax.set_title(title)
     if show_scores:
         def name(k):
-            return class_names[k] if class_names is not None and 0 <= k < len(class_names) else str(k)
+            return literal(class_names[k]) if class_names is not None and 0 <= k < len(class_names) else str(k)
 
         mark = "" if example.pred == example.label else f" (pred {name(example.pred)})"
         ax.set_xlabel(f"P = {_fmt(example.precision)}   R = {_fmt(example.recall)}{mark}",
@@ -68,13 +75,13 @@ def plot_cam_grid(results: Sequence, max_images: int = 6, *, class_names: Sequen
     """Figure of CAM overlays: one row per model (result), one column per image (the images every
     result kept, in order), a shared colour bar. Row labels in the model's colour when several models
     are compared (``colors``: the run's model colours), else black. Returns the Figure."""
-    results = list(results)
-    if not results:
-        raise ValueError("plot_cam_grid needs at least one result")
+    results = check_results(results, LocalisationResult, "plot_cam_grid")
+    max_images = check_number(max_images, "max_images", integer=True, minimum=1)
     common = [e.name for e in results[0].examples if all(any(f.name == e.name for f in r.examples)
                                                           for r in results[1:])][:max_images]
     if not common:
-        raise ValueError("the results kept no images in common to show")
+        raise DataError("plot_cam_grid: the results kept no images in common to show; expected examples kept "
+                        "for the same images (keep > 0 in localise_dataset)")
     rows, cols = len(results), len(common)
     fig, axes = subplots(rows, cols, figsize=(panel_size * cols + 0.9, (panel_size + 0.45) * rows + 0.4),
                          layout="constrained")
@@ -86,10 +93,10 @@ def plot_cam_grid(results: Sequence, max_images: int = 6, *, class_names: Sequen
             title = None
             if i == 0:
                 label = class_names[ex.label] if class_names is not None and ex.label < len(class_names) else ex.label
-                title = f"{_short(image_name)}\n{label}"
+                title = f"{literal(_short(image_name))}\n{literal(label)}"
             ax = plot_cam_overlay(ex, axes[i, j], class_names=class_names, title=title)
             if j == 0:
-                ax.set_ylabel(result.name, color=colors[result.name], fontweight="bold")
+                ax.set_ylabel(literal(result.name), color=colors[result.name], fontweight="bold")
     mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=CAM_CMAP)  # opaque colours, not the overlay's
     cbar = fig.colorbar(mappable, ax=axes, fraction=0.025, pad=0.02)
     cbar.set_label("CAM (min-max normalised, 0-1)")
@@ -110,18 +117,19 @@ def plot_pr_curves(results: Sequence, ax=None, colors: dict[str, str] | None = N
     """Mean precision against mean recall of CAM >= tau over the tau sweep, one line per model, with
     the mean area under each image's curve in the legend; dotted: the box share of the image (the
     precision of a CAM covering everything), one grey line when every model's is the same. Returns the Axes."""
+    results = check_results(results, LocalisationResult, "plot_pr_curves")
     ax = get_ax(ax, figsize=(4.8, 4.0))
     colors = model_colors([r.name for r in results], colors)
     for r in results:
         area = np.nanmean(r.pr_area) if np.isfinite(r.pr_area).any() else float("nan")
-        ax.plot(r.pr_recall, r.pr_precision, color=colors[r.name], label=f"{r.name} (area {area:.3f})")
+        ax.plot(r.pr_recall, r.pr_precision, color=colors[r.name], label=f"{literal(r.name)} (area {area:.3f})")
     shares = [float(np.nanmean(r.region_fraction)) for r in results]
     if max(shares) - min(shares) <= 1e-9:
         ax.axhline(shares[0], color=NEUTRAL, linestyle=":", linewidth=1.2, label=f"box share ({shares[0]:.3f})")
     else:
         for r, share in zip(results, shares):
             ax.axhline(share, color=colors[r.name], linestyle=":", linewidth=1.2,
-                       label=f"{r.name} box share ({share:.3f})")
+                       label=f"{literal(r.name)} box share ({share:.3f})")
     ax.set_xlabel("Recall |M ∩ B| / |B| (fraction of box pixels)")
     ax.set_ylabel("Precision |M ∩ B| / |M| (fraction of CAM pixels)")
     ax.set_xlim(0, 1)

@@ -5,29 +5,60 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from repanalysis.plot.style import ANNOTATION_FONTSIZE, class_styles, get_ax, model_colors, subplots
+from repanalysis.analyze._arrays import check_number
+from repanalysis.analyze.collapse import CollapseResult
+from repanalysis.analyze.embed import EmbeddingResult
+from repanalysis.analyze.geometry import SeparationResult
+from repanalysis.analyze.projection import ProjectionResult
+from repanalysis.errors import DataError
+from repanalysis.plot.style import (ANNOTATION_FONTSIZE, check_result, check_results, class_styles, describe, finite,
+                                    get_ax, literal, model_colors, subplots)
 
 _SPLIT_LABEL = {None: "all"}
+NORMS = ("l2", "l1")
+_METRIC_LABELS = {"d_within": r"$d_{within}$ (mean cosine distance)", "d_total": r"$d_{total}$ (mean cosine distance)",
+                  "r2": r"$R^2 = 1 - d_{within}\,/\,d_{total}$ (unitless)"}
+
+
+def _points(result) -> np.ndarray:
+    """The finite points (rows of ``coords``) of a projection or embedding; DataError when none is finite."""
+    return finite(result.coords, "coords", result.name or "result")
 
 
 def shared_limits(results, margin: float = 0.06) -> tuple[tuple[float, float], tuple[float, float]]:
-    """((xmin, xmax), (ymin, ymax)) covering the points of every result, with a relative margin."""
-    pts = np.vstack([r.coords for r in results])
+    """((xmin, xmax), (ymin, ymax)) covering the (finite) points of every result, with a relative margin."""
+    results = check_results(results, (ProjectionResult, EmbeddingResult), "shared_limits")
+    check_number(margin, "shared_limits: margin", minimum=0)
+    pts = np.vstack([_points(r) for r in results])
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     pad = (hi - lo) * margin + 1e-12
     return (lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1])
 
 
+def _check_limits(limits):
+    """``limits`` itself when it is ((xmin, xmax), (ymin, ymax)) of finite numbers; DataError otherwise."""
+    try:
+        (x0, x1), (y0, y1) = limits
+    except (TypeError, ValueError):
+        raise DataError(f"plot_projection: limits must be ((xmin, xmax), (ymin, ymax)); got {describe(limits)}") \
+            from None
+    for v in (x0, x1, y0, y1):
+        check_number(v, "plot_projection: each of limits")
+    return limits
+
+
 def _scatter_classes(ax, result, styles, point_size: float, **scatter_kw) -> None:
     """The points of each class of a projection or embedding result (``coords``, ``labels``, ``classes``,
     ``class_names``) in the class's colour and marker, labelled with its name and count."""
+    keep = np.isfinite(result.coords).all(axis=1)   # NaN points left out (and not counted)
     for k, label in zip(result.classes, result.class_names):
-        pts = result.coords[result.labels == k]
+        pts = result.coords[result.labels == k] if keep.all() else result.coords[(result.labels == k) & keep]
         ax.scatter(pts[:, 0], pts[:, 1], s=point_size, color=styles[k][0], marker=styles[k][1], alpha=0.75,
-                   label=f"{label} (n={len(pts)})", **scatter_kw)
+                   label=f"{literal(label)} (n={len(pts)})", **scatter_kw)
 
 
 def plot_projection(result, ax=None, *, limits=None, decision_regions: bool = False, show_anchors: bool = True,
@@ -37,10 +68,11 @@ def plot_projection(result, ax=None, *, limits=None, decision_regions: bool = Fa
     limits: ((xmin, xmax), (ymin, ymax)) to share axes across models. decision_regions: shade the plane by
     the class the model predicts among the three (template method only; exact there). Returns the Axes.
     """
+    check_result(result, ProjectionResult, "plot_projection")
+    (x0, x1), (y0, y1) = _check_limits(limits) if limits is not None else shared_limits([result])
     ax = get_ax(ax)
     styles = class_styles(result.classes)
     colors = {k: c for k, (c, _) in styles.items()}
-    (x0, x1), (y0, y1) = limits or shared_limits([result])
     if decision_regions and result.decision_weights is not None:
         gx, gy = np.meshgrid(np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution))
         pred = result.predict(np.column_stack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
@@ -59,7 +91,7 @@ def plot_projection(result, ax=None, *, limits=None, decision_regions: bool = Fa
     ax.set_xlabel(f"{kind} axis 1 (feature units)")
     ax.set_ylabel(f"{kind} axis 2 (feature units)")
     if result.name:
-        ax.set_title(result.name)
+        ax.set_title(literal(result.name))
     if legend:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), markerscale=1.3)
     return ax
@@ -67,30 +99,34 @@ def plot_projection(result, ax=None, *, limits=None, decision_regions: bool = Fa
 
 def plot_projections(results, *, decision_regions: bool = False, split: str | None = None, panel_size=(4.2, 4.0)):
     """One panel per model with the same axis limits; returns the Figure."""
+    results = check_results(results, ProjectionResult, "plot_projections")
+    limits = shared_limits(results)
     fig, axes = subplots(1, len(results), figsize=(panel_size[0] * len(results), panel_size[1]),
                          sharex=True, sharey=True, layout="constrained")
-    limits = shared_limits(results)
     for i, (r, ax) in enumerate(zip(results, axes[0])):
         plot_projection(r, ax, limits=limits, decision_regions=decision_regions, legend=(i == len(results) - 1))
         if i:
             ax.set_ylabel("")
     method = results[0].method
     extra = ", shaded: predicted class" if decision_regions and method == "template" else ""
-    where = f" ({split})" if split else ""
-    fig.suptitle(f"3-class projection, {method} method{where}: {', '.join(results[0].class_names)}{extra}")
+    where = f" ({literal(split)})" if split else ""
+    names = ", ".join(literal(c) for c in results[0].class_names)
+    fig.suptitle(f"3-class projection, {method} method{where}: {names}{extra}")
     return fig
 
 
 def plot_embedding(result, ax=None, *, point_size: float = 10, legend: bool = True):
     """Scatter of an :class:`~repanalysis.analyze.embed.EmbeddingResult`, one colour and marker per class;
     returns the Axes."""
+    check_result(result, EmbeddingResult, "plot_embedding")
+    _points(result)
     ax = get_ax(ax)
     _scatter_classes(ax, result, class_styles(result.classes), point_size, linewidths=0)
     name = "UMAP" if result.method == "umap" else "t-SNE"
     ax.set_xlabel(f"{name} 1 (a.u.)")
     ax.set_ylabel(f"{name} 2 (a.u.)")
     if result.name:
-        ax.set_title(result.name)
+        ax.set_title(literal(result.name))
     if legend:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), markerscale=1.5)
     return ax
@@ -99,12 +135,15 @@ def plot_embedding(result, ax=None, *, point_size: float = 10, legend: bool = Tr
 def plot_embeddings(results, panel_size=(4.2, 4.0), split: str | None = None):
     """One embedding panel per model (each with its own axes: UMAP/t-SNE scales are not comparable).
     split: the data split, named in the title when given."""
+    results = check_results(results, EmbeddingResult, "plot_embeddings")
+    for r in results:
+        _points(r)
     fig, axes = subplots(1, len(results), figsize=(panel_size[0] * len(results), panel_size[1]),
                          layout="constrained")
     for i, (r, ax) in enumerate(zip(results, axes[0])):
         plot_embedding(r, ax, legend=(i == len(results) - 1))
     name = "UMAP" if results[0].method == "umap" else "t-SNE"
-    where = f" ({split})" if split else ""
+    where = f" ({literal(split)})" if split else ""
     fig.suptitle(f"{name} of penultimate features{where}, {len(results[0].labels)} samples of "
                  f"{len(results[0].classes)} classes (seed {results[0].seed})")
     return fig
@@ -118,6 +157,19 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
     sequence of one Axes per metric (None: a new figure). colors: the run's model colours. Returns the list
     of Axes.
     """
+    results = check_results(results, SeparationResult, "plot_separation_bars")
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not metrics:
+        raise DataError("plot_separation_bars: no metric given; expected d_within, d_total or r2")
+    for metric in metrics:
+        if metric not in _METRIC_LABELS:
+            raise DataError(f"plot_separation_bars: unknown metric {metric!r}; expected d_within, d_total or r2")
+    if axes is not None:
+        axes = [axes] if isinstance(axes, Axes) else axes
+        many = isinstance(axes, (list, tuple, np.ndarray))
+        if not many or len(axes) != len(metrics) or not all(isinstance(a, Axes) for a in axes):
+            raise DataError(f"axes must be one matplotlib Axes per metric ({len(metrics)}); got "
+                            f"{len(axes) if many else describe(axes)}")
     own = axes is None
     if own:
         fig, grid = subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8))
@@ -127,8 +179,7 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
     splits = sorted(dict.fromkeys(_SPLIT_LABEL.get(r.split, r.split) for r in results), key=lambda s: rank.get(s, 3))
     colors = model_colors(models, colors)
     width = 0.8 / len(splits)
-    labels = {"d_within": r"$d_{within}$ (mean cosine distance)", "d_total": r"$d_{total}$ (mean cosine distance)",
-              "r2": r"$R^2 = 1 - d_{within}\,/\,d_{total}$ (unitless)"}
+    labels = _METRIC_LABELS
     titles = {"d_within": r"Within-class distance $d_{within}$", "d_total": r"Total distance $d_{total}$",
               "r2": r"Class separation $R^2$"}
     for metric, ax in zip(metrics, axes):
@@ -141,18 +192,18 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
             ax.annotate(f"{value:.3f}", (x, value), ha="center", va="bottom", fontsize=ANNOTATION_FONTSIZE,
                         xytext=(0, 1), textcoords="offset points")
         ax.set_xticks(range(len(models)))
-        ax.set_xticklabels(models)
+        ax.set_xticklabels([literal(m) for m in models])
         ax.set_ylabel(labels.get(metric, metric))
         ax.set_title(f"{titles.get(metric, metric)} per model")
         ax.set_xlabel("Model")
         ax.margins(y=0.12)
-    handles = [Patch(facecolor=colors[m], edgecolor="black", label=m) for m in models]
-    handles += [Patch(facecolor="white", edgecolor="black", hatch="//" if j else None, label=s)
+    handles = [Patch(facecolor=colors[m], edgecolor="black", label=literal(m)) for m in models]
+    handles += [Patch(facecolor="white", edgecolor="black", hatch="//" if j else None, label=literal(s))
                 for j, s in enumerate(splits)]
     axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if own:
-        how = " vs ".join(f"{s} ({'hatched' if j else 'plain'})" for j, s in enumerate(splits)) \
-            if len(splits) > 1 else f"{splits[0]} split"
+        how = " vs ".join(f"{literal(s)} ({'hatched' if j else 'plain'})" for j, s in enumerate(splits)) \
+            if len(splits) > 1 else f"{literal(splits[0])} split"
         fig.suptitle(f"Class separation of penultimate features per model: {how}")
         fig.tight_layout()
     return axes
@@ -165,6 +216,11 @@ def plot_feature_norms(results, ax=None, norm: str = "l2", class_names: Sequence
     norm: "l2" or "l1". class_names: labels of the class indices (default: the indices). split: the data
     split, named in the title when given. colors: the run's model colours.
     """
+    results = check_results(results, CollapseResult, "plot_feature_norms")
+    if norm not in NORMS:
+        raise DataError(f"plot_feature_norms: norm must be 'l2' or 'l1'; got {describe(norm)}")
+    if isinstance(class_names, str):
+        raise DataError(f"plot_feature_norms: class_names must be a list of names; got {describe(class_names)}")
     ax = get_ax(ax, figsize=(min(11.0, max(5.0, 0.3 * len(results[0].classes) * len(results) + 2)), 3.8))
     models = [r.name or f"model {i}" for i, r in enumerate(results)]
     colors = model_colors(models, colors)
@@ -175,14 +231,14 @@ def plot_feature_norms(results, ax=None, norm: str = "l2", class_names: Sequence
         mean, std = (r.norm_l2_mean, r.norm_l2_std) if norm == "l2" else (r.norm_l1_mean, r.norm_l1_std)
         x = np.array([pos[c] for c in r.classes.tolist()]) + (j - (len(results) - 1) / 2) * width
         ax.bar(x, mean, width=width * 0.95, yerr=std, color=colors[m], edgecolor="black", linewidth=0.5,
-               error_kw={"elinewidth": 0.8, "capsize": 2}, label=m)
+               error_kw={"elinewidth": 0.8, "capsize": 2}, label=literal(m))
     ax.set_xticks(range(len(classes)))
-    ax.set_xticklabels([class_names[c] if class_names and c < len(class_names) else str(c) for c in classes],
+    ax.set_xticklabels([literal(class_names[c]) if class_names and c < len(class_names) else str(c) for c in classes],
                        rotation=45 if len(classes) > 10 else 0)
     ax.set_xlabel("Class")
     ax.set_ylabel(f"{norm.upper()} feature norm (feature units)")
     sizes = sorted({r.n_samples for r in results})
-    where = f"{split} split, " if split else ""
+    where = f"{literal(split)} split, " if split else ""
     ax.set_title(f"{norm.upper()} norm of penultimate features per class (mean ± std; {where}"
                  f"N = {', '.join(map(str, sizes))} samples)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))

@@ -12,13 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
-from repanalysis.plot.style import ANNOTATION_FONTSIZE, get_ax, model_colors, save_figure, subplots
+from repanalysis.analyze._arrays import check_number
+from repanalysis.analyze.logits import LogitStats
+from repanalysis.plot.style import (ANNOTATION_FONTSIZE, check_result, check_results, figure_set, finite, get_ax,
+                                    literal, model_colors, save_figure, subplots)
 
 _FIGURE_STEMS = ("logit_analysis", "logit_comparison", "ls_split")
 
 
-def _as_list(results) -> list:
-    return list(results) if isinstance(results, (list, tuple)) else [results]
+def _as_list(results, what: str) -> list:
+    return check_results(results, LogitStats, what)
+
+
+def _near_zero_values(result) -> np.ndarray:
+    """The finite per-sample near-zero fractions (NaN ones left out; DataError when none is finite)."""
+    return finite(result.near_zero_fraction, "near_zero_fraction", result.name)
 
 
 # --- the seed tool's figure ----------------------------------------------------------------------------
@@ -29,11 +37,13 @@ def _near_zero(result) -> str:
 def plot_near_zero_hist(result, ax=None, bins=50, color: str | None = None, title: bool = True):
     """Histogram of per-sample near-zero fractions: ``bins`` bins (a count, or edges shared across models),
     black edges (left panel of the seed)."""
+    check_result(result, LogitStats, "plot_near_zero_hist")
+    values = _near_zero_values(result)
     ax = get_ax(ax)
     color = color or model_colors([result.name])[result.name]
-    ax.hist(result.near_zero_fraction, bins=bins, edgecolor="black", color=color, label=result.name)
+    ax.hist(values, bins=bins, edgecolor="black", color=color, label=literal(result.name))
     if title:
-        ax.set_title(f"{result.name}: {_near_zero(result)} (N={result.num_samples})")
+        ax.set_title(f"{literal(result.name)}: {_near_zero(result)} (N={values.size})")
     ax.set_xlabel(f"{_near_zero(result)} (of K={result.num_classes})")
     ax.set_ylabel("Count (samples)")
     return ax
@@ -41,13 +51,14 @@ def plot_near_zero_hist(result, ax=None, bins=50, color: str | None = None, titl
 
 def plot_top1_vs_near_zero(result, ax=None, color: str | None = None, alpha: float = 0.6, title: bool = True):
     """Scatter of top-1 softmax probability (x) against near-zero fraction (y) (right panel of the seed)."""
+    check_result(result, LogitStats, "plot_top1_vs_near_zero")
     ax = get_ax(ax)
     color = color or model_colors([result.name])[result.name]
     size = None if result.num_samples <= 20_000 else 4
     ax.scatter(result.top1_prob, result.near_zero_fraction, alpha=alpha, color=color, s=size,
-               rasterized=result.num_samples > 5_000, label=result.name)
+               rasterized=result.num_samples > 5_000, label=literal(result.name))
     if title:
-        ax.set_title(f"{result.name}: top-1 probability vs near-zero logits")
+        ax.set_title(f"{literal(result.name)}: top-1 probability vs near-zero logits")
     ax.set_xlabel("Top-1 probability (max softmax)")
     ax.set_ylabel(_near_zero(result))
     ax.grid(True)
@@ -57,12 +68,14 @@ def plot_top1_vs_near_zero(result, ax=None, color: str | None = None, alpha: flo
 def logit_analysis_figure(results, bins: int = 50, colors: dict[str, str] | None = None):
     """The seed's ``logit_analysis.png``: per model a row of [near-zero histogram | top-1 prob scatter]; the
     histograms share their bins and x axis, the scatters both axes."""
-    results = _as_list(results)
+    results = _as_list(results, "logit_analysis_figure")
+    check_number(bins, "bins", integer=True, minimum=1)
+    values = [_near_zero_values(r) for r in results]
     colors = model_colors([r.name for r in results], colors)
     fig, axes = subplots(len(results), 2, figsize=(12, 5 * len(results)), sharex="col")
     for ax in axes[1:, 1]:
         ax.sharey(axes[0, 1])
-    top = max(float(r.near_zero_fraction.max()) for r in results)
+    top = max(float(v.max()) for v in values)
     edges = np.linspace(0.0, max(top, 1.0 / max(r.num_classes for r in results)), bins + 1)
     for row, r in zip(axes, results):
         plot_near_zero_hist(r, ax=row[0], bins=edges, color=colors[r.name])
@@ -79,21 +92,23 @@ def plot_near_zero_comparison(results, ax=None, bins: int = 50, colors: dict[str
 
     When K + 1 <= ``bins`` the fractions take only the values j/K, and each gets its own bin.
     """
-    results = _as_list(results)
+    results = _as_list(results, "plot_near_zero_comparison")
+    check_number(bins, "bins", integer=True, minimum=1)
+    values = [_near_zero_values(r) for r in results]
     ax = get_ax(ax)
     colors = model_colors([r.name for r in results], colors)
     k = max(r.num_classes for r in results)
-    top = max(float(r.near_zero_fraction.max()) for r in results)
+    top = max(float(v.max()) for v in values)
     if all(r.num_classes == k for r in results) and k + 1 <= bins:
         edges = (np.arange(int(round(top * k)) + 2) - 0.5) / k
     else:
         edges = np.linspace(0.0, max(top, 1.0 / k), bins + 1)
-    for r in results:
-        ax.hist(r.near_zero_fraction, bins=edges, histtype="step", linewidth=1.8, color=colors[r.name],
-                weights=np.full(r.num_samples, 1.0 / r.num_samples),
-                label=f"{r.name} (mean {r.mean('near_zero_fraction'):.3f})")
+    for r, v in zip(results, values):
+        ax.hist(v, bins=edges, histtype="step", linewidth=1.8, color=colors[r.name],
+                weights=np.full(v.size, 1.0 / v.size),
+                label=f"{literal(r.name)} (mean {float(v.astype(np.float64).mean()):.3f})")
     thresholds = sorted({f"{r.threshold:g}" for r in results})
-    sizes = ", ".join(str(n) for n in dict.fromkeys(r.num_samples for r in results))
+    sizes = ", ".join(str(n) for n in dict.fromkeys(v.size for v in values))
     ax.set_title(f"Per-sample fraction of logits with |z| < {', '.join(thresholds)} (N = {sizes})")
     ax.set_xlabel(f"Fraction of logits with |z| < {', '.join(thresholds)} (of K)")
     ax.set_ylabel("Share of samples")
@@ -104,19 +119,21 @@ def plot_near_zero_comparison(results, ax=None, bins: int = 50, colors: dict[str
 
 def plot_logit_kde(results, ax=None, colors: dict[str, str] | None = None):
     """KDE curves of the flattened logits held in each Result (first ``kde_samples`` rows)."""
-    results = _as_list(results)
+    results = _as_list(results, "plot_logit_kde")
+    names = ", ".join(str(r.name) for r in results)
+    lo = float(finite([r.kde_range[0] for r in results], "kde_range", names).min())
+    hi = float(finite([r.kde_range[1] for r in results], "kde_range", names).max())
     ax = get_ax(ax)
     colors = model_colors([r.name for r in results], colors)
     for r in results:
         if r.kde_density.size:
             ax.plot(r.kde_x, r.kde_density, color=colors[r.name], linewidth=1.8,
-                    label=f"{r.name} ({r.kde_samples:,} samples, h={r.kde_bandwidth:.3g})")
+                    label=f"{literal(r.name)} ({r.kde_samples:,} samples, h={r.kde_bandwidth:.3g})")
         else:
-            ax.plot([], [], color=colors[r.name], label=f"{r.name} (no spread: no KDE)")
-    lo = min(r.kde_range[0] for r in results)
-    hi = max(r.kde_range[1] for r in results)
+            ax.plot([], [], color=colors[r.name], label=f"{literal(r.name)} (no spread: no KDE)")
     ax.set_xlim(lo, hi)
-    peak = max([float(r.kde_density.max()) for r in results if r.kde_density.size] + [0.0])
+    dens = [d for d in (r.kde_density[np.isfinite(r.kde_density)] for r in results) if d.size]
+    peak = max([float(d.max()) for d in dens] + [0.0])
     ax.set_ylim(0, peak * 1.35 if peak > 0 else 1.0)  # head-room for the legend
     ax.set_title("Density of flattened logits")
     ax.set_xlabel("Logit value z (logit units)")
@@ -127,6 +144,7 @@ def plot_logit_kde(results, ax=None, colors: dict[str, str] | None = None):
 
 def comparison_figure(results, bins: int = 50, colors: dict[str, str] | None = None):
     """[overlaid near-zero histograms | logit KDEs] for any number of models."""
+    results = _as_list(results, "comparison_figure")
     fig, axes = subplots(1, 2, figsize=(12, 4.8))
     plot_near_zero_comparison(results, ax=axes[0, 0], bins=bins, colors=colors)
     plot_logit_kde(results, ax=axes[0, 1], colors=colors)
@@ -142,20 +160,22 @@ def plot_error_enhancement(results, ax=None, bins: int = 30, colors: dict[str, s
     """
     import seaborn as sns
 
-    results = _as_list(results)
+    results = _as_list(results, "plot_error_enhancement")
+    check_number(bins, "bins", integer=True, minimum=1)
+    wrong = {r.name: r.ls_error_enhancement[~r.correct].astype(np.float64) for r in results}
+    wrong = {r.name: finite(wrong[r.name], "ls_error_enhancement", r.name) for r in results}
     ax = get_ax(ax)
     colors = model_colors([r.name for r in results], colors)
     kde = False
-    wrong = {r.name: r.ls_error_enhancement[~r.correct].astype(np.float64) for r in results}
     pooled = np.concatenate([v for v in wrong.values()] + [np.zeros(1)])
     edges = np.linspace(pooled.min(), 0.0, bins + 1) if pooled.min() < 0 else np.linspace(-1e-3, 0.0, bins + 1)
     for r in results:
         v = wrong[r.name]
         if v.size == 0:
-            ax.plot([], [], color=colors[r.name], label=f"{r.name} (no misclassified samples)")
+            ax.plot([], [], color=colors[r.name], label=f"{literal(r.name)} (no misclassified samples)")
             continue
         ax.hist(v, bins=edges, density=True, histtype="step", linewidth=1.5, color=colors[r.name],
-                label=f"{r.name} (n={v.size}, mean {v.mean():.3g})")
+                label=f"{literal(r.name)} (n={v.size}, mean {v.mean():.3g})")
         if v.size >= 2 and np.unique(v).size >= 2:
             sns.kdeplot(x=v, ax=ax, color=colors[r.name], linewidth=1.2, linestyle="--", cut=0)
             kde = True
@@ -172,7 +192,7 @@ def plot_error_enhancement(results, ax=None, bins: int = 30, colors: dict[str, s
 def plot_ls_split(results, ax=None, colors: dict[str, str] | None = None):
     """Grouped bars: mean LS regularization, error-enhancement, their sum L_LS, and the MaxSup penalty, each
     bar's value printed on it (the error-enhancement mean is tiny next to the others)."""
-    results = _as_list(results)
+    results = _as_list(results, "plot_ls_split")
     ax = get_ax(ax)
     colors = model_colors([r.name for r in results], colors)
     terms = [("ls_regularization", "regularization"), ("ls_error_enhancement", "error-enhancement"),
@@ -182,7 +202,7 @@ def plot_ls_split(results, ax=None, colors: dict[str, str] | None = None):
     for i, r in enumerate(results):
         means = [r.mean(key) for key, _ in terms]
         pos = x - 0.4 + width * (i + 0.5)
-        ax.bar(pos, means, width=width, color=colors[r.name], label=r.name)
+        ax.bar(pos, means, width=width, color=colors[r.name], label=literal(r.name))
         for xi, v in zip(pos, means):   # above the bar, or above 0 for a negative one (clear of the tick labels)
             ax.annotate(f"{v:.3g}", (xi, max(v, 0.0)), xytext=(0, 2), textcoords="offset points", rotation=90,
                         ha="center", va="bottom", fontsize=ANNOTATION_FONTSIZE)
@@ -200,6 +220,7 @@ def plot_ls_split(results, ax=None, colors: dict[str, str] | None = None):
 
 def ls_split_figure(results, bins: int = 30, colors: dict[str, str] | None = None):
     """[error-enhancement distribution on misclassified samples | mean LS split and MaxSup penalty]."""
+    results = _as_list(results, "ls_split_figure")
     fig, axes = subplots(1, 2, figsize=(12, 4.8))
     plot_error_enhancement(results, ax=axes[0, 0], bins=bins, colors=colors)
     plot_ls_split(results, ax=axes[0, 1], colors=colors)
@@ -208,15 +229,16 @@ def ls_split_figure(results, bins: int = 30, colors: dict[str, str] | None = Non
 
 
 def save_logit_figures(results, out: str | os.PathLike, bins: int = 50) -> list[Path]:
-    """Write ``logit_analysis``, ``logit_comparison`` and ``ls_split`` (.png and .pdf) under ``out``."""
-    results = _as_list(results)
+    """Write ``logit_analysis``, ``logit_comparison`` and ``ls_split`` (.png and .pdf) under ``out``; a failure
+    leaves none of this call's files."""
+    results = _as_list(results, "save_logit_figures")
     out = Path(out)
-    written = []
     colors = model_colors([r.name for r in results])   # once, for all three figures
-    for stem, make in zip(_FIGURE_STEMS, (lambda: logit_analysis_figure(results, bins=bins, colors=colors),
-                                          lambda: comparison_figure(results, bins=bins, colors=colors),
-                                          lambda: ls_split_figure(results, colors=colors))):
-        written += save_figure(make(), out / stem)
+    with figure_set() as written:
+        for stem, make in zip(_FIGURE_STEMS, (lambda: logit_analysis_figure(results, bins=bins, colors=colors),
+                                              lambda: comparison_figure(results, bins=bins, colors=colors),
+                                              lambda: ls_split_figure(results, colors=colors))):
+            written += save_figure(make(), out / stem)
     return written
 
 

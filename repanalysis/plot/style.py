@@ -5,13 +5,19 @@ colours for models come from :func:`model_colors` so a model keeps its colour ac
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
+from repanalysis.errors import DataError
 from repanalysis.extract.store import umask_mode
 
 if not os.environ.get("DISPLAY") and os.environ.get("MPLBACKEND") is None:
@@ -75,9 +81,76 @@ def class_styles(classes: Sequence[int]) -> dict[int, tuple[str, str]]:
             for i, c in enumerate(classes)}
 
 
+# --- checks of what a plotting function is given -------------------------------------------------------------
+def _article(name: str) -> str:
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def describe(value) -> str:
+    """A short name of what a caller passed, for an error line: "an EmbeddingResult", "'x' (str)", "None"."""
+    if value is None:
+        return "None"
+    if isinstance(value, (str, bytes, int, float)):
+        text = repr(value)
+        return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
+    return _article(type(value).__name__)
+
+
+def _kind_name(kind) -> str:
+    return " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+
+
+def check_result(result, kind, what: str):
+    """``result`` itself; DataError naming ``what`` (the function) unless it is a ``kind`` (a class or a tuple)."""
+    if not isinstance(result, kind):
+        raise DataError(f"{what}: expected {_article(_kind_name(kind))}; got {describe(result)}")
+    return result
+
+
+def check_results(results, kind, what: str) -> list:
+    """``results`` as a list: a list or tuple of ``kind`` (one per model), or one ``kind`` (a one-element list).
+    DataError naming ``what`` when it is empty, another container (a generator, a dict) or holds another kind."""
+    name = _kind_name(kind)
+    if isinstance(results, kind):
+        return [results]
+    if not isinstance(results, (list, tuple)):
+        raise DataError(f"{what}: expected a list of {name} (one per model); got {describe(results)}")
+    if not results:
+        raise DataError(f"{what}: no results to plot; expected one {name} per model")
+    for i, r in enumerate(results):
+        if not isinstance(r, kind):
+            raise DataError(f"{what}: expected a list of {name} (one per model); item {i} is {describe(r)}")
+    return list(results)
+
+
+def check_ax(ax, what: str = "ax"):
+    """``ax`` itself; DataError unless it is None or a matplotlib Axes."""
+    if ax is not None and not isinstance(ax, Axes):
+        raise DataError(f"{what} must be a matplotlib Axes or None; got {describe(ax)}")
+    return ax
+
+
+def finite(values, field: str, name) -> np.ndarray:
+    """``values`` (1-D, or 2-D with one point per row) without NaN or infinite entries (rows); the array itself
+    when every one is finite. DataError naming the result ``name`` and ``field`` when nothing finite is left."""
+    a = np.asarray(values)
+    ok = np.isfinite(a) if a.ndim < 2 else np.isfinite(a).all(axis=1)
+    if ok.all():
+        return a
+    if not ok.any():
+        raise DataError(f"{name}: every {field} value is NaN or infinite; expected finite values to plot")
+    return a[ok]
+
+
+def literal(text):
+    """User text (a model, class, image or split name) for a title, legend or tick label: "$" escaped so that
+    matplotlib draws it as written, never as mathtext. None stays None."""
+    return None if text is None else str(text).replace("$", r"\$")
+
+
 def get_ax(ax=None, figsize=(5.0, 4.0)):
-    """Return ``ax`` or a fresh Axes in a new styled figure."""
-    if ax is not None:
+    """Return ``ax`` (checked: a matplotlib Axes) or a fresh Axes in a new styled figure."""
+    if check_ax(ax) is not None:
         return ax
     apply_style()
     _, ax = plt.subplots(figsize=figsize)
@@ -91,28 +164,89 @@ def subplots(nrows: int = 1, ncols: int = 1, **kwargs):
     return plt.subplots(nrows, ncols, **kwargs)
 
 
+# --- output -----------------------------------------------------------------------------------------------------
+def _check_formats(fig, formats) -> tuple[str, ...]:
+    supported = fig.canvas.get_supported_filetypes()
+    formats = (formats,) if isinstance(formats, str) else formats
+    try:
+        formats = tuple(formats)
+    except TypeError:
+        formats = (formats,)
+    expected = f"expected one of {', '.join(sorted(supported))}"
+    if not formats:
+        raise DataError(f"no figure format given; {expected}")
+    for fmt in formats:
+        if not isinstance(fmt, str) or fmt.lower() not in supported:
+            raise DataError(f"unsupported figure format {fmt!r}; {expected}")
+    return formats
+
+
+def _why(err: OSError, target: Path) -> str:
+    """The reason an OSError gives, naming the file that stands where a folder is needed."""
+    if isinstance(err, (FileExistsError, NotADirectoryError)):
+        for parent in target.parents:
+            if parent.exists():
+                return f"{parent} is not a folder" if not parent.is_dir() else (err.strerror or str(err))
+    return err.strerror or str(err)
+
+
 def save_figure(fig, path_stem: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"),
                 close: bool = True) -> list[Path]:
-    """Save ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` (atomically: temp file then rename)."""
+    """Save ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` (atomically: temp files, renamed once all are written).
+
+    The formats are checked first; when a file cannot be written none of this call's files is left behind
+    (DataError "cannot write figure <path>: <reason>" for an unwritable place)."""
+    if not isinstance(fig, Figure):
+        hint = " (pass ax.figure)" if isinstance(fig, Axes) else ""
+        raise DataError(f"save_figure needs a matplotlib Figure; got {describe(fig)}{hint}")
+    formats = _check_formats(fig, formats)
     stem = Path(path_stem)
     if stem.suffix in (".png", ".pdf"):
         stem = stem.with_suffix("")
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt in formats:
-        target = stem.with_name(f"{stem.name}.{fmt}")
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".{fmt}")
-        os.close(fd)
-        try:
+    targets = [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats]
+    temps: list[str] = []
+    written: list[Path] = []
+    target = targets[0]
+    try:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        for fmt, target in zip(formats, targets):
+            if target.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "a folder of that name is in the way")
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".{fmt}")
+            os.close(fd)
+            temps.append(tmp)
             # no creation date in the PDF: the same figure gives the same bytes (diffable, cacheable)
             fig.savefig(tmp, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
             umask_mode(tmp)
+        for tmp, target in zip(list(temps), targets):
             os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        written.append(target)
+            temps.remove(tmp)
+            written.append(target)
+    except BaseException as err:
+        for path in [*temps, *written]:   # no half set: neither temp files nor this call's renamed files
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        if isinstance(err, OSError):
+            raise DataError(f"cannot write figure {target}: {_why(err, target)}") from None
+        raise
     if close:
         plt.close(fig)
     return written
+
+
+@contextmanager
+def figure_set():
+    """Collects the paths that a group of :func:`save_figure` calls writes (``written += save_figure(...)``);
+    when the group fails, the files it wrote are removed, so a set of figures is never left half-written."""
+    written: list[Path] = []
+    try:
+        yield written
+    except BaseException:
+        for path in written:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        raise

