@@ -343,6 +343,13 @@ def test_split_of_a_single_npz_file_is_refused(tmp_path, small_model):
         write_npz(tmp_path / "splits" / "test.npz", z["images"][8:20], z["labels"][8:20], NAMES)
     d = ra.extract(lm, tmp_path / "splits", tmp_path / "d", split="train", progress=False, workers=0)
     assert d.num_samples == 8 and d.meta["split"] == "train"
+    # a file or folder that has the split as a word of its name is that split (ILSVRC2012_img_val)
+    with np.load(npz) as z:
+        write_npz(tmp_path / "mnist_val_n8.npz", z["images"][:8], z["labels"][:8], NAMES)
+    d = ra.extract(lm, tmp_path / "mnist_val_n8.npz", tmp_path / "d2", split="val", progress=False, workers=0)
+    assert d.meta["split"] == "val"
+    with pytest.raises(DataError, match=r"split 'al' was given but .*mnist_val_n8\.npz is a single data set"):
+        ra.extract(lm, tmp_path / "mnist_val_n8.npz", tmp_path / "d3", split="al", progress=False, workers=0)
 
 
 @pytest.mark.parametrize("which", ["model", "data", "output"])

@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -237,11 +238,14 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
 def _check_split(dataset, split) -> None:
     """A split given for a data set that has none (a single .npz file, a plain image folder) would be ignored
     yet recorded in the Dump's meta: DataError instead. A data set with splits is entered at the split's own
-    file or folder (``<split>.npz``, ``<root>/<split>/``), or records it itself (CIFAR, MNIST IDX)."""
+    file or folder (``<split>.npz``, ``<root>/<split>/``), or records it itself (CIFAR, MNIST IDX); a file or
+    folder whose name has the split as one of its words (``ILSVRC2012_img_val``, ``mnist_test_n4000``) is
+    that split."""
     if split is None or dataset.layout not in ("npz", "imagefolder", "imagenet-val"):
         return
     root = Path(dataset.root)
-    if (root.stem if root.is_file() else root.name).casefold() != str(split).casefold():
+    words = re.split(r"[^0-9a-z]+", (root.stem if root.is_file() else root.name).casefold())
+    if str(split).casefold() not in words:
         raise DataError(f"split {split!r} was given but {dataset.root} is a single data set with no splits; "
                         "expected no split, or a folder of <split>.npz files or of split sub-folders")
 
