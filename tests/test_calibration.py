@@ -526,7 +526,7 @@ _Y = np.array([0, 1, 2, 0])
     (lambda: C.calibration_report(_Z, _Y, n_boot=2.5), "n_boot must be an integer >= 0; got 2.5"),
     (lambda: C.calibration_report(_Z, _Y, n_boot="5"), "n_boot must be an integer >= 0; got '5'"),
     (lambda: C.calibration_report(_Z, _Y, n_boot=None), "n_boot must be an integer >= 0; got None"),
-    (lambda: C.calibration_report(_Z, _Y, n_boot=2, seed=None), "seed must be an integer >= 0; got None"),
+    (lambda: C.calibration_report(_Z, _Y, n_boot=2, seed=None), "seed must be an integer; got None"),
     (lambda: C.calibration_report(_Z, _Y, temperature="2"), "temperature must be a finite number > 0"),
     (lambda: C.calibration_report(_Z, _Y, ci_level=1.0), r"ci_level must be a finite number > 0 and < 1"),
     (lambda: C.fit_temperature(_Z, _Y, init=float("nan")), "initial temperature must be a finite number > 0"),
@@ -553,3 +553,15 @@ def test_numpy_scalar_options_are_numbers():
                                temperature=np.float32(2.0))
     assert res.ece == ref.ece and res.ci == ref.ci
     np.testing.assert_array_equal(C.apply_temperature(_Z.tolist(), 2), _Z / 2)
+
+
+def test_tensor_and_whole_float_options_and_any_seed():
+    ref = C.calibration_report(_Z, _Y, 2, n_boot=5, seed=3, temperature=1.5)
+    res = C.calibration_report(_Z, _Y, 2, n_boot=5.0, seed=torch.tensor(3), temperature=torch.tensor(1.5))
+    assert res.ece == ref.ece and res.ci == ref.ci and res.n_bins == 2
+    assert C.calibration_report(_Z, _Y, 2, seed=None).seed is None          # no bootstrap: the seed is unused
+    neg = C.calibration_report(_Z, _Y, 2, n_boot=5, seed=-1)                 # torch takes negative seeds
+    assert neg.seed == -1 and neg.ci == C.calibration_report(_Z, _Y, 2, n_boot=5, seed=-1).ci
+    np.testing.assert_array_equal(C.apply_temperature(_Z, torch.tensor(2.0)), _Z / 2)
+    with pytest.raises(DataError, match="n_boot must be an integer >= 0; got 2.5"):
+        C.calibration_report(_Z, _Y, 2, n_boot=2.5)

@@ -95,3 +95,12 @@ def test_bad_arrays_raise_one_line_data_errors(make, message):
     with pytest.raises(DataError, match=message) as err:
         embed_features(features, labels, classes, method="tsne")
     assert "\n" not in str(err.value)
+
+
+def test_more_scipy_metrics_and_umap_only_options_for_umap():
+    x = np.random.default_rng(0).normal(size=(30, 4)) + np.repeat(np.eye(3, 4) * 4, 10, 0)
+    y = np.repeat([0, 1, 2], 10)
+    r = embed_features(x, y, method="tsne", metric="correlation", samples_per_class=None, n_neighbors=15.0)
+    assert r.coords.shape == (30, 2) and np.isfinite(r.coords).all()
+    with pytest.raises(DataError, match="n_neighbors must be an integer >= 2"):
+        embed_features(x, y, method="umap", n_neighbors=1)

@@ -350,6 +350,9 @@ def test_split_of_a_single_npz_file_is_refused(tmp_path, small_model):
     assert d.meta["split"] == "val"
     with pytest.raises(DataError, match=r"split 'al' was given but .*mnist_val_n8\.npz is a single data set"):
         ra.extract(lm, tmp_path / "mnist_val_n8.npz", tmp_path / "d3", split="al", progress=False, workers=0)
+    # a folder of data files: the split names its file, whatever words that file's name has
+    d = ra.extract(lm, tmp_path, tmp_path / "d4", split="mnist_val_n8", progress=False, workers=0)
+    assert d.num_samples == 8 and d.meta["split"] == "mnist_val_n8"
 
 
 @pytest.mark.parametrize("which", ["model", "data", "output"])

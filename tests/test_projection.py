@@ -1,5 +1,6 @@
 """Müller 3-class projection: exact linearity in logit differences, decision regions, centroid variant."""
 import numpy as np
+import torch
 import pytest
 
 import repanalysis  # noqa: F401
@@ -164,3 +165,11 @@ def test_predict_needs_points_of_the_plane():
     for bad in (np.zeros(2), np.zeros((4, 3))):
         with pytest.raises(DataError, match=r"coords must be plane points \[m, 2\]; got shape"):
             r.predict(bad)
+
+
+def test_project_dump_takes_a_tensor_or_array_of_indices():
+    feats, labels, w, b = _toy()
+    dump = Dump.from_arrays(feats @ w.T + b, labels, feats, classifier_weight=w, classifier_bias=b, name="CE")
+    ref = project_dump(dump, [4, 2, 0], samples_per_class=10)
+    for spec in (torch.tensor([4, 2, 0]), np.array([4, 2, 0])):
+        np.testing.assert_array_equal(project_dump(dump, spec, samples_per_class=10).coords, ref.coords)

@@ -99,3 +99,14 @@ def test_train_small_cnn_checks_its_options(kw, pattern):
     images, labels = mnist_digits(n_train=64)["train"]
     with pytest.raises(DataError, match=pattern):
         train_small_cnn(images, labels, **kw)
+
+
+def test_demo_reuses_a_dump_only_when_it_came_from_the_same_data_file(tmp_path):
+    from repanalysis.demo.build import _reusable
+    from repanalysis.extract.store import Dump
+
+    new, old = tmp_path / "mnist_test_n4000_s0.npz", tmp_path / "mnist_test.npz"
+    Dump.from_arrays(np.zeros((4, 2)), np.array([0, 1, 0, 1]), meta={"dataset": {"root": str(old)}}).save(
+        tmp_path / "d")
+    assert _reusable(tmp_path / "d", old) and not _reusable(tmp_path / "d", new)
+    assert not _reusable(tmp_path / "missing", old)

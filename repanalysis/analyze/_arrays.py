@@ -121,8 +121,12 @@ def drop_nonfinite(logits: torch.Tensor, *others: torch.Tensor, what: str = "log
 def check_number(value, what: str, *, integer: bool = False, minimum=None, maximum=None,
                  above: bool = False, below: bool = False):
     """A scalar option -> float (or int with ``integer``); DataError naming ``what`` unless it is a finite
-    real number (numpy scalars included, bools not) within [minimum, maximum] (open at that end with
-    ``above`` / ``below``)."""
+    real number (numpy scalars and 0-d tensors included, bools not; with ``integer`` a float must be whole)
+    within [minimum, maximum] (open at that end with ``above`` / ``below``)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:
+        value = value.item()                                  # a 0-d tensor or array holds one number
+    if integer and isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)                                    # 20.0 bins, 5.0 resamples
     ok = isinstance(value, numbers.Integral if integer else numbers.Real) and not isinstance(value, (bool, np.bool_))
     v = (int(value) if integer else float(value)) if ok else None
     if ok and not integer:

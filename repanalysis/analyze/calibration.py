@@ -705,7 +705,8 @@ def calibration_report(logits, labels, n_bins: int = 15, *, n_boot: int = 0, see
     temperature = check_number(temperature, "temperature", minimum=0, above=True)
     ci_level = check_number(ci_level, "ci_level", minimum=0, maximum=1, above=True, below=True)
     n_boot = check_number(n_boot, "n_boot", integer=True, minimum=0)
-    seed = check_number(seed, "seed", integer=True, minimum=0)
+    if n_boot:
+        seed = check_number(seed, "seed", integer=True)          # any integer (torch takes negative seeds)
     z, y = _prepare(logits, labels, num_classes, device)
     if temperature != 1.0:
         z = apply_temperature(z, temperature)

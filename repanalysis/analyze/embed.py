@@ -14,7 +14,8 @@ from repanalysis.analyze.projection import check_features_labels, class_indices,
 from repanalysis.errors import DataError
 
 METHODS = ("umap", "tsne")
-METRICS = ("cosine", "euclidean", "manhattan", "chebyshev")  # distances both UMAP and scikit-learn's t-SNE take
+# distances both UMAP and scikit-learn's t-SNE take by these names
+METRICS = ("cosine", "euclidean", "l2", "manhattan", "l1", "chebyshev", "correlation", "canberra", "braycurtis")
 
 
 @dataclass
@@ -58,9 +59,11 @@ def embed_features(features, labels, classes=None, *, method: str = "umap", samp
     if metric not in METRICS:
         raise DataError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
     seed = check_number(seed, "seed", integer=True, minimum=0, maximum=2**32 - 1)
-    n_neighbors = check_number(n_neighbors, "n_neighbors", integer=True, minimum=2)
-    min_dist = check_number(min_dist, "min_dist", minimum=0, maximum=1)
-    perplexity = check_number(perplexity, "perplexity", minimum=0, above=True)
+    if method == "umap":
+        n_neighbors = check_number(n_neighbors, "n_neighbors", integer=True, minimum=2)
+        min_dist = check_number(min_dist, "min_dist", minimum=0, maximum=1)
+    else:
+        perplexity = check_number(perplexity, "perplexity", minimum=0, above=True)
     if features is None:
         raise DataError("embeddings need penultimate features; re-run `repanalysis extract` with features")
     features, labels_np = check_features_labels(features, labels)

@@ -88,6 +88,9 @@ def resolve_classes(spec: str | Sequence[str | int], num_classes: int, class_nam
     count: how many classes are expected (None: any number >= 2). ``'auto'`` needs ``logits`` (N, K) and
     ``labels`` (N,) and returns :func:`most_confused_triplet`.
     """
+    if hasattr(spec, "tolist") and not isinstance(spec, str):      # a tensor or array of indices
+        spec = spec.tolist()
+        spec = spec if isinstance(spec, list) else [spec]
     if isinstance(spec, str):
         if spec.strip().lower() == "auto":
             if logits is None or labels is None:

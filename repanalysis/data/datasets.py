@@ -67,8 +67,8 @@ _ARRAY_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-# An .npz without class_names has K = max(label) + 1 classes; a larger K than this (or than
-# max(1000, 10 N) for N images) is taken for a stray label rather than allocated.
+# An .npz without class_names has K = max(label) + 1 classes; a larger K than this (ImageNet-21k has 21,841)
+# is taken for a stray label rather than allocated.
 _MAX_IMPLIED_CLASSES = 100_000
 _IDX_NAME = re.compile(r"^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$")
 
@@ -347,10 +347,10 @@ def _read_order(class_order) -> tuple[list[str], object]:
     if isinstance(class_order, (bytes, bytearray)) or not isinstance(class_order, (Sequence, np.ndarray)):
         raise DataError(f"class_order must be a path to a class-order file or a sequence of WordNet ids / class "
                         f"names (str); got {type(class_order).__name__}")
-    bad = next((c for c in class_order if not isinstance(c, str)), None)
-    if bad is not None:
-        raise DataError(f"class_order must list WordNet ids or class names as str; got {bad!r} "
-                        f"({type(bad).__name__})")
+    bad = [c for c in class_order if not isinstance(c, str)]      # None entries included
+    if bad:
+        raise DataError(f"class_order must list WordNet ids or class names as str; got {bad[0]!r} "
+                        f"({type(bad[0]).__name__})")
     order = [str(c) for c in class_order]
     if not order:
         raise DataError("class order is empty; expected one WordNet id or class name per model class")
@@ -873,11 +873,10 @@ def _open_npz(path: Path, split: str | None):
         class_names = [str(n) for n in np.asarray(names).reshape(-1)]
     else:
         top = int(labels.max())
-        if top >= min(_MAX_IMPLIED_CLASSES, max(1000, 10 * len(labels))):
+        if top >= _MAX_IMPLIED_CLASSES:
             raise DataError(f"'labels' in {path} holds {top} (at index {int(labels.argmax())}) but there is no "
-                            f"'class_names' and only {len(labels)} images, so K would be {top + 1}; expected "
-                            "labels 0..K-1 (without class_names K = max(label) + 1 must be at most 1000 or 10 "
-                            f"times the image count, and at most {_MAX_IMPLIED_CLASSES}), or add class_names")
+                            f"'class_names', so K would be {top + 1}; expected labels 0..K-1 (without class_names "
+                            f"K = max(label) + 1 must be at most {_MAX_IMPLIED_CLASSES}), or add class_names")
         class_names = [str(i) for i in range(max(top + 1, 1))]
     prefix = split if split is not None else path.stem
     return path, {"images": images, "labels": labels, "class_names": class_names, "sample_prefix": prefix}, split

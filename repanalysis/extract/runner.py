@@ -127,7 +127,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     else:
         dataset = open_dataset(data, layout=layout, transform=transform, split=split, class_order=class_order,
                                skip_bad=skip_bad, labels_file=labels_file, synsets_file=synsets_file)
-        _check_split(dataset, split)
+        _check_split(dataset, data, split)
     if class_order is None and getattr(dataset, "wnids", None) and dataset.num_classes < lm.num_classes == 1000:
         # A few ImageNet class folders for a 1000-class model: label by ImageNet index, not folder rank.
         from repanalysis.data.imagenet import imagenet_wnids
@@ -235,17 +235,16 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             net.to(home)
 
 
-def _check_split(dataset, split) -> None:
-    """A split given for a data set that has none (a single .npz file, a plain image folder) would be ignored
-    yet recorded in the Dump's meta: DataError instead. A data set with splits is entered at the split's own
-    file or folder (``<split>.npz``, ``<root>/<split>/``), or records it itself (CIFAR, MNIST IDX); a file or
-    folder whose name has the split as one of its words (``ILSVRC2012_img_val``, ``mnist_test_n4000``) is
-    that split."""
-    if split is None or dataset.layout not in ("npz", "imagefolder", "imagenet-val"):
+def _check_split(dataset, data, split) -> None:
+    """A split given with a single .npz file, which has none, would be ignored yet recorded in the Dump's
+    meta: DataError instead, unless the file's name has the split as one of its words (``mnist_test_n4000``
+    is the test split). Folders are left alone: a folder of ``<split>.npz`` files or split sub-folders is
+    entered at the split, and a flat image folder takes the split it is given (config, a Dump's record)."""
+    if split is None or dataset.layout != "npz" or not Path(data).expanduser().is_file():
         return
     root = Path(dataset.root)
-    words = re.split(r"[^0-9a-z]+", (root.stem if root.is_file() else root.name).casefold())
-    if str(split).casefold() not in words:
+    words = re.split(r"[^0-9a-z]+", root.stem.casefold())
+    if str(split).casefold() not in (*words, root.stem.casefold()):
         raise DataError(f"split {split!r} was given but {dataset.root} is a single data set with no splits; "
                         "expected no split, or a folder of <split>.npz files or of split sub-folders")
 

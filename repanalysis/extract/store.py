@@ -120,9 +120,10 @@ def _json_default(obj):
                     "arrays or a result object with to_dict()")
 
 
-def _check_shapes(arrays: Mapping[str, np.ndarray], where: str) -> None:
+def _check_shapes(arrays: dict[str, np.ndarray], where: str) -> None:
     """DumpError unless logits are [N, K], labels and ids [N], features [N, D], classifier_weight [K, D] and
-    classifier_bias [K], the float arrays hold real numbers and the ids integers."""
+    classifier_bias [K] (a (K, 1) or (1, K) bias is flattened in ``arrays``), the float arrays hold real numbers
+    and the ids integers."""
     for key, a in arrays.items():
         kinds = "iu" if key == "ids" else "biuf" if key != "labels" else None   # labels: integral_labels
         if kinds is not None and a.dtype.kind not in kinds:
@@ -132,6 +133,9 @@ def _check_shapes(arrays: Mapping[str, np.ndarray], where: str) -> None:
     if z.ndim != 2:
         raise DumpError(f"{where}: logits must be 2-D [N, K]; got shape {z.shape}")
     size = {"N": z.shape[0], "K": z.shape[1], "D": None}
+    b = arrays.get("classifier_bias")
+    if b is not None and b.ndim == 2 and 1 in b.shape and b.size == z.shape[1]:
+        arrays["classifier_bias"] = b.reshape(-1)        # a (K, 1) or (1, K) bias: one entry per class
     dims = {"labels": "N", "ids": "N", "features": "ND", "classifier_weight": "KD", "classifier_bias": "K"}
     for key, names in dims.items():
         a = arrays.get(key)
@@ -393,19 +397,18 @@ def _to_numpy(x, key: str = "array", where: str = "Dump.from_arrays") -> np.ndar
 
 
 def _check_names(names, field: str, k: int, where: str, damaged: bool = False) -> list[str]:
-    """``names`` as a list of at most K strings, one per class from class 0 (a data set may cover only some
-    of the model's classes); DumpError naming ``where`` otherwise. A single string is refused (it would read
-    as one name per character)."""
+    """``names`` as a list of strings, one per class from class 0 (a data set may cover only some of the
+    model's K = ``k`` classes; names past K are never used); integer names become strings. DumpError naming
+    ``where`` otherwise. A single string is refused (it would read as one name per character)."""
     if isinstance(names, np.ndarray):
         names = names.tolist()
     sequence = isinstance(names, Sequence) and not isinstance(names, (str, bytes))
-    bad = next((n for n in names if not isinstance(n, str)), None) if sequence else None
-    if not sequence or bad is not None or len(names) > k:
-        got = (type(names).__name__ if not sequence else f"the entry {bad!r}" if bad is not None
-               else f"{len(names)} names")
-        raise DumpError(f"{where}: {field} must be a list of at most K = {k} strings, one per class; got {got}"
+    bad = [n for n in names if not isinstance(n, (str, int, np.integer)) or isinstance(n, bool)] if sequence else []
+    if not sequence or bad:
+        got = type(names).__name__ if not sequence else f"the entry {bad[0]!r}"
+        raise DumpError(f"{where}: {field} must be a list of strings, one per class (K = {k}); got {got}"
                         + ("; the Dump is damaged" if damaged else ""))
-    return list(names)
+    return [str(n) for n in names]
 
 
 def save_seed_pt(dump: Dump, path: str | os.PathLike, overwrite: bool = False) -> Dump:
@@ -463,7 +466,7 @@ def load_dump(path: str | os.PathLike, name: str | None = None, allow_incomplete
     if _meta_int(meta, "version", meta_path, default=0) > VERSION:
         raise DumpError(f"{path}: Dump version {meta.get('version')} is newer than this repanalysis "
                         f"understands ({VERSION}); upgrade repanalysis")
-    if not isinstance(meta.get("complete", False), bool):
+    if meta.get("complete", False) not in (True, False):           # also 0 / 1
         raise DumpError(f"{meta_path}: complete is {meta['complete']!r}; expected true or false; the Dump is damaged")
     num_samples = _meta_int(meta, "num_samples", meta_path)
     done = _meta_int(progress or {}, "progress.done", meta_path, default=0, maximum=num_samples)
@@ -508,6 +511,8 @@ def _meta_int(meta: Mapping, field: str, meta_path: Path, default=None, minimum:
     value = meta.get(field.rsplit(".", 1)[-1])
     if value is None:
         return default
+    if isinstance(value, float) and value.is_integer():      # 1000.0 from a JSON writer that keeps floats
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
             maximum is not None and value > maximum):
         expected = (f"{minimum}, the logits' width" if minimum == maximum else
