@@ -245,8 +245,7 @@ def class_separation(features, labels=None, *, num_classes: int | None = None, c
         num_classes = num_classes or features.num_classes
         name = name or features.name
         split = split or split_of(features)
-    chunk_size = check_chunk_size(chunk_size)
-    acc = SeparationAccumulator(num_classes=num_classes, device=device)
+    acc = SeparationAccumulator(num_classes=num_classes, device=device)   # iter_feature_chunks checks chunk_size
     for h, y in iter_feature_chunks(features, labels, chunk_size=chunk_size):
         acc.update(h, y)
     return acc.compute(name=name, split=split)

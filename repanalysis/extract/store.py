@@ -108,12 +108,7 @@ def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping]) -> None:
 
 
 def _json_default(obj):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
+    """What :func:`_json_plain` leaves for json.dumps to ask about (numpy values are already plain)."""
     if isinstance(obj, Path):
         return str(obj)
     raise DataError(f"cannot write a {type(obj).__name__} as JSON; expected numbers, text, lists, dicts, numpy "
@@ -187,9 +182,9 @@ class Dump:
                     meta: dict | None = None) -> "Dump":
         """Wrap arrays a user already has (numpy or torch) as an in-memory Dump.
 
-        Integer or bool logits, features and classifier arrays become float32; ``class_names`` must be at
-        most K strings (fewer name the first classes: a data set may cover only some of a model's classes)
-        and ``meta`` a dict."""
+        Integer or bool logits, features and classifier arrays become float32; ``class_names`` must be a list
+        of strings (integers become strings; fewer than K name the first classes, as a data set may cover only
+        some of a model's classes) and ``meta`` a dict."""
         where = name or "Dump.from_arrays"
         if meta is not None and not isinstance(meta, Mapping):
             raise DumpError(f"{where}: meta must be a dict; got {type(meta).__name__}")

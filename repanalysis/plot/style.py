@@ -223,11 +223,7 @@ def save_figure(fig, path_stem: str | os.PathLike, formats: Sequence[str] = ("pn
             temps.remove(tmp)
             written.append(target)
     except BaseException as err:
-        for path in [*temps, *written]:   # no half set: neither temp files nor this call's renamed files
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        _remove([*temps, *written])       # no half set: neither temp files nor this call's renamed files
         if isinstance(err, OSError):
             raise DataError(f"cannot write figure {target}: {_why(err, target)}") from None
         raise
@@ -244,9 +240,14 @@ def figure_set():
     try:
         yield written
     except BaseException:
-        for path in written:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        _remove(written)
         raise
+
+
+def _remove(paths) -> None:
+    """Delete the files at ``paths``, ignoring any already gone (cleaning up after a failed save)."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
