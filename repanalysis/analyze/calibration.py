@@ -313,8 +313,9 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
         buf = torch.empty(min(rows, last - first), k, dtype=z.dtype, device=dev)
         flat_buf = buf.view(-1)
         buf2 = torch.empty_like(buf) if want_brier else None
-        # flat index of (i, y_i) inside i's chunk buffer, for all rows of the range at once
-        at_y = torch.arange(last - first, device=dev).remainder_(rows).mul_(k).add_(y[first:last])
+        # flat index of (i, y_i) inside the chunk buffer: row offsets i K (made once) + y_i, per chunk
+        row_offset = torch.arange(buf.shape[0], device=dev).mul_(k)
+        at_buf = torch.empty_like(row_offset)
         if want_classwise:
             cw = torch.zeros(3, cells + k, dtype=f64, device=dev)    # counts, sum p, hits per (class, bin)
             class_offset = (torch.arange(k, device=dev) * (n_bins + 1)).repeat(buf.shape[0])
@@ -324,7 +325,7 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
             c = z[start:stop]
             b = softmax_into(c, 1, False, out=buf if whole else buf[:stop - start])   # p_k, fused per row
             flat = flat_buf if whole else flat_buf[:(stop - start) * k]
-            at = at_y[start - first:stop - first]
+            at = torch.add(row_offset[:stop - start], y[start:stop], out=at_buf[:stop - start])
             torch.index_select(flat, 0, at, out=py_all[start:stop])
             if want_nll:
                 torch.amax(c, 1, out=m_all[start:stop])
