@@ -62,7 +62,7 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     from repanalysis.data.boxes import open_regions
     from repanalysis.data.datasets import label_by_model_classes
     from repanalysis.plot.cam import plot_cam_grid, plot_pr_curves
-    from repanalysis.plot.style import save_figure
+    from repanalysis.plot.style import figure_set, save_figure
     from repanalysis.report import format_table, write_csv_atomic, write_json_atomic
 
     name_list = split_names(names)
@@ -114,8 +114,10 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     write_json_atomic(out / "gradcam.json", payload)
     write_csv_atomic(out / "gradcam_per_image.csv", [row for r in results for row in r.per_image_rows()])
     written = [out / "gradcam.json", out / "gradcam_per_image.csv"]
-    written += save_figure(plot_cam_grid(results, max_images=show, class_names=class_names), out / "gradcam_grid")
-    written += save_figure(plot_pr_curves(results).figure, out / "gradcam_pr")
+    with figure_set() as figures:            # both figures or neither
+        figures += save_figure(plot_cam_grid(results, max_images=show, class_names=class_names), out / "gradcam_grid")
+        figures += save_figure(plot_pr_curves(results).figure, out / "gradcam_pr")
+    written += figures
     if as_json:
         echo_json(payload)
     else:
