@@ -144,6 +144,27 @@ def test_hand_worked_adaptive():
     assert C.calibration_report(z, y, 3, adaptive_rule="corrected").adaptive_bins.counts.tolist() == [3, 2, 1]
 
 
+@pytest.mark.filterwarnings("ignore:only")
+def test_adaptive_positions_are_numpys_linspace_bit_for_bit():
+    # N = 164, M = 20: numpy's position 15 is 122.99999999999999 (torch.linspace gives 123.0), so the
+    # reference edge lies just below the sample at rank 123 and that sample moves up a bin
+    n, m = 164, 20
+    conf = np.r_[np.linspace(0.55, 0.6, 123), np.linspace(0.95, 0.99, 41)]
+    z = np.c_[np.log(conf / (1 - conf)), np.zeros(n)]
+    y = np.zeros(n, int)
+    y[::3] = 1
+    c = torch.softmax(torch.tensor(z), 1).amax(1).numpy()
+    np.testing.assert_array_equal(C.adaptive_edges(c, m).numpy(),
+                                  np.interp(np.linspace(0, n, m + 1), np.arange(n), np.sort(c)))
+    ref = reference_adaptive_ece(z, y, m)
+    assert ref == pytest.approx(0.149970, abs=1e-6)            # 0.138384 with torch.linspace's positions
+    assert C.adaptive_ece(z, y, m) == pytest.approx(ref, abs=1e-15)
+    assert C.calibration_report(z, y, m).aece == pytest.approx(ref, abs=1e-15)
+    for size in range(1, 400):                                 # every position, several M
+        for bins in (7, 15, 20, 30):
+            np.testing.assert_array_equal(C._rank_positions(size, bins).numpy(), np.linspace(0, size, bins + 1))
+
+
 # --- brute force and reference code -------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_against_loops_on_random_logits(dtype):
@@ -392,19 +413,25 @@ def test_each_metric_excludes_nan_rows_like_the_report():
 
 
 def test_minus_inf_at_the_label_is_excluded_from_the_report():
-    # p_y = 0 exactly: the NLL is infinite, so the row leaves every metric of the report (and is counted)
+    # p_y = 0 exactly: the NLL is infinite, so the row leaves every metric of the report (and is counted), the
+    # classwise cells included, and the metric functions called alone leave it out too (the same N)
     z, y = random_logits(n=300, k=5, seed=13)
     bad = z.clone()
     bad[[7, 8], y[[7, 8]]] = float("-inf")
-    with pytest.warns(RuntimeWarning, match="2 of 300 samples"):
-        res = C.calibration_report(bad, y)
     keep = torch.ones(300, dtype=torch.bool)
     keep[[7, 8]] = False
-    ref = C.calibration_report(z[keep], y[keep])
-    assert res.n_excluded == 2 and res.bins.counts.sum() == 298
-    for key in C.SCALARS:
-        if key != "classwise_ece":        # classwise bins every row's p_k; those two rows still have p
+    for dtype in (torch.float64, torch.float32):
+        with pytest.warns(RuntimeWarning, match="2 of 300 samples"):
+            res = C.calibration_report(bad.to(dtype), y)
+        ref = C.calibration_report(z[keep].to(dtype), y[keep])
+        assert res.n_excluded == 2 and res.bins.counts.sum() == 298
+        for key in C.SCALARS:
             assert getattr(res, key) == pytest.approx(getattr(ref, key), abs=1e-13), key
+        assert ref.classwise_ece == pytest.approx(loop_classwise(z[keep].to(dtype), y[keep])[0], abs=1e-6)
+        for fn, key in ((C.expected_calibration_error, "ece"), (C.max_calibration_error, "mce"),
+                        (C.adaptive_ece, "aece"), (C.classwise_ece, "classwise_ece")):
+            with pytest.warns(RuntimeWarning, match="2 of 300 samples"):
+                assert fn(bad.to(dtype), y) == pytest.approx(getattr(ref, key), abs=1e-13), fn.__name__
 
 
 @pytest.mark.parametrize("z, y, match", [

@@ -5,7 +5,11 @@ Conventions (REFERENCE.md "Calibration"; Guo et al. 2017, Nixon et al. 2019, the
 - ``M`` bins (15 by default); a sample belongs to bin ``(lo, hi]``; empty bins are skipped. The weights are
   ``n_b / N`` with ``N`` all (finite) samples, so a sample that falls in no bin still counts in ``N``.
 - Equal-width edges ``linspace(0, 1, M + 1)``: a confidence exactly on an inner edge ``j/M`` belongs to the
-  lower bin; confidence 1.0 belongs to the last bin. A probability of exactly 0 (classwise ECE only: p_k
+  lower bin; confidence 1.0 belongs to the last bin. Float32 (or float16) logits give float32 confidences, binned
+  as the values they are: a row whose exact confidence lies on an edge can round above it (all K logits tied,
+  conf = 1/K with K dividing M: 1/3 rounds to 0.33333334) and land in the upper bin. The reference ECELoss
+  compares with float32 ``torch.linspace`` edges, themselves rounded, and keeps such a row in the lower bin;
+  pass float64 logits to bin exact edge values exactly. A probability of exactly 0 (classwise ECE only: p_k
   underflowed) is in the first bin, so all N samples count (REFERENCE.md); ``rule="reference"`` leaves it
   in no bin, as the reference code's ``(lo, hi]`` test does.
 - Adaptive (equal-mass) edges ``interp(linspace(0, N, M + 1), arange(N), sort(conf))``. With the same
@@ -372,21 +376,31 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
     # A finite row has conf in [1/K, 1], in a bin; a conf in no bin is NaN (a NaN or +inf logit in the row).
     n_bad = int(in_no_bin)
     finite = torch.isfinite(conf_all) if n_bad else None
-    if want_nll:
-        zy64 = zy_all.to(f64)
-        label_inf = torch.isinf(zy64) & torch.isfinite(conf_all)   # -inf at the label: infinite NLL
-        if bool(label_inf.any()):                  # conf is finite there: take those rows out of the bin sums
-            finite = torch.isfinite(conf_all) & ~label_inf
-            idx = torch.nonzero(label_inf).squeeze(1)
+    cw = sum(part[1] for part in parts) if want_classwise else None
+    # -inf at the label (p_y = 0 exactly, conf finite): an infinite NLL, so the row is excluded from every
+    # metric, whichever were asked for (the same N for ECE alone as for the report). p_y = 0 is necessary,
+    # so only those rows' z_y are looked at.
+    zero_py = torch.nonzero(py_all == 0).squeeze(1)
+    if zero_py.numel():
+        idx = zero_py[torch.isneginf(z[zero_py, y[zero_py]]) & torch.isfinite(conf_all[zero_py])]
+        if idx.numel():                            # conf is finite there: take those rows out of the bin sums
+            finite = torch.isfinite(conf_all)
+            finite[idx] = False
             drop = _equal_width_sums(conf_all[idx], correct_all[idx], n_bins, float32_values=narrow)
             out.bin_counts, out.bin_conf, out.bin_acc = (a - d for a, d in zip(out.equal_width_sums(), drop))
+            if want_classwise:
+                cw_drop = torch.zeros_like(cw)
+                offsets = (torch.arange(k, device=dev) * (n_bins + 1)).repeat(idx.numel())
+                _classwise_chunk(torch.softmax(z[idx], 1), y[idx], n_bins, offsets, cw_drop, classwise_close_first)
+                cw = cw - cw_drop
             n_bad += idx.numel()
-        out.nll = -torch.log(conf_all) + m_all.to(f64) - zy64      # -log p_y = log s + m - z_y (Guo 2017)
+    if want_nll:
+        out.nll = -torch.log(conf_all) + m_all.to(f64) - zy_all.to(f64)   # -log p_y = log s + m - z_y (Guo 2017)
     if want_brier:
         # Brier (Brier 1950): sum_k (p_k - 1[y=k])^2 = sum_k p_k^2 - 2 p_y + 1
         out.brier = sq_all.to(f64) - 2.0 * py_all.to(f64) + 1.0
     if want_classwise:
-        out.cw_counts, out.cw_psum, out.cw_hits = sum(part[1] for part in parts).view(3, k, n_bins + 1)[:, :, :n_bins]
+        out.cw_counts, out.cw_psum, out.cw_hits = cw.view(3, k, n_bins + 1)[:, :, :n_bins]
     if n_bad:
         if n_bad == n:
             raise DataError(f"all {n} rows of logits contain NaN or inf; nothing to analyse")
@@ -431,6 +445,17 @@ def _interp_sorted(sorted_vals: torch.Tensor, positions: torch.Tensor) -> torch.
     return torch.where(x == j, lo, (hi - lo) * (x - j) + lo)
 
 
+def _rank_positions(total: int, n_bins: int, device=None) -> torch.Tensor:
+    """numpy.linspace(0, total, M + 1) bit for bit: j * (total / M), the last one exactly total.
+
+    The reference AdaptiveECELoss interpolates at numpy's positions; torch.linspace rounds some of them
+    differently in the last bit (N = 164, M = 20: position 15 is 123.0, numpy's 122.99999999999999), which
+    moves an edge across a sample."""
+    pos = torch.arange(n_bins + 1, dtype=torch.float64, device=device).mul_(total / n_bins)
+    pos[-1] = total
+    return pos
+
+
 def adaptive_edges(conf, n_bins: int = 15) -> torch.Tensor:
     """Equal-mass edges interp(linspace(0, N, M+1), arange(N), sort(conf)) (Nixon et al. 2019 reference code).
 
@@ -440,7 +465,7 @@ def adaptive_edges(conf, n_bins: int = 15) -> torch.Tensor:
     c = as_tensor(conf).to(torch.float64)
     if c.ndim != 1 or c.numel() == 0:
         raise DataError(f"adaptive edges need a 1-D array of at least one confidence; got shape {tuple(c.shape)}")
-    pos = torch.linspace(0, c.numel(), n_bins + 1, dtype=torch.float64, device=c.device)
+    pos = _rank_positions(c.numel(), n_bins, c.device)
     return _interp_sorted(torch.sort(c).values, pos)
 
 
@@ -552,7 +577,7 @@ def _adaptive_sums(sorted_conf, w_sorted, cum, n_bins, close_first, total):
     """
     bsz, n = w_sorted.shape
     dev = sorted_conf.device
-    pos = torch.linspace(0, total, n_bins + 1, dtype=torch.float64, device=dev)
+    pos = _rank_positions(total, n_bins, dev)
     # value at rank r of the resample = sorted_conf[first i with cumulative count > r]
     ranks_lo = pos.clamp(max=total - 1).floor()
     ranks = torch.stack([ranks_lo, (ranks_lo + 1).clamp(max=total - 1)], 0).expand(bsz, 2, -1).reshape(bsz, -1)
