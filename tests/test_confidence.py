@@ -176,3 +176,33 @@ def test_empty_or_too_small_inputs_name_the_real_problem():
         F.feature_norm_confidence(np.ones((1, 3)))
     with pytest.raises(DataError, match="all samples have the same feature L1 norm"):
         F.feature_norm_confidence(np.ones((4, 3)))
+
+
+def test_reliability_bars_reach_accuracy_and_gaps_span_to_confidence():
+    # the model-coloured bar of every non-empty bin ends at the bin's accuracy, under-confident bins included
+    # (their gap is hatching over the bar's top, from confidence up to accuracy); over-confident gaps sit on top
+    from matplotlib.colors import to_rgba
+
+    from repanalysis.analyze.calibration import calibration_report
+    from repanalysis.plot import calibration as P
+
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(3000, 4, generator=g, dtype=torch.float64) * 1.5
+    y = torch.where(torch.rand(3000, generator=g) < 0.6, z.argmax(1), torch.randint(0, 4, (3000,), generator=g))
+    res = calibration_report(z, y, n_bins=10, name="m")
+    b = res.bins
+    filled = b.counts > 0
+    over, under = filled & (b.confidence > b.accuracy), filled & (b.confidence < b.accuracy)
+    assert over.any() and under.any()
+    ax = P.plot_reliability(res, color="#E69F00")
+    rects = [r for r in ax.patches]
+    bars = [r for r in rects if r.get_facecolor() == to_rgba("#E69F00")]
+    np.testing.assert_allclose(sorted((r.get_x(), r.get_height()) for r in bars),
+                               list(zip(b.edges[:-1][filled], b.accuracy[filled])), atol=1e-12)
+    hatched = [r for r in rects if r.get_hatch()]
+    got = sorted((r.get_x(), r.get_y(), r.get_y() + r.get_height(), r.get_hatch()) for r in hatched)
+    want = sorted([(x, a, c, "//") for x, a, c in zip(b.edges[:-1][over], b.accuracy[over], b.confidence[over])]
+                  + [(x, c, a, "\\\\") for x, a, c in zip(b.edges[:-1][under], b.accuracy[under], b.confidence[under])])
+    assert [w[3] for w in want] == [g_[3] for g_ in got]
+    np.testing.assert_allclose([g_[:3] for g_ in got], [w[:3] for w in want], atol=1e-12)
+    assert all(r.get_facecolor()[3] == 0 for r in hatched if r.get_hatch() == "\\\\")   # the bar shows through

@@ -59,7 +59,7 @@ def test_class_and_gap_colours_are_not_model_colours():
 
     models = {c.lower() for c in MODEL_COLORS}
     assert not models & {c.lower() for c in CLASS_COLORS}
-    assert not models & {P.OVER_COLOR.lower(), P.UNDER_COLOR.lower(), P.WRONG_COLOR.lower(), P.CORRECT_COLOR.lower()}
+    assert not models & {P.OVER_COLOR.lower(), P.WRONG_COLOR.lower(), P.CORRECT_COLOR.lower()}
     styles = class_styles(range(40))
     assert len(set(styles.values())) == 40                                          # (colour, marker) unique
     assert len({m for _, m in list(styles.values())[:10]}) == 10                   # 10 digits: 10 markers

@@ -24,7 +24,6 @@ from repanalysis.plot.style import (NEUTRAL, check_ax, check_result, check_resul
                                     literal, model_colors, save_figure, subplots)
 
 OVER_COLOR = "#D55E00"    # vermillion (not a model colour), hatched "//": confidence above accuracy
-UNDER_COLOR = "#7F7F7F"   # grey, hatched "\\": accuracy above confidence (never a model colour)
 CORRECT_COLOR = NEUTRAL   # NCI scatter: right predictions grey dots, wrong ones vermillion crosses
 WRONG_COLOR = OVER_COLOR
 TS_SUFFIX = " +TS"
@@ -38,9 +37,18 @@ def _tint(color, amount: float = 0.45):
     return tuple(1 - amount * (1 - c) for c in to_rgb(color))
 
 
-# gap patches: opaque tint + hatch, the same in the diagram and in its legend
-OVER_STYLE = {"facecolor": _tint(OVER_COLOR), "hatch": "//", "edgecolor": OVER_COLOR, "linewidth": 0.6}
-UNDER_STYLE = {"facecolor": _tint(UNDER_COLOR), "hatch": "\\\\", "edgecolor": "black", "linewidth": 0.6}
+# gap patches, the same in the diagram and in its legend. Over-confidence (above the accuracy bar): white with
+# vermillion hatching, so that it reads as no bar and never as an orange model's bar. Under-confidence (the top
+# of the accuracy bar, from confidence up to accuracy): "\\" hatching drawn over the model's colour, so that the
+# coloured bar still reaches the accuracy it is labelled with; black on light colours, white on dark ones.
+OVER_STYLE = {"facecolor": "white", "hatch": "//", "edgecolor": OVER_COLOR, "linewidth": 0.8}
+
+
+def _under_style(color) -> dict:
+    """The under-confident gap over a bar of ``color``: hatching in black or white, whichever stands out."""
+    r, g, b = to_rgb(color)
+    dark = 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.4            # luminance of the (sRGB) colour
+    return {"facecolor": "none", "hatch": "\\\\", "edgecolor": "white" if dark else "black", "linewidth": 0}
 
 
 def _colors(results, colors: dict[str, str] | None = None) -> dict[str, str]:
@@ -58,8 +66,9 @@ def _height_pt(artist) -> float:
 # --- reliability diagram ------------------------------------------------------------------------------
 def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, adaptive: bool = False,
                      title: bool = True):
-    """Per-bin accuracy bars against the diagonal; the gap to the bin's mean confidence shaded (over- and
-    under-confidence in two hatched colours); ECE in the legend, above the axes (never on the bars).
+    """Per-bin accuracy bars against the diagonal; the gap to the bin's mean confidence hatched (over-confidence
+    above the bar, white with vermillion hatching; under-confidence on the bar's top, black hatching over its
+    colour); ECE in the legend, above the axes (never on the bars).
     ``count_ax`` gets the samples per bin."""
     check_result(result, CalibrationResult, "plot_reliability")
     check_ax(count_ax, "count_ax")
@@ -75,14 +84,16 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
     over = filled & (conf > acc)
     under = filled & (conf < acc)
     ax.bar(left[over], (conf - acc)[over], bottom=acc[over], width=width[over], align="edge", **OVER_STYLE)
-    ax.bar(left[under], (acc - conf)[under], bottom=conf[under], width=width[under], align="edge", **UNDER_STYLE)
+    ax.bar(left[under], (acc - conf)[under], bottom=conf[under], width=width[under], align="edge",
+           **_under_style(color))
     ax.plot([0, 1], [0, 1], ls="--", color="black", lw=1, zorder=3)   # visible over the opaque gaps
     which = "AECE" if adaptive else "ECE"
     value = result.aece if adaptive else result.ece
     handles = [Patch(facecolor=color, edgecolor="black", label=f"{literal(result.name)}: accuracy ({which} "
                      f"{100 * value:.2f}%)"),
                Patch(**OVER_STYLE, label=f"over-confident gap (O-ECE {100 * result.oece:.2f}%)"),
-               Patch(**UNDER_STYLE, label=f"under-confident gap (U-ECE {100 * result.uece:.2f}%)")]
+               Patch(**{**_under_style(color), "facecolor": color},
+                     label=f"under-confident gap (U-ECE {100 * result.uece:.2f}%)")]
     if adaptive:   # O-/U-ECE are defined on the equal-width bins: name the gaps without numbers
         handles[1].set_label("over-confident gap")
         handles[2].set_label("under-confident gap")
