@@ -222,3 +222,22 @@ def test_device_is_checked():
     if not torch.cuda.is_available():
         with pytest.raises(DataError, match="no CUDA device is available"):
             class_separation(h, y, device="cuda")
+
+
+def test_separation_legend_keys_splits_only_when_there_are_two():
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    from repanalysis.plot.geometry import plot_separation_bars
+
+    rng = np.random.default_rng(0)
+    h, y = rng.normal(size=(60, 4)), np.repeat(np.arange(3), 20)
+    test = [dataclasses.replace(class_separation(h, y), name=n, split="test") for n in ("CE", "LS")]
+    legend = plot_separation_bars(test)[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["CE", "LS"]          # no empty "test" swatch
+    train = [dataclasses.replace(r, split="train") for r in test]
+    legend = plot_separation_bars(train + test)[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["CE", "LS", "train", "test"]
+    assert [p.get_hatch() for p in legend.get_patches()][2:] == [None, "//"]
+    plt.close("all")
