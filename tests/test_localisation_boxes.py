@@ -119,3 +119,22 @@ def test_foreground_boxes_are_tight():
     assert got == {"0": [(None, 3.0, 2.0, 9.0, 5.0)], "1": [(None, 11.0, 0.0, 12.0, 1.0)]}  # image 2 is blank
     r = B.BoxRegions(got).region("test/0", 0, (12, 10), (10, 12))
     np.testing.assert_array_equal(r.mask, images[0] == 200)
+
+
+def test_overlay_draws_boxes_up_to_the_image_border():
+    # a box round the whole crop (reaching past it on every side) is outlined along the image's border; one
+    # wholly outside the crop is not drawn; one inside is drawn as it is
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from repanalysis.analyze.cam import CamExample
+    from repanalysis.plot.cam import plot_cam_overlay
+
+    boxes = np.array([[-80.0, -16.0, 257.0, 240.0], [230.0, 10.0, 300.0, 50.0], [10.0, 20.0, 60.0, 90.0]])
+    example = CamExample(name="a.png", image=np.zeros((224, 224, 3), np.uint8), cam=np.zeros((224, 224), np.float16),
+                         region=np.ones((224, 224), bool), boxes=boxes, label=0, target=0, pred=0, precision=1.0,
+                         recall=1.0)
+    ax = plot_cam_overlay(example)
+    rects = [(r.get_x(), r.get_y(), r.get_width(), r.get_height()) for r in ax.patches if isinstance(r, Rectangle)]
+    assert rects == [(0.0, 0.0, 224.0, 224.0), (10.0, 20.0, 50.0, 70.0)]
+    plt.close("all")
