@@ -64,6 +64,11 @@ def test_comparison_and_ls_split_axes(results):
     # K = 8 < 50 bins: one bin per value j/K, heights are shares of samples summing to 1
     heights = ax.patches[0].get_path().vertices[:, 1]
     assert heights.max() <= 1 and ax.get_ylabel() == "Share of samples"
+    # the bin of 0 is whole ([-1/2K, 1/2K] in view), the ticks sit on values j/K >= 0
+    xs = ax.patches[0].get_path().vertices[:, 0]
+    assert ax.get_xlim()[0] == pytest.approx(-0.5 / 8) and xs.min() == pytest.approx(-0.5 / 8)
+    ticks = ax.get_xticks()
+    assert ticks.min() == 0 and np.allclose(ticks * 8, np.round(ticks * 8))
     plt.close(ax.figure)
 
     ax = plots.plot_logit_kde(results)

@@ -99,7 +99,8 @@ def plot_near_zero_comparison(results, ax=None, bins: int = 50, colors: dict[str
     colors = model_colors([r.name for r in results], colors)
     k = max(r.num_classes for r in results)
     top = max(float(v.max()) for v in values)
-    if all(r.num_classes == k for r in results) and k + 1 <= bins:
+    discrete = all(r.num_classes == k for r in results) and k + 1 <= bins
+    if discrete:     # a bin centred on each value j/K (edges half-way between, so rounding cannot move a value)
         edges = (np.arange(int(round(top * k)) + 2) - 0.5) / k
     else:
         edges = np.linspace(0.0, max(top, 1.0 / k), bins + 1)
@@ -112,7 +113,12 @@ def plot_near_zero_comparison(results, ax=None, bins: int = 50, colors: dict[str
     ax.set_title(f"Per-sample fraction of logits with |z| < {', '.join(thresholds)} (N = {sizes})")
     ax.set_xlabel(f"Fraction of logits with |z| < {', '.join(thresholds)} (of K)")
     ax.set_ylabel("Share of samples")
-    ax.set_xlim(left=0.0)   # a fraction: no negative ticks (the first bin is centred on 0)
+    if discrete:            # the whole first bin (centred on 0) in view, ticks on the values j/K only
+        centres = np.arange(edges.size - 1) / k
+        ax.set_xlim(edges[0], edges[-1])
+        ax.set_xticks(centres[::-(-centres.size // 10)])
+    else:
+        ax.set_xlim(left=0.0)
     ax.legend()
     return ax
 
