@@ -206,3 +206,34 @@ def test_reliability_bars_reach_accuracy_and_gaps_span_to_confidence():
     assert [w[3] for w in want] == [g_[3] for g_ in got]
     np.testing.assert_allclose([g_[:3] for g_ in got], [w[:3] for w in want], atol=1e-12)
     assert all(r.get_facecolor()[3] == 0 for r in hatched if r.get_hatch() == "\\\\")   # the bar shows through
+
+
+def test_adaptive_reliability_lays_bins_out_by_their_share_of_samples():
+    # equal-mass bins side by side on the ranked samples: each bar as wide as n_b / N, ending at x = 1, its
+    # height the bin's accuracy, a black line at its mean confidence; below, the bin's confidence range
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    from repanalysis.analyze.calibration import calibration_report
+    from repanalysis.plot import calibration as P
+
+    g = torch.Generator().manual_seed(8)
+    z = torch.randn(1000, 5, generator=g, dtype=torch.float64) * 4           # confident: bins crowd near 1
+    y = torch.where(torch.rand(1000, generator=g) < 0.7, z.argmax(1), torch.randint(0, 5, (1000,), generator=g))
+    res = calibration_report(z, y, n_bins=10, name="m")
+    b = res.adaptive_bins
+    fig, (ax, low) = plt.subplots(2, 1)
+    P.plot_reliability(res, ax=ax, count_ax=low, color="#0072B2", adaptive=True)
+    bars = sorted((r.get_x(), r.get_width(), r.get_height()) for r in ax.patches
+                  if r.get_facecolor() == to_rgba("#0072B2"))
+    filled = b.counts > 0
+    share = b.counts[filled] / 1000
+    np.testing.assert_allclose([w for _, w, _ in bars], share, atol=1e-12)
+    np.testing.assert_allclose([x for x, _, _ in bars], 1 - np.cumsum(share[::-1])[::-1], atol=1e-12)
+    np.testing.assert_allclose([h for _, _, h in bars], b.accuracy[filled], atol=1e-12)
+    segments = ax.collections[0].get_segments()
+    np.testing.assert_allclose(sorted(s[0][1] for s in segments), sorted(b.confidence[filled]), atol=1e-12)
+    ranges = sorted((r.get_y(), r.get_y() + r.get_height()) for r in low.patches)
+    np.testing.assert_allclose(ranges, sorted(zip(b.edges[:-1][filled], b.edges[1:][filled])), atol=1e-12)
+    assert ax.get_xlabel() == "" and low.get_xlabel() == "Share of samples, ranked by confidence"
+    plt.close(fig)

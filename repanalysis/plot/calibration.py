@@ -67,16 +67,26 @@ def _height_pt(artist) -> float:
 def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, adaptive: bool = False,
                      title: bool = True):
     """Per-bin accuracy bars against the diagonal; the gap to the bin's mean confidence hatched (over-confidence
-    above the bar, white with vermillion hatching; under-confidence on the bar's top, black hatching over its
-    colour); ECE in the legend, above the axes (never on the bars).
-    ``count_ax`` gets the samples per bin."""
+    above the bar, white with vermillion hatching; under-confidence on the bar's top, hatching over its
+    colour); ECE in the legend, above the axes (never on the bars). ``count_ax`` gets the samples per bin.
+
+    ``adaptive``: the equal-mass bins, which crowd against confidence 1 for a confident model, are laid out
+    side by side on the samples ranked by confidence (each bin as wide as its share of the samples), each
+    bin's mean confidence drawn as a black line over its bar (on the diagonal's stead); ``count_ax`` then shows
+    the confidence range [lo, hi] that each bin covers.
+    """
     check_result(result, CalibrationResult, "plot_reliability")
     check_ax(count_ax, "count_ax")
     ax = get_ax(ax)
     color = color or _colors([result])[result.name]
     bins = result.adaptive_bins if adaptive else result.bins
     lo, hi = bins.edges[:-1], bins.edges[1:]
-    width, left = hi - lo, lo
+    if adaptive:     # x: share of the samples, ranked by confidence; the samples in no bin come first
+        share = bins.counts / max(bins.num_samples, 1)
+        right = 1.0 - np.cumsum(share[::-1])[::-1] + share
+        width, left = share, right - share
+    else:
+        width, left = hi - lo, lo
     filled = bins.counts > 0
     acc, conf = bins.accuracy, bins.confidence
     ax.bar(left[filled], acc[filled], width=width[filled], align="edge", color=color, edgecolor="black",
@@ -86,7 +96,12 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
     ax.bar(left[over], (conf - acc)[over], bottom=acc[over], width=width[over], align="edge", **OVER_STYLE)
     ax.bar(left[under], (acc - conf)[under], bottom=conf[under], width=width[under], align="edge",
            **_under_style(color))
-    ax.plot([0, 1], [0, 1], ls="--", color="black", lw=1, zorder=3)   # visible over the opaque gaps
+    if adaptive:
+        ax.hlines(conf[filled], left[filled], (left + width)[filled], colors="black", linewidth=1.6, zorder=3)
+        ax.plot([], [], color="black", linewidth=1.6, label="mean confidence in bin")
+    else:
+        ax.plot([0, 1], [0, 1], ls="--", color="black", lw=1, zorder=3)   # visible over the gaps
+        ax.plot([], [], ls="--", color="black", label="perfect calibration")
     which = "AECE" if adaptive else "ECE"
     value = result.aece if adaptive else result.ece
     handles = [Patch(facecolor=color, edgecolor="black", label=f"{literal(result.name)}: accuracy ({which} "
@@ -97,7 +112,6 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
     if adaptive:   # O-/U-ECE are defined on the equal-width bins: name the gaps without numbers
         handles[1].set_label("over-confident gap")
         handles[2].set_label("under-confident gap")
-    ax.plot([], [], ls="--", color="black", label="perfect calibration")
     # bars can fill any corner: the legend sits above the axes, between the plot and its title
     legend = ax.legend(handles=handles + [ax.lines[-1]], loc="lower left", bbox_to_anchor=(0, 1.02),
                        borderaxespad=0)
@@ -107,18 +121,22 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
     if title:
         kind = "adaptive bins" if adaptive else f"{result.n_bins} equal-width bins"
         ax.set_title(f"{literal(result.name)} ({kind}, N={result.num_samples})", pad=_height_pt(legend) + 8)
+    xlabel = "Share of samples, ranked by confidence" if adaptive else "Confidence (max softmax)"
     if count_ax is not None:
-        count_ax.bar(left, bins.counts, width=width, align="edge", color=color, edgecolor="black", linewidth=0.6)
-        if adaptive:       # equal-mass bins: counts are (nearly) equal, a linear axis from 0 shows that
-            count_ax.set_ylim(0, 1.15 * max(int(bins.counts.max()), 1))
-            count_ax.set_ylabel("Samples per bin")
+        if adaptive:       # where each equal-mass bin lies in confidence
+            count_ax.bar(left[filled], (hi - lo)[filled], bottom=lo[filled], width=width[filled], align="edge",
+                         color=color, edgecolor="black", linewidth=0.6)
+            count_ax.set_ylim(max(0.0, float(lo[filled].min()) - 0.05) if filled.any() else 0.0, 1.0)
+            count_ax.set_ylabel("Confidence range\nof bin")
         else:
+            count_ax.bar(left, bins.counts, width=width, align="edge", color=color, edgecolor="black",
+                         linewidth=0.6)
             count_ax.set_yscale("log")
             count_ax.set_ylabel("Samples per bin (log)")
-        count_ax.set_xlabel("Confidence (max softmax)")
+        count_ax.set_xlabel(xlabel)
         count_ax.set_xlim(0, 1)
     else:
-        ax.set_xlabel("Confidence (max softmax)")
+        ax.set_xlabel(xlabel)
     return ax
 
 
