@@ -60,7 +60,7 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     from repanalysis.analyze.localisation import check_threshold
     from repanalysis.text import display_text
     from repanalysis.data.boxes import open_regions
-    from repanalysis.data.datasets import label_by_model_classes
+    from repanalysis.data.datasets import label_for_model
     from repanalysis.plot.cam import plot_cam_grid, plot_pr_curves
     from repanalysis.plot.style import figure_set, save_figure
     from repanalysis.report import format_table, write_csv_atomic, write_json_atomic
@@ -94,8 +94,8 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
         lm = ra.load_model(ckpt, arch, trust=trust_checkpoint, device=dev)
         ds = ra.open_dataset(data, layout=layout, transform=lm.transform, split=split, class_order=class_order,
                              synsets_file=synsets)
-        if class_order is None:      # class folders named after the model's classes: the model's labels
-            ds = label_by_model_classes(ds, lm.class_names) or ds
+        if class_order is None:      # WordNet-id folders or folders named after its classes: the model's labels
+            ds = label_for_model(ds, lm.num_classes, lm.class_names, log=log)
         box_source = boxes or _boxes_beside(ds)
         regions = open_regions(box_source, lm.transform, synset_mapping=synsets, class_wnids=ds.wnids)
         name = model_names[i]

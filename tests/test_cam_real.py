@@ -94,3 +94,26 @@ def test_cli_end_to_end_and_bad_input(lite0, photo_folder, tmp_path, capsys):
     bad.write_text("coffee.png,172,18,900,300\n")
     code, _, stderr = _cli(args + ["--boxes", str(bad)], capsys)
     assert code == 2 and "lies outside the 600x400 image" in stderr
+
+
+def test_cli_wordnet_id_folders_are_labelled_by_imagenet_index(lite0, tmp_path, capsys):
+    # two WordNet-id class folders for the 1000-class model: labels and CAM targets are the ImageNet indices
+    # (tiger cat 282, espresso 967), as extraction labels them, not the folder ranks 0 and 1
+    import skimage.data
+    from PIL import Image
+
+    data = tmp_path / "val"
+    for wnid, image_id in (("n02123159", "chelsea"), ("n07920052", "coffee")):
+        (data / wnid).mkdir(parents=True)
+        Image.fromarray(getattr(skimage.data, image_id)()).convert("RGB").save(data / wnid / f"{image_id}.png")
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("n02123159/chelsea.png,0,0,395,300\nn07920052/coffee.png,172,18,410,300\n")
+    out = tmp_path / "out"
+    code, _, stderr = _cli(["gradcam", "--checkpoint", str(lite0), "--arch", "tf_efficientnet_lite0", "--data",
+                            str(data), "--boxes", str(boxes), "--workers", "0", "--out", str(out)], capsys)
+    assert code == 0, stderr
+    assert "labelled 2 WordNet-id folders by their ImageNet-1k index" in stderr
+    rows = [line.split(",") for line in (out / "gradcam_per_image.csv").read_text().splitlines()]
+    col = {name: i for i, name in enumerate(rows[0])}
+    assert [(r[col["label"]], r[col["target"]], r[col["pred"]]) for r in rows[1:]] == [("282", "282", "282"),
+                                                                                      ("967", "967", "967")]

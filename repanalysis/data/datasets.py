@@ -403,6 +403,25 @@ def apply_class_order(labels: np.ndarray, class_names: Sequence[str], wnids: Seq
 BY_MODEL_CLASS_NAMES = "model class names"   # the class_order recorded for folders relabelled by the model's names
 
 
+def label_for_model(dataset: "ImageDataset", num_classes: int | None, class_names: Sequence[str] | None,
+                    log=None) -> "ImageDataset":
+    """The data set labelled in the model's label space, for data opened without a class order (extraction and
+    Grad-CAM alike): a few WordNet-id class folders for a 1000-class model are labelled by their ImageNet-1k
+    index, and class folders named after the model's classes by the model's index of the name (see
+    :func:`label_by_model_classes`). Otherwise the data set is returned as it is. ``log`` hears what changed."""
+    if getattr(dataset, "wnids", None) and dataset.num_classes < (num_classes or 0) == 1000:
+        folders = dataset.num_classes
+        dataset = dataset.with_class_order(imagenet_wnids())
+        if log:
+            log(f"labelled {folders} WordNet-id folders by their ImageNet-1k index")
+    relabelled = label_by_model_classes(dataset, class_names)
+    if relabelled is None:
+        return dataset
+    if log:
+        log(f"labelled {len(np.unique(relabelled.labels))} class folders by the model's class names")
+    return relabelled
+
+
 def label_by_model_classes(dataset: "ImageDataset", model_class_names: Sequence[str] | None
                            ) -> "ImageDataset | None":
     """An ImageFolder whose folder names are the model's class names, relabelled into the model's label space.
@@ -883,5 +902,5 @@ def _open_npz(path: Path, split: str | None):
 
 
 __all__ = ["ImageDataset", "open_dataset", "detect_layout", "default_transform", "apply_class_order", "read_idx",
-           "label_by_model_classes",
+           "label_by_model_classes", "label_for_model",
            "LAYOUTS", "IMAGE_EXTENSIONS", "MNIST_CLASSES", "FASHION_MNIST_CLASSES"]

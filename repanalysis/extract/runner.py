@@ -94,7 +94,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     Every option is checked (DataError) before anything is loaded or written; an output that cannot be written
     raises DumpError "cannot write <output>: <reason>" and leaves nothing behind.
     """
-    from repanalysis.data.datasets import label_by_model_classes, open_dataset
+    from repanalysis.data.datasets import label_for_model, open_dataset
     from repanalysis.models.loading import LoadedModel, load_model
 
     if not isinstance(precision, str) or precision not in PRECISIONS:
@@ -128,20 +128,8 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
         dataset = open_dataset(data, layout=layout, transform=transform, split=split, class_order=class_order,
                                skip_bad=skip_bad, labels_file=labels_file, synsets_file=synsets_file)
         _check_split(dataset, data, split)
-    if class_order is None and getattr(dataset, "wnids", None) and dataset.num_classes < lm.num_classes == 1000:
-        # A few ImageNet class folders for a 1000-class model: label by ImageNet index, not folder rank.
-        from repanalysis.data.imagenet import imagenet_wnids
-
-        dataset = dataset.with_class_order(imagenet_wnids())
-        if log:
-            log(f"labelled {dataset.num_classes} WordNet-id folders by their ImageNet-1k index")
-    if class_order is None:
-        # Class folders named after the model's classes: label each by the model's index of its name.
-        relabelled = label_by_model_classes(dataset, lm.class_names)
-        if relabelled is not None:
-            dataset = relabelled
-            if log:
-                log(f"labelled {len(np.unique(dataset.labels))} class folders by the model's class names")
+    if class_order is None:      # WordNet-id folders, or folders named after the model's classes
+        dataset = label_for_model(dataset, lm.num_classes, lm.class_names, log=log)
     n = len(dataset)
     if n == 0:
         raise RepanalysisError(f"data set {data} has no samples")
