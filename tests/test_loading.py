@@ -267,3 +267,23 @@ def test_load_model_path_must_be_a_path(value, kind):
 
     with pytest.raises(DataError, match=rf"^checkpoint: expected a file path \(str or os.PathLike\); got {kind}$"):
         load_model(value)
+
+
+def test_a_checkpoint_damaged_inside_a_tensor_record_is_refused(tmp_path, small_checkpoint):
+    # bytes flipped inside the largest tensor record: torch.load reads them as weights; the CRC-32 of the zip
+    # record says the file is corrupt
+    import zipfile
+
+    path, _ = small_checkpoint
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        record = max(zf.infolist(), key=lambda i: i.file_size)
+    start = record.header_offset + 30 + len(record.filename.encode()) + len(record.extra) + 64
+    for i in range(start, start + 32):
+        data[i] ^= 0xFF
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(bytes(data))
+    torch.load(bad, weights_only=True)                          # torch itself reads it without complaint
+    with pytest.raises(CheckpointError, match=rf"is corrupt: record {record.filename} fails its CRC check") as err:
+        load_model(bad)
+    assert "\n" not in str(err.value)

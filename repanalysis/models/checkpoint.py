@@ -68,6 +68,8 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> RawCheckpoi
         except Exception as exc:
             raise CheckpointError(f"cannot read {path} as safetensors: {_first_line(exc)}") from None
         return _unwrap(path, obj)
+    if _is_zip(path):
+        _check_zip_records(path)
     is_torchscript = _is_torchscript(path)
     if is_torchscript:
         if not trust:
@@ -110,6 +112,20 @@ def _starts_like_pickle(path: Path) -> bool:
 
 def _is_zip(path: Path) -> bool:
     return zipfile.is_zipfile(path)
+
+
+def _check_zip_records(path: Path) -> None:
+    """A torch.save (or TorchScript) zip archive whose records fail their CRC-32 is corrupt: torch.load would
+    read the damaged tensor bytes without a word. Raises CheckpointError naming the first bad record."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: the zip archive is damaged ({_first_line(exc)})") \
+            from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupt: record {bad} fails its CRC check (the file was "
+                              "damaged after it was written); expected an intact torch.save archive")
 
 
 def _is_torchscript(path: Path) -> bool:
