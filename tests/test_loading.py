@@ -287,3 +287,20 @@ def test_a_checkpoint_damaged_inside_a_tensor_record_is_refused(tmp_path, small_
     with pytest.raises(CheckpointError, match=rf"is corrupt: record {record.filename} fails its CRC check") as err:
         load_model(bad)
     assert "\n" not in str(err.value)
+
+
+def test_deit_checkpoint_with_its_argparse_namespace_loads_without_trust(tmp_path, small_checkpoint):
+    # DeiT saves {'model', 'optimizer', ..., 'args': argparse.Namespace}: plain data, no code to run
+    import argparse
+
+    path, saved = small_checkpoint
+    state = saved["state_dict"]
+    deit = tmp_path / "deit.pth"
+    torch.save({"model": state, "epoch": 299, "args": argparse.Namespace(lr=5e-4, model="small_cnn")}, deit)
+    lm = load_model(deit, "small_cnn")
+    for key, value in lm.model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    # anything else pickled is still refused
+    torch.save({"model": state, "loss": torch.nn.CrossEntropyLoss()}, tmp_path / "code.pth")
+    with pytest.raises(CheckpointError, match="contains pickled Python objects"):
+        load_model(tmp_path / "code.pth", "small_cnn")

@@ -8,6 +8,7 @@ with ``trust=True``: unpickling runs arbitrary code.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import zipfile
@@ -86,7 +87,10 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> RawCheckpoi
                               "checkpoint (neither a torch.save zip archive, a legacy torch.save pickle nor "
                               ".safetensors)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # DeiT's training script saves its argparse.Namespace under 'args': plain data (attribute values),
+        # rebuilt without running code, so safe loading takes it
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         if "Weights only load failed" in str(exc) or type(exc).__name__ == "UnpicklingError" and _is_zip(path):
             if not trust:
