@@ -134,3 +134,30 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, real_checkpoints, a
     code, _, err = _cli(args, capsys)
     assert code == 2 and "Traceback" not in err
     assert err.startswith("error: ") and err.count("\n") == 1 and re.search(pattern, err), err
+
+
+def test_data_rewritten_in_place_is_not_resumed_into_the_old_rows(tmp_path, real_checkpoints, real_data):
+    # an interrupted Dump, then the data file at the same path rewritten with other images (same labels and
+    # count): resuming would mix two data sets, so the rerun is refused as a different run
+    from repanalysis.train.trainer import DIGIT_NAMES, write_npz
+
+    z = np.load(real_data["test"])
+    data = tmp_path / "digits_test.npz"
+    write_npz(data, z["images"][:300], z["labels"][:300], DIGIT_NAMES)
+    lm = ra.load_model(real_checkpoints["CE"])
+    part = ra.extract(lm, data, tmp_path / "d", batch_size=100, max_batches=1, progress=False, workers=0)
+    assert part.num_samples == 100 and not part.complete
+    write_npz(data, 255 - z["images"][:300], z["labels"][:300], DIGIT_NAMES)
+    with pytest.raises(RepanalysisError, match="a Dump of a different run"):
+        ra.extract(lm, data, tmp_path / "d", batch_size=100, progress=False, workers=0)
+    # an image folder: one image rewritten (other size) changes the run as well
+    from PIL import Image
+
+    folder = tmp_path / "folder"
+    for i in range(4):
+        (folder / DIGIT_NAMES[i]).mkdir(parents=True)
+        Image.fromarray(z["images"][i]).save(folder / DIGIT_NAMES[i] / "a.png")
+    first = ra.open_dataset(folder).fingerprint()
+    assert ra.open_dataset(folder).fingerprint() == first            # the same files: the same run
+    Image.fromarray(255 - z["images"][0]).resize((30, 30)).save(folder / DIGIT_NAMES[0] / "a.png")
+    assert ra.open_dataset(folder).fingerprint() != first

@@ -185,17 +185,32 @@ class ImageDataset(torch.utils.data.Dataset):
         }
 
     def fingerprint(self) -> str:
-        """Short hash of root, layout, split, sample list and labels: the same data gives the same string."""
+        """Short hash of root, layout, split, sample list, labels and the images' content (an image array's
+        bytes; each image file's size and modification time): the same data gives the same string, and a data
+        file rewritten in place with other images does not (an interrupted extraction must not resume on it)."""
         h = hashlib.sha256()
         h.update(json.dumps([str(self.root.resolve()), self.layout, self.split, self.num_classes]).encode())
         h.update("\n".join(self.samples).encode())
         h.update(self.labels.tobytes())
+        if self._images is not None:
+            h.update(np.ascontiguousarray(self._images).data)
+        else:
+            h.update(np.array([_size_and_time(self.root / f) for f in self._files], dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
 
     def __repr__(self) -> str:
         split = f", split={self.split!r}" if self.split else ""
         return (f"ImageDataset(layout={self.layout!r}{split}, N={self.num_samples}, K={self.num_classes}, "
                 f"root={str(self.root)!r})")
+
+
+def _size_and_time(path: Path) -> tuple[int, int]:
+    """(size in bytes, modification time in ns) of a file; (-1, -1) when it is gone (reading it will say so)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return -1, -1
+    return st.st_size, st.st_mtime_ns
 
 
 def default_transform(ds: ImageDataset) -> EvalTransform:
