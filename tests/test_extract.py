@@ -161,3 +161,30 @@ def test_data_rewritten_in_place_is_not_resumed_into_the_old_rows(tmp_path, real
     assert ra.open_dataset(folder).fingerprint() == first            # the same files: the same run
     Image.fromarray(255 - z["images"][0]).resize((30, 30)).save(folder / DIGIT_NAMES[0] / "a.png")
     assert ra.open_dataset(folder).fingerprint() != first
+
+
+def test_a_run_killed_while_laying_out_the_dump_is_restarted(tmp_path, real_checkpoints, real_data, real_dumps,
+                                                             capsys):
+    # the process dies (no cleanup runs) right after the first array file is laid out: the rerun of the same
+    # command starts the Dump again instead of refusing the folder as "not a Dump"
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "d"
+    child = textwrap.dedent(f"""
+        import os
+        import repanalysis as ra
+        from repanalysis.extract import store
+        store._reserve = lambda file: os._exit(9)      # killed while laying out
+        ra.extract({str(real_checkpoints["CE"])!r}, {str(real_data["test"])!r}, {str(out)!r}, progress=False,
+                   workers=0)
+    """)
+    assert subprocess.run([sys.executable, "-c", child], capture_output=True).returncode == 9
+    assert any(out.glob("*.npy"))
+    code, _, stderr = _cli(["extract", "--checkpoint", str(real_checkpoints["CE"]), "--data", str(real_data["test"]),
+                            "--output", str(out), "--workers", "0", "--quiet"], capsys)
+    assert code == 0, stderr
+    d = ra.load_dump(out)
+    assert d.complete
+    np.testing.assert_allclose(d.logits, real_dumps["CE"]["test"].logits, atol=1e-5)

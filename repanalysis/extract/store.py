@@ -595,10 +595,10 @@ class DumpWriter:
         if self.path.exists() and any(self.path.iterdir()):
             existing = _read_meta(self.path)
             same_run = self._same_run(existing, fingerprint)
-            if same_run and not existing.get("complete") and not overwrite:
+            empty = _holds_no_rows(existing)     # laid out (or being laid out when killed), no row written
+            if same_run and not existing.get("complete") and not overwrite and not empty:
                 self._resume(existing)
                 return
-            empty = _holds_no_rows(existing)
             if not overwrite and not empty:
                 what = ("a complete Dump of this same run" if same_run else
                         "a Dump of a different run" if existing is not None else "not a Dump")
@@ -632,6 +632,9 @@ class DumpWriter:
             from repanalysis import __version__
 
             self.meta.setdefault("tool_version", __version__)
+            # meta.json first: a run killed while the arrays are laid out leaves a Dump with 0 rows done, which
+            # the next run replaces (without it the folder would read as 'not a Dump' and be refused)
+            write_json_atomic(self.path / "meta.json", self.meta)
             if static_arrays:
                 for key, value in static_arrays.items():
                     np.save(self.path / f"{key}.npy", np.asarray(value))
@@ -649,7 +652,6 @@ class DumpWriter:
                 arr = np.lib.format.open_memmap(file, mode="w+", dtype=dt, shape=(self.num_samples, *shape))
                 self._arrays[key] = arr
                 _reserve(file)
-            write_json_atomic(self.path / "meta.json", self.meta)
             self.fresh = True
         except BaseException:
             # a full disk or an interrupt while laying out a new Dump leaves nothing half-made behind
