@@ -188,3 +188,34 @@ def test_a_run_killed_while_laying_out_the_dump_is_restarted(tmp_path, real_chec
     d = ra.load_dump(out)
     assert d.complete
     np.testing.assert_allclose(d.logits, real_dumps["CE"]["test"].logits, atol=1e-5)
+
+
+def test_seed_pt_that_cannot_be_written_is_written_by_the_rerun(tmp_path, real_checkpoints, real_data, real_dumps,
+                                                                monkeypatch, capsys):
+    # torch.save on a full disk raises a RuntimeError from its zip writer: one line naming the full disk; the
+    # rerun of the same command writes the .pt from the complete partial Dump without extracting again
+    import collections
+    import shutil
+
+    from repanalysis.extract import runner
+
+    out = tmp_path / "out.pt"
+    args = ["logits", "--checkpoint", str(real_checkpoints["CE"]), "--data", str(real_data["test"]), "--output",
+            str(out), "--workers", "0", "--quiet"]
+
+    usage = collections.namedtuple("usage", "total used free")
+    with monkeypatch.context() as m:
+        def full_disk(*a, **k):          # the disk fills up while the .pt is written
+            m.setattr(shutil, "disk_usage", lambda p: usage(10 << 20, 10 << 20, 4096))
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726")
+
+        m.setattr(torch, "save", full_disk)
+        code, _, stderr = _cli(args, capsys)
+    assert code == 2 and stderr.strip() == f"error: cannot write {out}: disk full; free space and re-run"
+    assert not out.exists() and not list(tmp_path.glob(".out.pt.*.tmp"))
+    monkeypatch.setattr(runner, "_run", lambda *a, **k: pytest.fail("extracted again"))
+    code, _, stderr = _cli(args, capsys)
+    assert code == 0, stderr
+    obj = torch.load(out, weights_only=True)
+    np.testing.assert_allclose(obj["logits"].numpy(), real_dumps["CE"]["test"].logits, atol=1e-5)
+    assert not (tmp_path / "out.pt.partial").exists()

@@ -24,7 +24,7 @@ import torch
 
 from repanalysis.analyze._arrays import check_number, pick_device
 from repanalysis.errors import DataError, DumpError, RepanalysisError
-from repanalysis.extract.store import Dump, DumpWriter, load_dump, save_seed_pt
+from repanalysis.extract.store import Dump, DumpWriter, is_complete_run, load_dump, save_seed_pt
 from repanalysis.models.features import FeatureTap
 from repanalysis.paths import as_path
 
@@ -189,6 +189,9 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
                 "precision": precision, "device": str(dev), "load_notes": lm.notes, "fingerprint": fingerprint,
                 "skipped": list(getattr(dataset, "skipped", []))}
         target = output.with_name(output.name + ".partial") if seed_pt else output
+        if seed_pt and is_complete_run(target, fingerprint, n):
+            # the run finished but its .pt could not be written (a full disk): write it now
+            return _finish_seed_pt(target, output, overwrite)
         with _writing(output):
             writer = DumpWriter(target, n, specs, meta, overwrite=overwrite, static_arrays=static,
                                 sample_names=list(dataset.samples))
@@ -211,16 +214,21 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             warnings.warn(f"{bad} of {n} samples have NaN or inf logits; analyses will exclude them", RuntimeWarning,
                           stacklevel=2)
         if seed_pt:
-            with _writing(output):
-                dump = save_seed_pt(load_dump(target), output, overwrite=overwrite)
-            shutil.rmtree(target)
-            return dump
+            return _finish_seed_pt(target, output, overwrite)
         return load_dump(target)
     finally:
         if use_cl:
             net.to(memory_format=torch.contiguous_format)
         if home is not None and home != dev:
             net.to(home)
+
+
+def _finish_seed_pt(partial: Path, output: Path, overwrite: bool) -> Dump:
+    """The seed ``.pt`` written from the complete ``partial`` Dump, which is then removed."""
+    with _writing(output):
+        dump = save_seed_pt(load_dump(partial), output, overwrite=overwrite)
+    shutil.rmtree(partial)
+    return dump
 
 
 def _check_split(dataset, data, split) -> None:

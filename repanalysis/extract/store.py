@@ -421,7 +421,13 @@ def save_seed_pt(dump: Dump, path: str | os.PathLike, overwrite: bool = False) -
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:      # torch's zip writer reports a short write (full disk) as a RuntimeError
+            need = sum(t.numel() * t.element_size() for t in payload.values())
+            full = shutil.disk_usage(path.parent).free < need + (1 << 20)
+            why = "disk full; free space and re-run" if full else f"the write failed ({str(exc).strip()[:160]})"
+            raise DumpError(f"cannot write {path}: {why}") from None
         umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -429,6 +435,14 @@ def save_seed_pt(dump: Dump, path: str | os.PathLike, overwrite: bool = False) -
             os.unlink(tmp)
         raise
     return load_dump(path)
+
+
+def is_complete_run(path: str | os.PathLike, fingerprint, num_samples: int) -> bool:
+    """True when ``path`` holds a complete Dump of the run ``fingerprint`` with ``num_samples`` rows."""
+    meta = _read_meta(Path(path))
+    return (meta is not None and meta.get("format") == FORMAT and bool(meta.get("complete"))
+            and fingerprint is not None and meta.get("fingerprint") == fingerprint
+            and meta.get("num_samples") == num_samples)
 
 
 # --- reading -------------------------------------------------------------------------------------
