@@ -304,3 +304,32 @@ def test_deit_checkpoint_with_its_argparse_namespace_loads_without_trust(tmp_pat
     torch.save({"model": state, "loss": torch.nn.CrossEntropyLoss()}, tmp_path / "code.pth")
     with pytest.raises(CheckpointError, match="contains pickled Python objects"):
         load_model(tmp_path / "code.pth", "small_cnn")
+
+
+def test_lightning_checkpoint_with_a_loss_attribute_keeps_the_network(tmp_path, small_checkpoint):
+    # LightningModule attributes model.* (the network) and criterion.weight (a class-weighted loss)
+    path, saved = small_checkpoint
+    state = saved["state_dict"]
+    ckpt = {"epoch": 3, "global_step": 30, "pytorch-lightning_version": "2.2.0", "optimizer_states": [],
+            "state_dict": {**{f"model.{k}": v for k, v in state.items()}, "criterion.weight": torch.ones(10)}}
+    torch.save(ckpt, tmp_path / "l.ckpt")
+    for arch in ("small_cnn", None):
+        lm = load_model(tmp_path / "l.ckpt", arch)
+        for key, value in lm.model.state_dict().items():
+            assert torch.equal(value, state[key]), key
+        assert "weights taken from the LightningModule's 'model.' attribute (left out: criterion.)" in lm.notes
+    # a plain (non-Lightning) state_dict is not split into attributes
+    from repanalysis.models.checkpoint import read_checkpoint
+
+    torch.save({f"model.{k}": v for k, v in state.items()} | {"criterion.weight": torch.ones(10)},
+               tmp_path / "plain.pth")
+    assert read_checkpoint(tmp_path / "plain.pth").alternatives == []
+    with pytest.raises(CheckpointError, match="does not fit architecture small_cnn"):
+        load_model(tmp_path / "plain.pth", "small_cnn")
+    # a LightningModule holding its layers directly: the whole state_dict fits, no attribute is picked
+    direct = dict(ckpt, state_dict=dict(state))
+    torch.save(direct, tmp_path / "direct.ckpt")
+    lm = load_model(tmp_path / "direct.ckpt", "small_cnn")
+    assert not any("LightningModule" in n for n in lm.notes)
+    for key, value in lm.model.state_dict().items():
+        assert torch.equal(value, state[key]), key

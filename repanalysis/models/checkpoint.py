@@ -33,6 +33,9 @@ class RawCheckpoint:
     info: dict = field(default_factory=dict)  # our 'repanalysis' block (arch, transform, ...), if any
     notes: list[str] = field(default_factory=list)
     kind: str = "state_dict"
+    # a Lightning state_dict with keys under several attributes (model.* beside a loss's criterion.weight):
+    # (attribute, its state_dict) for each, the largest first, to try when the whole does not fit
+    alternatives: list[tuple[str, dict]] = field(default_factory=list)
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -173,10 +176,32 @@ def _unwrap(path: Path, obj) -> RawCheckpoint:
         found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path} holds no state_dict (found {found}); expected a state_dict or a dict "
                               f"with one under {', '.join(repr(k) for k in _WRAPPER_KEYS[:3])}")
+    alternatives = _lightning_attributes(sd) if isinstance(obj, dict) and any(k in obj for k in _LIGHTNING_KEYS) \
+        else []
     sd, stripped = strip_prefixes(sd)
     if stripped:
         notes.append("stripped key prefix " + ", ".join(repr(p) for p in stripped))
-    return RawCheckpoint(path, sd, info=info, notes=notes)
+    return RawCheckpoint(path, sd, info=info, notes=notes, alternatives=alternatives)
+
+
+_LIGHTNING_KEYS = ("pytorch-lightning_version", "hyper_parameters", "optimizer_states", "lr_schedulers")
+
+
+def _lightning_attributes(sd: dict[str, torch.Tensor]) -> list[tuple[str, dict]]:
+    """The sub-state_dicts of a LightningModule's attributes (``model.*``, ``criterion.*``), the one with the
+    most parameters first, each with its prefixes stripped; [] unless the keys sit under 2 or more attributes.
+    Which one is the network is decided by which fits the architecture (a LightningModule may also hold its
+    layers directly, as conv1.*, layer1.*, ...: then the whole state_dict fits and these are never tried)."""
+    if not all(isinstance(k, str) and "." in k for k in sd):
+        return []
+    parts: dict[str, dict] = {}
+    for key, value in sd.items():
+        head, rest = key.split(".", 1)
+        parts.setdefault(head, {})[rest] = value
+    if len(parts) < 2:
+        return []
+    size = {head: sum(v.numel() for v in part.values()) for head, part in parts.items()}
+    return [(f"{head}.", strip_prefixes(parts[head])[0]) for head in sorted(parts, key=size.get, reverse=True)]
 
 
 def strip_prefixes(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:

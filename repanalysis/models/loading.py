@@ -232,15 +232,48 @@ def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust:
     sha = sha256_of(path)
     if raw.module is not None:
         return _from_module(raw, arch, sha, notes, device)
-    sd = raw.state_dict
-    blur = tuple(blurpool_targets(sd))
-    if blur:
-        notes.append(f"FFCV BlurPool wrappers on {len(blur)} convolutions")
     if arch is None and raw.info.get("arch"):
         arch = raw.info["arch"]
         if not isinstance(arch, str):
             raise CheckpointError(f"checkpoint {path.name} records arch {arch!r} ({type(arch).__name__}); expected "
                                   "a model name, or pass --arch")
+    try:
+        built: list[str] = []
+        model, arch, k = _build(raw.state_dict, arch, path, built, log)
+        notes += built
+    except CheckpointError as whole:
+        # a Lightning checkpoint whose network sits beside other attributes (a loss's weights): the attribute
+        # that fits, the largest first; none fitting -> the error about the whole state_dict
+        for head, sub in raw.alternatives:
+            tried: list[str] = []
+            try:
+                model, arch, k = _build(sub, arch, path, tried, log)
+            except CheckpointError:
+                continue
+            others = ", ".join(h for h, _ in raw.alternatives if h != head)
+            notes += [f"weights taken from the LightningModule's {head!r} attribute (left out: {others})", *tried]
+            break
+        else:
+            raise whole from None
+    model.eval().to(device)
+    if raw.info.get("transform"):
+        transform = _recorded_transform(raw.info["transform"], path)
+    else:
+        transform = _default_transform(arch, model, notes)
+        if log:
+            log(notes[-1])
+    family = registry.family_of(*registry.resolve_arch(arch))
+    return LoadedModel(model=model, arch=arch, family=family, num_classes=k,
+                       classifier_name=find_classifier(model, k), transform=transform, checkpoint=path,
+                       sha256=sha, class_names=raw.info.get("class_names"), notes=notes)
+
+
+def _build(sd: dict, arch: str | None, path: Path, notes: list[str], log) -> tuple[nn.Module, str, int]:
+    """The architecture (``arch``, or inferred) built with the state_dict ``sd`` loaded: (model, arch, K).
+    Raises CheckpointError when it does not fit; ``notes`` hears how it was loaded."""
+    blur = tuple(blurpool_targets(sd))
+    if blur:
+        notes.append(f"FFCV BlurPool wrappers on {len(blur)} convolutions")
     if arch is None:
         arch, how = infer_arch(sd)
         notes.append(f"inferred architecture {arch} from the checkpoint's parameter names and shapes")
@@ -265,16 +298,7 @@ def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust:
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {path.name} does not fit architecture {arch}: "
                               f"{mismatch_summary(dict.fromkeys(missing, ()), dict.fromkeys(unexpected, ()))}")
-    model.eval().to(device)
-    if raw.info.get("transform"):
-        transform = _recorded_transform(raw.info["transform"], path)
-    else:
-        transform = _default_transform(arch, model, notes)
-        if log:
-            log(notes[-1])
-    return LoadedModel(model=model, arch=arch, family=registry.family_of(source, name), num_classes=k,
-                       classifier_name=find_classifier(model, k), transform=transform, checkpoint=path,
-                       sha256=sha, class_names=raw.info.get("class_names"), notes=notes)
+    return model, arch, k
 
 
 def _recorded_transform(recorded, path: Path) -> EvalTransform:
