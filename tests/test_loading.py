@@ -333,3 +333,22 @@ def test_lightning_checkpoint_with_a_loss_attribute_keeps_the_network(tmp_path, 
     assert not any("LightningModule" in n for n in lm.notes)
     for key, value in lm.model.state_dict().items():
         assert torch.equal(value, state[key]), key
+
+
+def test_trusted_pickled_network_gets_its_own_transform_or_a_note(tmp_path, small_checkpoint):
+    # our SmallCNN pickled whole gets the transform its state_dict gets (MNIST size and statistics); a foreign
+    # module gets ImageNet eval, said in the notes
+    from repanalysis.train.nets import SmallCNN
+
+    path, saved = small_checkpoint
+    net = SmallCNN()
+    net.load_state_dict(saved["state_dict"])
+    torch.save(net, tmp_path / "whole.pth")
+    whole = load_model(tmp_path / "whole.pth", trust=True)
+    assert whole.transform == load_model(path).transform and whole.transform.resolution is None
+    foreign = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    foreign(torch.zeros(1, 3, 8, 8))
+    torch.save(foreign, tmp_path / "foreign.pth")
+    lm = load_model(tmp_path / "foreign.pth", trust=True)
+    assert lm.transform.resolution == 224
+    assert any(n.startswith("no transform recorded in the checkpoint: 3-channel input") for n in lm.notes), lm.notes

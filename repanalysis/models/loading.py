@@ -192,11 +192,15 @@ def _default_transform(arch: str, model: nn.Module, notes: list[str] | None = No
         transform = EvalTransform()  # torchvision ImageNet eval: resize 256, centre crop 224, bilinear
     transform = _with_channels(transform, channels)
     if notes is not None:
-        notes.append(f"no transform recorded in the checkpoint: {transform.channels}-channel input (from the first "
-                     f"convolution), resolution {transform.resolution or 'unchanged'}, mean "
-                     f"{', '.join(f'{m:g}' for m in transform.mean)}, std {', '.join(f'{v:g}' for v in transform.std)}"
-                     "; override with --resolution/--mean/--std")
+        notes.append(_assumed_transform_note(transform))
     return transform
+
+
+def _assumed_transform_note(transform: EvalTransform) -> str:
+    return (f"no transform recorded in the checkpoint: {transform.channels}-channel input (from the first "
+            f"convolution), resolution {transform.resolution or 'unchanged'}, mean "
+            f"{', '.join(f'{m:g}' for m in transform.mean)}, std {', '.join(f'{v:g}' for v in transform.std)}"
+            "; override with --resolution/--mean/--std")
 
 
 def _with_channels(transform: EvalTransform, channels: int | None) -> EvalTransform:
@@ -318,7 +322,15 @@ def _from_module(raw: RawCheckpoint, arch: str | None, sha: str, notes: list[str
     k = None
     if classifier is not None:
         k = model.get_submodule(classifier).out_features
-    transform = _with_channels(EvalTransform(), input_channels(model))   # e.g. a pickled grayscale network
+    from repanalysis.train.nets import SmallCNN
+
+    # the transform of the architecture given, or of our own network pickled whole; else ImageNet eval
+    known = arch or ("small_cnn" if isinstance(model, SmallCNN) else None)
+    if known is not None and raw.kind != "torchscript":
+        transform = _default_transform(known, model, notes)
+    else:
+        transform = _with_channels(EvalTransform(), input_channels(model))   # e.g. a pickled grayscale network
+        notes.append(_assumed_transform_note(transform))
     return LoadedModel(model=model, arch=arch or type(model).__name__, family="custom", num_classes=k or 0,
                        classifier_name=classifier, transform=transform, checkpoint=raw.path, sha256=sha,
                        notes=notes)
