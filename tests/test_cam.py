@@ -285,3 +285,24 @@ def test_engine_outside_its_with_block_is_a_repanalysis_error():
         assert engine(torch.randn(1, 3, 8, 8), [0]).cams.shape == (1, 8, 8)
     with pytest.raises(RepanalysisError, match="outside its `with` block"):
         engine(torch.randn(1, 3, 8, 8), [0])
+
+
+def test_cam_runs_leave_each_modules_train_or_eval_mode_as_it_was():
+    # a model in train mode with one BatchNorm frozen in eval: CAMs are computed in eval mode, and every
+    # module's own mode comes back afterwards (constructing an engine alone changes nothing)
+    import torchvision.models as tvm
+
+    from repanalysis.analyze.cam import CamEngine, compute_cams
+
+    torch.manual_seed(0)
+    model = tvm.resnet18(num_classes=4).train()
+    model.layer1[0].bn1.eval()
+    before = {name: m.training for name, m in model.named_modules()}
+    stats = model.bn1.running_mean.clone()
+    CamEngine(model, example=torch.rand(1, 3, 64, 64))
+    assert {name: m.training for name, m in model.named_modules()} == before
+    images = torch.rand(2, 3, 64, 64)
+    out = compute_cams(model, images, targets=[0, 1])
+    assert {name: m.training for name, m in model.named_modules()} == before
+    assert torch.equal(model.bn1.running_mean, stats)              # no train-mode forward pass updated BN
+    torch.testing.assert_close(out.cams, compute_cams(model.eval(), images, targets=[0, 1]).cams)   # eval-mode CAMs

@@ -122,8 +122,8 @@ def test_foreground_boxes_are_tight():
 
 
 def test_overlay_draws_boxes_up_to_the_image_border():
-    # a box round the whole crop (reaching past it on every side) is outlined along the image's border; one
-    # wholly outside the crop is not drawn; one inside is drawn as it is
+    # a box round the whole crop (reaching past it on every side) is outlined just inside the image's border;
+    # one wholly outside the crop is not drawn; one inside is drawn as it is
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
@@ -136,5 +136,6 @@ def test_overlay_draws_boxes_up_to_the_image_border():
                          recall=1.0)
     ax = plot_cam_overlay(example)
     rects = [(r.get_x(), r.get_y(), r.get_width(), r.get_height()) for r in ax.patches if isinstance(r, Rectangle)]
-    assert rects == [(0.0, 0.0, 224.0, 224.0), (10.0, 20.0, 50.0, 70.0)]
+    inset = 2.24
+    assert rects == [pytest.approx((inset, inset, 224 - 2 * inset, 224 - 2 * inset)), (10.0, 20.0, 50.0, 70.0)]
     plt.close("all")

@@ -184,12 +184,8 @@ def resolve_cam_layer(model: nn.Module, layer: str | None = None,
         return chosen
     if family_layer is not None:
         return family_layer
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         found = _feature_map_modules(model, _example_input(model, example), channels_last)
-    finally:
-        model.train(was_training)
     if not found:
         raise ConfigError(f"cannot find a CAM layer automatically in {type(model).__name__}: no module outputs "
                           "a feature map [N, C, H, W] with H, W > 1 and it is not a ViT; pass a layer name "
@@ -221,14 +217,11 @@ def _check_feature_map(model: nn.Module, layer: CamLayer, example: torch.Tensor 
         return
     outputs: list = []
     handle = layer.module.register_forward_hook(lambda _m, _i, out: outputs.append(out))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with _eval_mode(model), torch.no_grad():
             model(probe)
     finally:
         handle.remove()
-        model.train(was_training)
     problem = None
     if not outputs:
         problem = "is not run in the model's forward pass"
@@ -330,6 +323,18 @@ class CamOutput:
         return self.logits.argmax(dim=1)
 
 
+@contextmanager
+def _eval_mode(model: nn.Module):
+    """``model`` in eval mode inside, each module's own train/eval mode restored on the way out."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 class CamEngine:
     """pytorch-grad-cam bound to one model and layer; hooks live only inside ``with`` (released on exit).
 
@@ -339,10 +344,11 @@ class CamEngine:
 
     def __init__(self, model: nn.Module, method: str = "gradcam", layer: str | CamLayer | None = None,
                  example: torch.Tensor | None = None):
-        self.model = model.eval()
+        self.model = model
         self.method = str(method).lower()
         self.cam_cls = cam_class(method)
-        self.layer = layer if isinstance(layer, CamLayer) else resolve_cam_layer(model, layer, example)
+        with _eval_mode(model):        # choosing the layer may run the model once
+            self.layer = layer if isinstance(layer, CamLayer) else resolve_cam_layer(model, layer, example)
         self._stack = None
         self._cam = None
 
@@ -350,6 +356,7 @@ class CamEngine:
         from contextlib import ExitStack
 
         self._stack = ExitStack()
+        self._stack.enter_context(_eval_mode(self.model))   # CAMs in eval mode; the caller's modes come back
         self._stack.enter_context(_backward_stops_at(self.model, self.layer.module))
         self._cam = self._stack.enter_context(self.cam_cls(model=self.model, target_layers=[self.layer.module],
                                                            reshape_transform=self.layer.reshape_transform))

@@ -42,14 +42,13 @@ def plot_cam_overlay(example, ax=None, *, class_names: Sequence[str] | None = No
     ax.imshow(cam, cmap=CAM_CMAP, vmin=0.0, vmax=1.0, alpha=alpha if example.image is not None else 1.0,
               extent=(0, w, h, 0), interpolation="bilinear")
     if example.boxes is not None and len(example.boxes):
-        # a box reaching past the crop is drawn up to the image's border (a box round the whole crop would
-        # otherwise have all four edges outside the axes); the outline is not clipped, so a side on the border
-        # shows whole
+        # a box reaching the crop's border (or past it) is drawn just inside the image, so that its sides there
+        # show (a box round the whole crop, like a cat filling the photo, had all four edges off the image)
         boxes = np.asarray(example.boxes, dtype=float).reshape(-1, 4)
-        for (x0, x1), (y0, y1) in zip(boxes[:, [0, 2]].clip(0, w), boxes[:, [1, 3]].clip(0, h)):
+        inset = 0.01 * max(w, h)         # about half the outline's width at the grid's scale
+        for (x0, x1), (y0, y1) in zip(boxes[:, [0, 2]].clip(inset, w - inset), boxes[:, [1, 3]].clip(inset, h - inset)):
             if x1 > x0 and y1 > y0:
-                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=BOX_COLOR, linewidth=1.6,
-                                       clip_on=False))
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=BOX_COLOR, linewidth=1.6))
     elif example.region is not None and np.asarray(example.region).any():
         ax.contour(np.asarray(example.region, dtype=float), levels=[0.5], colors=BOX_COLOR, linewidths=1.4,
                    extent=(0, w, 0, h), origin="upper")
