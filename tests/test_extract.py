@@ -165,28 +165,39 @@ def test_data_rewritten_in_place_is_not_resumed_into_the_old_rows(tmp_path, real
 
 def test_a_run_killed_while_laying_out_the_dump_is_restarted(tmp_path, real_checkpoints, real_data, real_dumps,
                                                              capsys):
-    # the process dies (no cleanup runs) right after the first array file is laid out: the rerun of the same
-    # command starts the Dump again instead of refusing the folder as "not a Dump"
+    # the process dies (no cleanup runs) right after the first array file is laid out: nothing appears under
+    # the output's name (readers see no half-made Dump), and the rerun of the same command lays it out again;
+    # the same for an --overwrite run, whose existing Dump stays readable meanwhile
     import subprocess
     import sys
     import textwrap
 
     out = tmp_path / "d"
-    child = textwrap.dedent(f"""
-        import os
-        import repanalysis as ra
-        from repanalysis.extract import store
-        store._reserve = lambda file: os._exit(9)      # killed while laying out
-        ra.extract({str(real_checkpoints["CE"])!r}, {str(real_data["test"])!r}, {str(out)!r}, progress=False,
-                   workers=0)
-    """)
-    assert subprocess.run([sys.executable, "-c", child], capture_output=True).returncode == 9
-    assert any(out.glob("*.npy"))
-    code, _, stderr = _cli(["extract", "--checkpoint", str(real_checkpoints["CE"]), "--data", str(real_data["test"]),
-                            "--output", str(out), "--workers", "0", "--quiet"], capsys)
+
+    def killed_run(overwrite):
+        child = textwrap.dedent(f"""
+            import os
+            import repanalysis as ra
+            from repanalysis.extract import store
+            store._reserve = lambda file: os._exit(9)      # killed while laying out
+            ra.extract({str(real_checkpoints["CE"])!r}, {str(real_data["test"])!r}, {str(out)!r}, progress=False,
+                       workers=0, overwrite={overwrite})
+        """)
+        assert subprocess.run([sys.executable, "-c", child], capture_output=True).returncode == 9
+
+    args = ["extract", "--checkpoint", str(real_checkpoints["CE"]), "--data", str(real_data["test"]), "--output",
+            str(out), "--workers", "0", "--quiet"]
+    killed_run(False)
+    assert not out.exists() and any((tmp_path / "d.layout.partial").glob("*.npy"))
+    code, _, stderr = _cli(args, capsys)
+    assert code == 0, stderr
+    assert ra.load_dump(out).complete and not (tmp_path / "d.layout.partial").exists()
+    killed_run(True)
+    np.testing.assert_allclose(ra.load_dump(out).logits, real_dumps["CE"]["test"].logits, atol=1e-5)
+    code, _, stderr = _cli(args + ["--overwrite"], capsys)
     assert code == 0, stderr
     d = ra.load_dump(out)
-    assert d.complete
+    assert d.complete and sorted(p.name for p in tmp_path.iterdir()) == ["d"]
     np.testing.assert_allclose(d.logits, real_dumps["CE"]["test"].logits, atol=1e-5)
 
 

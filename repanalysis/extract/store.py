@@ -633,9 +633,14 @@ class DumpWriter:
                         self._resume(staged)
                         return
                     shutil.rmtree(self.path)
+        # The Dump is laid out in a sibling folder and renamed into place whole: a run killed while laying it
+        # out (no cleanup runs) leaves only that folder, which the next run removes, never a half-made Dump
+        # under the output's name.
         created = not self.path.exists()
         self._created_dir = created
-        self.path.mkdir(parents=True, exist_ok=True)
+        final, self.path = self.path, layout_path(self.path)
+        _remove_path(self.path)
+        self.path.mkdir(parents=True)
         try:
             self._check_space(static_arrays)
             self.meta = {"format": FORMAT, "version": VERSION, **meta, "num_samples": self.num_samples,
@@ -646,9 +651,6 @@ class DumpWriter:
             from repanalysis import __version__
 
             self.meta.setdefault("tool_version", __version__)
-            # meta.json first: a run killed while the arrays are laid out leaves a Dump with 0 rows done, which
-            # the next run replaces (without it the folder would read as 'not a Dump' and be refused)
-            write_json_atomic(self.path / "meta.json", self.meta)
             if static_arrays:
                 for key, value in static_arrays.items():
                     np.save(self.path / f"{key}.npy", np.asarray(value))
@@ -666,14 +668,21 @@ class DumpWriter:
                 arr = np.lib.format.open_memmap(file, mode="w+", dtype=dt, shape=(self.num_samples, *shape))
                 self._arrays[key] = arr
                 _reserve(file)
+            write_json_atomic(self.path / "meta.json", self.meta)
+            if not created:
+                final.rmdir()                         # the empty folder that was there
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(self.path, final)               # open memory maps follow their files
+            self.path = final
             self.fresh = True
         except BaseException:
             # a full disk or an interrupt while laying out a new Dump leaves nothing half-made behind
             self._arrays = {}
-            if created:
+            if self.path != final:
                 shutil.rmtree(self.path, ignore_errors=True)
-            else:
-                _empty_folder(self.path)              # the folder was empty before: all of this is ours
+                if not created:
+                    final.mkdir(parents=True, exist_ok=True)   # the empty folder given stays
+                self.path = final
             raise
 
     def _same_run(self, existing: dict | None, fingerprint) -> bool:
@@ -738,6 +747,20 @@ class DumpWriter:
             os.replace(self.path, self.target)
             shutil.rmtree(old, ignore_errors=True)
             self.path = self.target
+
+
+def layout_path(path: str | os.PathLike) -> Path:
+    """Sibling folder where a new Dump is laid out before it is renamed to ``path``."""
+    path = Path(path)
+    return path.with_name(path.name + ".layout.partial")
+
+
+def _remove_path(path: Path) -> None:
+    """Remove a leftover file or folder of ours at ``path`` (an interrupted layout), if any."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def staging_path(path: str | os.PathLike) -> Path:
