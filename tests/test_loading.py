@@ -287,9 +287,18 @@ def test_a_checkpoint_damaged_inside_a_tensor_record_is_refused(tmp_path, small_
     with pytest.raises(CheckpointError, match=rf"is corrupt: record {record.filename} fails its CRC check") as err:
         load_model(bad)
     assert "\n" not in str(err.value)
+    # an archive saved with CRC-32 switched off (torch.serialization.set_crc32_options(False)) has none to check
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save(torch.load(path, weights_only=True), tmp_path / "nocrc.pth")
+    finally:
+        torch.serialization.set_crc32_options(True)
+    assert load_model(tmp_path / "nocrc.pth").arch == "small_cnn"
 
 
-def test_deit_checkpoint_with_its_argparse_namespace_loads_without_trust(tmp_path, small_checkpoint):
+@pytest.mark.parametrize("torch_2_4", [False, True])
+def test_deit_checkpoint_with_its_argparse_namespace_loads_without_trust(tmp_path, small_checkpoint, torch_2_4,
+                                                                         monkeypatch):
     # DeiT saves {'model', 'optimizer', ..., 'args': argparse.Namespace}: plain data, no code to run
     import argparse
 
@@ -297,6 +306,8 @@ def test_deit_checkpoint_with_its_argparse_namespace_loads_without_trust(tmp_pat
     state = saved["state_dict"]
     deit = tmp_path / "deit.pth"
     torch.save({"model": state, "epoch": 299, "args": argparse.Namespace(lr=5e-4, model="small_cnn")}, deit)
+    if torch_2_4:                        # no scoped safe_globals before torch 2.5 (pyproject admits 2.4)
+        monkeypatch.delattr(torch.serialization, "safe_globals")
     lm = load_model(deit, "small_cnn")
     for key, value in lm.model.state_dict().items():
         assert torch.equal(value, state[key]), key
@@ -349,6 +360,7 @@ def test_trusted_pickled_network_gets_its_own_transform_or_a_note(tmp_path, smal
     foreign = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
     foreign(torch.zeros(1, 3, 8, 8))
     torch.save(foreign, tmp_path / "foreign.pth")
-    lm = load_model(tmp_path / "foreign.pth", trust=True)
-    assert lm.transform.resolution == 224
-    assert any(n.startswith("no transform recorded in the checkpoint: 3-channel input") for n in lm.notes), lm.notes
+    for label in (None, "my_net"):          # an arch that is no registered name only labels the network
+        lm = load_model(tmp_path / "foreign.pth", label, trust=True)
+        assert lm.transform.resolution == 224 and lm.arch == (label or "Sequential")
+        assert any(n.startswith("no transform recorded in the checkpoint: 3-channel input") for n in lm.notes)

@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import os
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> RawCheckpoi
     try:
         # DeiT's training script saves its argparse.Namespace under 'args': plain data (attribute values),
         # rebuilt without running code, so safe loading takes it
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with _safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         if "Weights only load failed" in str(exc) or type(exc).__name__ == "UnpicklingError" and _is_zip(path):
@@ -111,6 +112,18 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> RawCheckpoi
     return _unwrap(path, obj)
 
 
+@contextmanager
+def _safe_globals(types: list):
+    """``torch.serialization.safe_globals`` (torch >= 2.5); on torch 2.4, ``add_safe_globals`` for the process."""
+    scoped = getattr(torch.serialization, "safe_globals", None)
+    if scoped is not None:
+        with scoped(types):
+            yield
+        return
+    torch.serialization.add_safe_globals(types)
+    yield
+
+
 def _starts_like_pickle(path: Path) -> bool:
     """Legacy (non-zip) torch.save files are pickles of protocol >= 2, which start with the PROTO opcode."""
     with open(path, "rb") as fh:
@@ -124,9 +137,19 @@ def _is_zip(path: Path) -> bool:
 def _check_zip_records(path: Path) -> None:
     """A torch.save (or TorchScript) zip archive whose records fail their CRC-32 is corrupt: torch.load would
     read the damaged tensor bytes without a word. Raises CheckpointError naming the first bad record."""
+    bad = None
     try:
         with zipfile.ZipFile(path) as zf:
-            bad = zf.testzip()
+            for info in zf.infolist():
+                if info.CRC == 0:        # torch.serialization.set_crc32_options(False) writes none: unchecked
+                    continue
+                try:
+                    with zf.open(info) as record:      # reading a record to its end checks its CRC-32
+                        while record.read(1 << 24):
+                            pass
+                except zipfile.BadZipFile:
+                    bad = info.filename
+                    break
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: the zip archive is damaged ({_first_line(exc)})") \
             from None
