@@ -237,3 +237,9 @@ def test_adaptive_reliability_lays_bins_out_by_their_share_of_samples():
     np.testing.assert_allclose(ranges, sorted(zip(b.edges[:-1][filled], b.edges[1:][filled])), atol=1e-12)
     assert ax.get_xlabel() == "" and low.get_xlabel() == "Share of samples, ranked by confidence"
     plt.close(fig)
+    # in a figure the range panels share their y axis: it reaches the lowest bin of every model
+    weak = calibration_report(z / 8, y, n_bins=10, name="weak")
+    fig = P.reliability_figure([weak, res], adaptive=True)
+    lowest = min(float(r.adaptive_bins.edges[0]) for r in (weak, res))
+    assert fig.axes[2].get_ylim()[0] <= lowest and fig.axes[3].get_ylim()[0] <= lowest
+    plt.close(fig)

@@ -240,4 +240,8 @@ def test_separation_legend_keys_splits_only_when_there_are_two():
     legend = plot_separation_bars(train + test)[-1].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["CE", "LS", "train", "test"]
     assert [p.get_hatch() for p in legend.get_patches()][2:] == [None, "//"]
+    # axes given by the caller (no figure title of ours): the one split is named in the legend
+    fig, axes = plt.subplots(1, 2)
+    legend = plot_separation_bars(test, axes=list(axes))[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["CE", "LS", "test split"]
     plt.close("all")

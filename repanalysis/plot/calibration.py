@@ -168,6 +168,10 @@ def reliability_figure(results, adaptive: bool = False, max_cols: int = 3, color
         if any(c == i and k < j for c, k in cells):  # y labels on the first panel of a row only
             top[i, j].set_ylabel("")
             bottom[i, j].set_ylabel("")
+    if adaptive:     # the shared confidence-range axis reaches down to the lowest bin of any model
+        lows = [float(b.edges[:-1][b.counts > 0].min()) for b in (r.adaptive_bins for r in results) if b.counts.any()]
+        if lows:
+            bottom[0, 0].set_ylim(max(0.0, min(lows) - 0.05), 1.0)
     for i in range(nrows):
         for j in range(ncols):
             if (i, j) not in cells:

@@ -198,9 +198,11 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
         ax.set_xlabel("Model")
         ax.margins(y=0.12)
     handles = [Patch(facecolor=colors[m], edgecolor="black", label=literal(m)) for m in models]
-    if len(splits) > 1:     # the plain / hatched key; one split is named in the title instead
+    if len(splits) > 1:     # the plain / hatched key
         handles += [Patch(facecolor="white", edgecolor="black", hatch="//" if j else None, label=literal(s))
                     for j, s in enumerate(splits)]
+    elif not own:           # one split: named in the title of a figure made here, else as a line of the legend
+        handles.append(Patch(facecolor="none", edgecolor="none", label=f"{literal(splits[0])} split"))
     axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if own:
         how = " vs ".join(f"{literal(s)} ({'hatched' if j else 'plain'})" for j, s in enumerate(splits)) \
