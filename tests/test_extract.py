@@ -150,6 +150,14 @@ def test_data_rewritten_in_place_is_not_resumed_into_the_old_rows(tmp_path, real
     write_npz(data, 255 - z["images"][:300], z["labels"][:300], DIGIT_NAMES)
     with pytest.raises(RepanalysisError, match="a Dump of a different run"):
         ra.extract(lm, data, tmp_path / "d", batch_size=100, progress=False, workers=0)
+    # an incomplete Dump made before the run identity covered the images (no fingerprint_scheme): said so
+    import json
+
+    meta = json.loads((tmp_path / "d" / "meta.json").read_text())
+    del meta["fingerprint_scheme"]
+    (tmp_path / "d" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(RepanalysisError, match="or of this run made by an earlier repanalysis whose run identity"):
+        ra.extract(lm, data, tmp_path / "d", batch_size=100, progress=False, workers=0)
     # an image folder: one image rewritten (other size) changes the run as well
     from PIL import Image
 

@@ -66,6 +66,10 @@ def _writing(path):
         raise DumpError(f"cannot write {path}: {reason}; expected a path that can be written") from None
 
 
+# 2: the data set's fingerprint covers the images' content (earlier Dumps record none and do not resume)
+FINGERPRINT_SCHEME = 2
+
+
 def _fingerprint(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -187,6 +191,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
                 "dataset": described, "split": described.get("split"), "transform": transform.to_dict(),
                 "class_names": dataset.class_names or lm.class_names, "wnids": getattr(dataset, "wnids", None),
                 "precision": precision, "device": str(dev), "load_notes": lm.notes, "fingerprint": fingerprint,
+                "fingerprint_scheme": FINGERPRINT_SCHEME,
                 "skipped": list(getattr(dataset, "skipped", []))}
         target = output.with_name(output.name + ".partial") if seed_pt else output
         if seed_pt and is_complete_run(target, fingerprint, n):

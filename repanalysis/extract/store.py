@@ -616,6 +616,10 @@ class DumpWriter:
             if not overwrite and not empty:
                 what = ("a complete Dump of this same run" if same_run else
                         "a Dump of a different run" if existing is not None else "not a Dump")
+                if existing is not None and not same_run and existing.get("fingerprint_scheme") != meta.get(
+                        "fingerprint_scheme") and not existing.get("complete"):
+                    what = ("an incomplete Dump of a different run, or of this run made by an earlier repanalysis "
+                            "whose run identity did not cover the images' content, so it cannot be resumed")
                 raise DumpError(f"output {self.path} already exists ({what}); pass --overwrite to replace it")
             if existing is None and not (self.path / "meta.json").exists() and any(
                     p.suffix not in (".npy", ".txt", ".json", ".tmp") for p in self.path.iterdir()):
