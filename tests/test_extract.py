@@ -158,6 +158,10 @@ def test_data_rewritten_in_place_is_not_resumed_into_the_old_rows(tmp_path, real
     (tmp_path / "d" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(RepanalysisError, match="or of this run made by an earlier repanalysis whose run identity"):
         ra.extract(lm, data, tmp_path / "d", batch_size=100, progress=False, workers=0)
+    # another tool's meta.json is no Dump at all, old or new
+    (tmp_path / "d" / "meta.json").write_text(json.dumps({"tool": "other"}))
+    with pytest.raises(RepanalysisError, match=r"already exists \(not a Dump\)"):
+        ra.extract(lm, data, tmp_path / "d", batch_size=100, progress=False, workers=0)
     # an image folder: one image rewritten (other size) changes the run as well
     from PIL import Image
 
@@ -173,9 +177,9 @@ def test_data_rewritten_in_place_is_not_resumed_into_the_old_rows(tmp_path, real
 
 def test_a_run_killed_while_laying_out_the_dump_is_restarted(tmp_path, real_checkpoints, real_data, real_dumps,
                                                              capsys):
-    # the process dies (no cleanup runs) right after the first array file is laid out: nothing appears under
-    # the output's name (readers see no half-made Dump), and the rerun of the same command lays it out again;
-    # the same for an --overwrite run, whose existing Dump stays readable meanwhile
+    # the process dies (no cleanup runs) right after the first array file is laid out: the output holds no
+    # meta.json (readers see no half-made Dump) and the rerun of the same command lays it out again; the same
+    # for an --overwrite run, whose existing Dump stays readable meanwhile
     import subprocess
     import sys
     import textwrap
@@ -196,10 +200,12 @@ def test_a_run_killed_while_laying_out_the_dump_is_restarted(tmp_path, real_chec
     args = ["extract", "--checkpoint", str(real_checkpoints["CE"]), "--data", str(real_data["test"]), "--output",
             str(out), "--workers", "0", "--quiet"]
     killed_run(False)
-    assert not out.exists() and any((tmp_path / "d.layout.partial").glob("*.npy"))
+    assert not (out / "meta.json").exists() and any((out / ".layout.partial").glob("*.npy"))
+    with pytest.raises(RepanalysisError, match="no meta.json|not a Dump"):
+        ra.load_dump(out, allow_incomplete=True)
     code, _, stderr = _cli(args, capsys)
     assert code == 0, stderr
-    assert ra.load_dump(out).complete and not (tmp_path / "d.layout.partial").exists()
+    assert ra.load_dump(out).complete and not (out / ".layout.partial").exists()
     killed_run(True)
     np.testing.assert_allclose(ra.load_dump(out).logits, real_dumps["CE"]["test"].logits, atol=1e-5)
     code, _, stderr = _cli(args + ["--overwrite"], capsys)

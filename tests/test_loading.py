@@ -355,8 +355,9 @@ def test_trusted_pickled_network_gets_its_own_transform_or_a_note(tmp_path, smal
     net = SmallCNN()
     net.load_state_dict(saved["state_dict"])
     torch.save(net, tmp_path / "whole.pth")
-    whole = load_model(tmp_path / "whole.pth", trust=True)
-    assert whole.transform == load_model(path).transform and whole.transform.resolution is None
+    for label in (None, "small_cnn", "digits-cnn-v1"):      # a free-form label does not hide what it is
+        whole = load_model(tmp_path / "whole.pth", label, trust=True)
+        assert whole.transform == load_model(path).transform and whole.transform.resolution is None
     foreign = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
     foreign(torch.zeros(1, 3, 8, 8))
     torch.save(foreign, tmp_path / "foreign.pth")

@@ -331,3 +331,29 @@ def test_meta_written_by_other_json_writers_still_loads(tmp_path):
     np.testing.assert_array_equal(d.logits, ref.logits)
     d2 = Dump.from_arrays(np.zeros((5, 3)), np.arange(5) % 3, class_names=[0, 1, 2])
     assert d2.class_names == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dot", "empty"])
+def test_writer_lays_out_inside_the_output_folder(tmp_path, monkeypatch, kind):
+    # an output that is a symlink to an empty folder, "." (the current folder, empty) or an existing empty
+    # folder gets the Dump inside it; the rows written through the memory maps land in the final files
+    logits, labels, _ = _arrays(n=12)
+    specs = {"logits": ((7,), np.float32), "labels": ((), np.int64)}
+    target = tmp_path / "target"
+    target.mkdir()
+    if kind == "symlink":
+        out = tmp_path / "link"
+        out.symlink_to(target)
+    elif kind == "dot":
+        monkeypatch.chdir(target)
+        out = "."
+    else:
+        out = target
+    w = DumpWriter(out, 12, specs, {"fingerprint": "a"})
+    w.write(0, {"logits": logits, "labels": labels})
+    w.finalize()
+    d = load_dump(target)
+    np.testing.assert_array_equal(d.logits, logits)
+    assert sorted(p.name for p in target.iterdir()) == ["labels.npy", "logits.npy", "meta.json"]
+    if kind == "symlink":
+        assert (tmp_path / "link").is_symlink()

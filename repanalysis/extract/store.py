@@ -597,7 +597,8 @@ class DumpWriter:
     def __init__(self, path: str | os.PathLike, num_samples: int, specs: Mapping[str, tuple],
                  meta: dict, overwrite: bool = False, static_arrays: Mapping[str, np.ndarray] | None = None,
                  sample_names: Sequence[str] | None = None):
-        self.path = self.target = Path(path)
+        path = Path(path)
+        self.path = self.target = path if path.name else path.resolve()     # "." and the like: a named folder
         self.num_samples = int(num_samples)
         self.specs = {k: (tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in specs.items()}
         fingerprint = meta.get("fingerprint")
@@ -606,6 +607,8 @@ class DumpWriter:
         _recover_swap(self.target)
         if self.path.exists() and self.path.is_file():
             raise DumpError(f"output {self.path} exists and is a file; expected a Dump directory path")
+        if self.path.is_dir() and not (self.path / "meta.json").exists() and (self.path / LAYOUT_DIR).is_dir():
+            _empty_folder(self.path)        # a layout killed before it finished: all of it is ours
         if self.path.exists() and any(self.path.iterdir()):
             existing = _read_meta(self.path)
             same_run = self._same_run(existing, fingerprint)
@@ -614,10 +617,11 @@ class DumpWriter:
                 self._resume(existing)
                 return
             if not overwrite and not empty:
+                ours = existing is not None and existing.get("format") == FORMAT
                 what = ("a complete Dump of this same run" if same_run else
-                        "a Dump of a different run" if existing is not None else "not a Dump")
-                if existing is not None and not same_run and existing.get("fingerprint_scheme") != meta.get(
-                        "fingerprint_scheme") and not existing.get("complete"):
+                        "a Dump of a different run" if ours else "not a Dump")
+                if (ours and not same_run and not existing.get("complete")
+                        and _scheme(existing) < _scheme(meta)):
                     what = ("an incomplete Dump of a different run, or of this run made by an earlier repanalysis "
                             "whose run identity did not cover the images' content, so it cannot be resumed")
                 raise DumpError(f"output {self.path} already exists ({what}); pass --overwrite to replace it")
@@ -637,15 +641,15 @@ class DumpWriter:
                         self._resume(staged)
                         return
                     shutil.rmtree(self.path)
-        # The Dump is laid out in a sibling folder and renamed into place whole: a run killed while laying it
-        # out (no cleanup runs) leaves only that folder, which the next run removes, never a half-made Dump
-        # under the output's name.
+        # The Dump is laid out in a hidden folder inside the output, its files moved up when all are made,
+        # meta.json last: a run killed while laying out leaves no meta.json (readers see no Dump) and that
+        # folder, by which the next run knows the output holds nothing but an unfinished layout of ours.
         created = not self.path.exists()
         self._created_dir = created
-        final, self.path = self.path, layout_path(self.path)
-        _remove_path(self.path)
-        self.path.mkdir(parents=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        work = self.path / LAYOUT_DIR
         try:
+            work.mkdir()
             self._check_space(static_arrays)
             self.meta = {"format": FORMAT, "version": VERSION, **meta, "num_samples": self.num_samples,
                          "complete": False, "progress": {"done": 0},
@@ -657,7 +661,7 @@ class DumpWriter:
             self.meta.setdefault("tool_version", __version__)
             if static_arrays:
                 for key, value in static_arrays.items():
-                    np.save(self.path / f"{key}.npy", np.asarray(value))
+                    np.save(work / f"{key}.npy", np.asarray(value))
             if sample_names is not None:
                 bad = next((s for s in sample_names if "\n" in str(s) or "\r" in str(s)), None)
                 if bad is not None:
@@ -665,28 +669,25 @@ class DumpWriter:
                                     "per line) cannot hold; expected file names without line breaks (rename it)")
                 text = "".join(f"{s}\n" for s in sample_names)
                 # UTF-8 whatever the locale; file names that are not UTF-8 (surrogate escapes) round-trip
-                (self.path / "samples.txt").write_text(text, encoding="utf-8", errors="surrogateescape")
+                (work / "samples.txt").write_text(text, encoding="utf-8", errors="surrogateescape")
             self._arrays = {}
             for key, (shape, dt) in self.specs.items():
-                file = self.path / f"{key}.npy"
+                file = work / f"{key}.npy"
                 arr = np.lib.format.open_memmap(file, mode="w+", dtype=dt, shape=(self.num_samples, *shape))
                 self._arrays[key] = arr
                 _reserve(file)
-            write_json_atomic(self.path / "meta.json", self.meta)
-            if not created:
-                final.rmdir()                         # the empty folder that was there
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(self.path, final)               # open memory maps follow their files
-            self.path = final
+            write_json_atomic(work / "meta.json", self.meta)
+            for item in sorted(work.iterdir(), key=lambda f: f.name == "meta.json"):   # meta.json last
+                os.replace(item, self.path / item.name)                               # memory maps follow
+            work.rmdir()
             self.fresh = True
         except BaseException:
             # a full disk or an interrupt while laying out a new Dump leaves nothing half-made behind
             self._arrays = {}
-            if self.path != final:
+            if created:
                 shutil.rmtree(self.path, ignore_errors=True)
-                if not created:
-                    final.mkdir(parents=True, exist_ok=True)   # the empty folder given stays
-                self.path = final
+            else:
+                _empty_folder(self.path)              # the folder was empty before: all of this is ours
             raise
 
     def _same_run(self, existing: dict | None, fingerprint) -> bool:
@@ -753,18 +754,13 @@ class DumpWriter:
             self.path = self.target
 
 
-def layout_path(path: str | os.PathLike) -> Path:
-    """Sibling folder where a new Dump is laid out before it is renamed to ``path``."""
-    path = Path(path)
-    return path.with_name(path.name + ".layout.partial")
+LAYOUT_DIR = ".layout.partial"    # inside a Dump folder while its files are being made
 
 
-def _remove_path(path: Path) -> None:
-    """Remove a leftover file or folder of ours at ``path`` (an interrupted layout), if any."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+def _scheme(meta: dict) -> int:
+    """The run-fingerprint scheme a Dump's meta records (1: none recorded, before the images' content counted)."""
+    value = meta.get("fingerprint_scheme")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1
 
 
 def staging_path(path: str | os.PathLike) -> Path:

@@ -325,12 +325,15 @@ def _from_module(raw: RawCheckpoint, arch: str | None, sha: str, notes: list[str
     from repanalysis.train.nets import SmallCNN
 
     # the transform of the architecture given, or of our own network pickled whole; else ImageNet eval
-    known = arch or ("small_cnn" if isinstance(model, SmallCNN) else None)
-    try:                 # arch may be a free-form label of the pickled network, not a registered name
-        source = registry.resolve_arch(known)[0] if known is not None and raw.kind != "torchscript" else None
-    except CheckpointError:
-        source = None
-    if source is not None:
+    known = None
+    if raw.kind != "torchscript":
+        try:             # arch may be a free-form label of the pickled network, not a registered name
+            known = arch if arch is not None and registry.resolve_arch(arch) else None
+        except CheckpointError:
+            pass
+        if known is None and isinstance(model, SmallCNN):
+            known = "small_cnn"
+    if known is not None:
         transform = _default_transform(known, model, notes)
     else:
         transform = _with_channels(EvalTransform(), input_channels(model))   # e.g. a pickled grayscale network
