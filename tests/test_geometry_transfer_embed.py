@@ -134,3 +134,18 @@ def test_probe_accepts_numpy_scalar_l2():
     b = linear_probe(x[:150], y[:150], x[150:], y[150:], l2=float(np.float32(1e-2)), device="cpu")
     assert a.l2 == b.l2 and a.test_accuracy == b.test_accuracy
     assert a.test_nll == pytest.approx(b.test_nll, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", [1.5, True, "a", -1, 2**70])
+def test_probe_refuses_a_seed_that_is_no_valid_integer(seed):
+    x, y = _blobs(9, n=120)
+    with pytest.raises(DataError, match="seed"):
+        linear_probe(x, y, x, y, device="cpu", seed=seed)
+
+
+def test_probe_dumps_with_names_for_the_first_classes_only():
+    # Dump.from_arrays allows fewer names than classes: K comes from the labels then (4 classes, 2 names)
+    x, y = _blobs(10, k=4)
+    tr = Dump.from_arrays(np.zeros((200, 4)), y[:200], x[:200], class_names=["a", "b"])
+    te = Dump.from_arrays(np.zeros((100, 4)), y[200:], x[200:], class_names=["a", "b"])
+    assert probe_dumps(tr, te, l2=1e-3, device="cpu").num_classes == 4

@@ -116,6 +116,7 @@ def linear_probe(train_features, train_labels, test_features, test_labels, *, nu
     max_iter; a positive integer). Returns a :class:`TransferResult`.
     """
     max_iter = _check_max_iter(max_iter)
+    seed = check_number(seed, "seed", integer=True, minimum=0, maximum=2**63 - 1)
     check_number(val_fraction, "val_fraction (the held-out share of the train set)", minimum=0, maximum=1,
                  above=True, below=True)
     if num_classes is not None:
@@ -172,5 +173,7 @@ def probe_dumps(train_dump, test_dump, **kwargs) -> TransferResult:
     # the Dumps' logits are the upstream model's (e.g. 1000 ImageNet classes): K of the downstream task comes
     # from its class names, else from the labels
     names = train_dump.class_names or test_dump.class_names
-    kwargs.setdefault("num_classes", len(names) if names else None)
+    if names:            # names may cover only the first classes (Dump.from_arrays allows it)
+        top = max((int(np.max(d.labels)) for d in (train_dump, test_dump) if len(d.labels)), default=-1)
+        kwargs.setdefault("num_classes", max(len(names), top + 1))
     return linear_probe(train_dump.features, train_dump.labels, test_dump.features, test_dump.labels, **kwargs)
