@@ -322,7 +322,7 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
         at_buf = torch.empty_like(row_offset)
         if want_classwise:
             cw = torch.zeros(3, cells + k, dtype=f64, device=dev)    # counts, sum p, hits per (class, bin)
-            class_offset = (torch.arange(k, device=dev) * (n_bins + 1)).repeat(buf.shape[0])
+            class_offset = _class_offsets(k, n_bins, buf.shape[0], dev)
         for start in range(first, last, rows):
             stop = min(start + rows, last)
             whole = stop - start == buf.shape[0]
@@ -390,8 +390,8 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
             out.bin_counts, out.bin_conf, out.bin_acc = (a - d for a, d in zip(out.equal_width_sums(), drop))
             if want_classwise:
                 cw_drop = torch.zeros_like(cw)
-                offsets = (torch.arange(k, device=dev) * (n_bins + 1)).repeat(idx.numel())
-                _classwise_chunk(torch.softmax(z[idx], 1), y[idx], n_bins, offsets, cw_drop, classwise_close_first)
+                _classwise_chunk(torch.softmax(z[idx], 1), y[idx], n_bins, _class_offsets(k, n_bins, idx.numel(), dev),
+                                 cw_drop, classwise_close_first)
                 cw = cw - cw_drop
             n_bad += idx.numel()
     if want_nll:
@@ -412,6 +412,11 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
             if v is not None:
                 setattr(out, key, v[finite])
     return out
+
+
+def _class_offsets(k: int, n_bins: int, rows: int, device) -> torch.Tensor:
+    """(rows * K,) the first cell of each entry's class in the classwise cells (K blocks of M + 1), row-major."""
+    return (torch.arange(k, device=device) * (n_bins + 1)).repeat(rows)
 
 
 def _classwise_chunk(p: torch.Tensor, y: torch.Tensor, n_bins: int, class_offset: torch.Tensor,

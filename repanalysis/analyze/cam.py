@@ -115,6 +115,18 @@ def _torchvision_vit(model: nn.Module) -> CamLayer | None:
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
+@contextmanager
+def _eval_mode(model: nn.Module):
+    """``model`` in eval mode inside, each module's own train/eval mode restored on the way out."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 def _feature_map_modules(model: nn.Module, example: torch.Tensor, channels_last: bool) -> list[str]:
     """Names of modules, in the order their forward finished, that output a feature map with H, W > 1
     and run exactly once (a probe forward pass on ``example``)."""
@@ -131,7 +143,7 @@ def _feature_map_modules(model: nn.Module, example: torch.Tensor, channels_last:
     for module in names:
         handles.append(module.register_forward_hook(hook))
     try:
-        with torch.no_grad():
+        with _eval_mode(model), torch.no_grad():      # a probe: no batch-norm statistics updated
             model(example)
     finally:
         for h in handles:
@@ -184,8 +196,7 @@ def resolve_cam_layer(model: nn.Module, layer: str | None = None,
         return chosen
     if family_layer is not None:
         return family_layer
-    with _eval_mode(model):
-        found = _feature_map_modules(model, _example_input(model, example), channels_last)
+    found = _feature_map_modules(model, _example_input(model, example), channels_last)
     if not found:
         raise ConfigError(f"cannot find a CAM layer automatically in {type(model).__name__}: no module outputs "
                           "a feature map [N, C, H, W] with H, W > 1 and it is not a ViT; pass a layer name "
@@ -323,18 +334,6 @@ class CamOutput:
         return self.logits.argmax(dim=1)
 
 
-@contextmanager
-def _eval_mode(model: nn.Module):
-    """``model`` in eval mode inside, each module's own train/eval mode restored on the way out."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
 class CamEngine:
     """pytorch-grad-cam bound to one model and layer; hooks live only inside ``with`` (released on exit).
 
@@ -347,8 +346,7 @@ class CamEngine:
         self.model = model
         self.method = str(method).lower()
         self.cam_cls = cam_class(method)
-        with _eval_mode(model):        # choosing the layer may run the model once
-            self.layer = layer if isinstance(layer, CamLayer) else resolve_cam_layer(model, layer, example)
+        self.layer = layer if isinstance(layer, CamLayer) else resolve_cam_layer(model, layer, example)
         self._stack = None
         self._cam = None
 

@@ -440,9 +440,13 @@ def save_seed_pt(dump: Dump, path: str | os.PathLike, overwrite: bool = False) -
 def is_complete_run(path: str | os.PathLike, fingerprint, num_samples: int) -> bool:
     """True when ``path`` holds a complete Dump of the run ``fingerprint`` with ``num_samples`` rows."""
     meta = _read_meta(Path(path))
-    return (meta is not None and meta.get("format") == FORMAT and bool(meta.get("complete"))
-            and fingerprint is not None and meta.get("fingerprint") == fingerprint
-            and meta.get("num_samples") == num_samples)
+    return _same_run(meta, fingerprint, num_samples) and bool(meta.get("complete"))
+
+
+def _same_run(meta: dict | None, fingerprint, num_samples: int) -> bool:
+    """Whether the Dump meta ``meta`` is of the run ``fingerprint`` with ``num_samples`` rows."""
+    return (meta is not None and meta.get("format") == FORMAT and fingerprint is not None
+            and meta.get("fingerprint") == fingerprint and meta.get("num_samples") == num_samples)
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -611,7 +615,7 @@ class DumpWriter:
             _empty_folder(self.path)        # a layout killed before it finished: all of it is ours
         if self.path.exists() and any(self.path.iterdir()):
             existing = _read_meta(self.path)
-            same_run = self._same_run(existing, fingerprint)
+            same_run = _same_run(existing, fingerprint, self.num_samples)
             empty = _holds_no_rows(existing)     # laid out (or being laid out when killed), no row written
             if same_run and not existing.get("complete") and not overwrite and not empty:
                 self._resume(existing)
@@ -637,7 +641,7 @@ class DumpWriter:
                     self.path.unlink()
                 elif self.path.exists():
                     staged = _read_meta(self.path)
-                    if self._same_run(staged, fingerprint) and not staged.get("complete"):
+                    if _same_run(staged, fingerprint, self.num_samples) and not staged.get("complete"):
                         self._resume(staged)
                         return
                     shutil.rmtree(self.path)
@@ -689,10 +693,6 @@ class DumpWriter:
             else:
                 _empty_folder(self.path)              # the folder was empty before: all of this is ours
             raise
-
-    def _same_run(self, existing: dict | None, fingerprint) -> bool:
-        return (existing is not None and existing.get("format") == FORMAT and fingerprint is not None
-                and existing.get("fingerprint") == fingerprint and existing.get("num_samples") == self.num_samples)
 
     def _resume(self, existing: dict) -> None:
         self.meta = existing

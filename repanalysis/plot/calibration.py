@@ -32,11 +32,6 @@ SCORE_LABELS = {"max_softmax": "max softmax", "max_logit": "max logit", "energy"
 SCORE_STYLES = {"max_softmax": "-", "max_logit": "--", "energy": "-.", "feature_l1": ":"}
 
 
-def _tint(color, amount: float = 0.45):
-    """``color`` at ``amount`` opacity over white, as an opaque colour (drawn patch and legend swatch match)."""
-    return tuple(1 - amount * (1 - c) for c in to_rgb(color))
-
-
 # gap patches, the same in the diagram and in its legend. Over-confidence (above the accuracy bar): white with
 # vermillion hatching, so that it reads as no bar and never as an orange model's bar. Under-confidence (the top
 # of the accuracy bar, from confidence up to accuracy): "\\" hatching drawn over the model's colour, so that the
@@ -126,7 +121,7 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
         if adaptive:       # where each equal-mass bin lies in confidence
             count_ax.bar(left[filled], (hi - lo)[filled], bottom=lo[filled], width=width[filled], align="edge",
                          color=color, edgecolor="black", linewidth=0.6)
-            count_ax.set_ylim(max(0.0, float(lo[filled].min()) - 0.05) if filled.any() else 0.0, 1.0)
+            count_ax.set_ylim(_range_floor([bins]), 1.0)
             count_ax.set_ylabel("Confidence range\nof bin")
         else:
             count_ax.bar(left, bins.counts, width=width, align="edge", color=color, edgecolor="black",
@@ -138,6 +133,12 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
     else:
         ax.set_xlabel(xlabel)
     return ax
+
+
+def _range_floor(all_bins) -> float:
+    """Lower limit of the confidence-range axis: a little below the lowest non-empty bin of any of ``all_bins``."""
+    lows = [float(b.edges[:-1][b.counts > 0].min()) for b in all_bins if b.counts.any()]
+    return max(0.0, min(lows) - 0.05) if lows else 0.0
 
 
 def reliability_figure(results, adaptive: bool = False, max_cols: int = 3, colors: dict[str, str] | None = None):
@@ -169,9 +170,7 @@ def reliability_figure(results, adaptive: bool = False, max_cols: int = 3, color
             top[i, j].set_ylabel("")
             bottom[i, j].set_ylabel("")
     if adaptive:     # the shared confidence-range axis reaches down to the lowest bin of any model
-        lows = [float(b.edges[:-1][b.counts > 0].min()) for b in (r.adaptive_bins for r in results) if b.counts.any()]
-        if lows:
-            bottom[0, 0].set_ylim(max(0.0, min(lows) - 0.05), 1.0)
+        bottom[0, 0].set_ylim(_range_floor([r.adaptive_bins for r in results]), 1.0)
     for i in range(nrows):
         for j in range(ncols):
             if (i, j) not in cells:
