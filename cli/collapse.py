@@ -18,6 +18,7 @@ from repanalysis.cli.common import device_option, echo_json, json_option, load_d
 @json_option
 def command(inputs, names, device, out, as_json):
     """Neural-collapse metrics NC1-NC4, VCI and per-class feature norms of each Dump."""
+    from repanalysis.outputs import output_set
     from repanalysis.analyze.collapse import neural_collapse
     from repanalysis.plot.geometry import plot_feature_norms
     from repanalysis.plot.style import save_figure
@@ -27,9 +28,10 @@ def command(inputs, names, device, out, as_json):
     results = [neural_collapse(d, device=device) for d in dumps]
     out.mkdir(parents=True, exist_ok=True)
     payload = [r.to_dict() for r in results]
-    write_json_atomic(out / "collapse.json", payload)
-    written = save_figure(plot_feature_norms(results, class_names=dumps[0].class_names,
-                                                    split=dumps[0].meta.get("split")).figure, out / "feature_norms")
+    with output_set():                       # the JSON and the figure replace the last run's together
+        write_json_atomic(out / "collapse.json", payload)
+        written = save_figure(plot_feature_norms(results, class_names=dumps[0].class_names,
+                                                 split=dumps[0].meta.get("split")).figure, out / "feature_norms")
     if as_json:
         echo_json(payload)
     else:

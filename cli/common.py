@@ -1,6 +1,7 @@
 """Options and helpers shared by sub-commands (parsing only; all computing happens in the library)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -49,9 +50,19 @@ def echo_json(obj) -> None:
     click.echo(json_text(obj))
 
 
+def _check_out(ctx, param, value: Path) -> Path:
+    """--out must be a folder this user can make or write in: checked before any work, not after it."""
+    folder = next(p for p in (value, *value.parents, Path.cwd()) if p.exists())
+    if not folder.is_dir():
+        raise click.BadParameter(f"{folder} is a file; expected a folder (or a new path) for the results")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"cannot write in {folder}; expected a folder this user can write to")
+    return value
+
+
 def out_option(default: str):
     return click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=default,
-                        show_default=True, help="Folder for figures and JSON.")
+                        show_default=True, help="Folder for figures and JSON.", callback=_check_out)
 
 
 def _check_device(ctx, param, value):

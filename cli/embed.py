@@ -27,6 +27,7 @@ MAX_DEFAULT_CLASSES = 20
 @json_option
 def command(inputs, names, classes, method, samples_per_class, seed, metric, out, as_json):
     """UMAP / t-SNE scatter of penultimate features per model."""
+    from repanalysis.outputs import output_set
     from repanalysis.analyze.embed import embed_dump
     from repanalysis.report import write_csv_atomic
     from repanalysis.data.class_resolution import resolve_for_dumps
@@ -45,9 +46,10 @@ def command(inputs, names, classes, method, samples_per_class, seed, metric, out
     results = [embed_dump(d, chosen, method=method, samples_per_class=samples_per_class, seed=seed, metric=metric)
                for d in dumps]
     out.mkdir(parents=True, exist_ok=True)
-    written = save_figure(plot_embeddings(results, split=dumps[0].meta.get("split")), out / f"embedding_{method}")
     csv_path = out / "embedding_coords.csv"
-    write_csv_atomic(csv_path, [row for r in results for row in r.to_rows()])
+    with output_set():                       # the figure and the coordinates replace the last run's together
+        written = save_figure(plot_embeddings(results, split=dumps[0].meta.get("split")), out / f"embedding_{method}")
+        write_csv_atomic(csv_path, [row for r in results for row in r.to_rows()])
     if as_json:
         echo_json([r.to_dict() for r in results])
     else:

@@ -47,6 +47,7 @@ from repanalysis.errors import RepanalysisError
 def command(dumps, checkpoints, data, layout, split, names, classes, samples_per_class, seed, method,
             decision_regions, device, batch_size, overwrite, out, as_json):
     """3-class projection of penultimate features, one panel per model (MaxSup Figures 4-5)."""
+    from repanalysis.outputs import output_set
     from repanalysis.analyze.projection import project_dump
     from repanalysis.cli.common import echo_json
     from repanalysis.data.class_resolution import resolve_for_dumps
@@ -73,9 +74,10 @@ def command(dumps, checkpoints, data, layout, split, names, classes, samples_per
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"projection_{method}"
     split_label = models[0].meta.get("split")
-    written = save_figure(plot_projections(results, decision_regions=decision_regions, split=split_label), stem)
     csv_path = out / "projection_coords.csv"
-    write_csv_atomic(csv_path, [row for r in results for row in r.to_rows()])
+    with output_set():                       # the figure and the coordinates replace the last run's together
+        written = save_figure(plot_projections(results, decision_regions=decision_regions, split=split_label), stem)
+        write_csv_atomic(csv_path, [row for r in results for row in r.to_rows()])
     rows = []
     for r in results:
         row = {"model": r.name, "method": r.method, "classes": ",".join(r.class_names), "points": len(r.labels)}

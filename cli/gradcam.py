@@ -55,6 +55,7 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
             threshold, topk, limit, batch_size, strict, show, device, workers, trust_checkpoint, out, as_json):
     """Grad-CAM localisation: CAM precision/recall/F1/IoU on object boxes, per model, with overlay grids."""
     import repanalysis as ra
+    from repanalysis.outputs import output_set
     from repanalysis.analyze._arrays import pick_device
     from repanalysis.analyze.cam import localise_dataset
     from repanalysis.analyze.localisation import check_threshold
@@ -62,7 +63,7 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     from repanalysis.data.boxes import open_regions
     from repanalysis.data.datasets import label_for_model
     from repanalysis.plot.cam import plot_cam_grid, plot_pr_curves
-    from repanalysis.plot.style import figure_set, save_figure
+    from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table, write_csv_atomic, write_json_atomic
 
     name_list = split_names(names)
@@ -111,13 +112,12 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     out.mkdir(parents=True, exist_ok=True)
     payload = {"method": method, "target": target, "threshold": threshold, "topk": topk,
                "boxes": str(boxes) if boxes else None, "models": [r.to_dict() for r in results]}
-    write_json_atomic(out / "gradcam.json", payload)
-    write_csv_atomic(out / "gradcam_per_image.csv", [row for r in results for row in r.per_image_rows()])
     written = [out / "gradcam.json", out / "gradcam_per_image.csv"]
-    with figure_set() as figures:            # both figures or neither
-        figures += save_figure(plot_cam_grid(results, max_images=show, class_names=class_names), out / "gradcam_grid")
-        figures += save_figure(plot_pr_curves(results).figure, out / "gradcam_pr")
-    written += figures
+    with output_set():                       # JSON, CSV and both figures replace the last run's together
+        write_json_atomic(out / "gradcam.json", payload)
+        write_csv_atomic(out / "gradcam_per_image.csv", [row for r in results for row in r.per_image_rows()])
+        written += save_figure(plot_cam_grid(results, max_images=show, class_names=class_names), out / "gradcam_grid")
+        written += save_figure(plot_pr_curves(results).figure, out / "gradcam_pr")
     if as_json:
         echo_json(payload)
     else:

@@ -23,6 +23,7 @@ from repanalysis.errors import RepanalysisError
 @json_option
 def command(in_paths, ood_paths, names, device, out, as_json):
     """OOD AUROC and FPR@95%TPR of max softmax, max logit, energy and feature L1 norm (FedLaS Table 3)."""
+    from repanalysis.outputs import output_set
     from repanalysis.analyze._arrays import pick_device
     from repanalysis.analyze.confidence import ood_detection
     from repanalysis.extract.pairs import check_same_model
@@ -41,12 +42,12 @@ def command(in_paths, ood_paths, names, device, out, as_json):
         if i.num_classes != o.num_classes:
             raise RepanalysisError(f"{i.name}: the in-distribution Dump has {i.num_classes} classes and the OOD "
                                    f"Dump {o.num_classes}; expected Dumps of the same model")
-        feats = (i.features, o.features) if i.features is not None and o.features is not None else (None, None)
-        results.append(ood_detection(i.logits, o.logits, feats[0], feats[1], name=i.name, device=dev))
+        results.append(ood_detection(i.logits, o.logits, i.features, o.features, name=i.name, device=dev))
     out.mkdir(parents=True, exist_ok=True)
     payload = {"models": [r.to_dict() for r in results]}
-    write_json_atomic(out / "ood.json", payload)
-    written = save_calibration_figures(out, ood=results)
+    with output_set():                       # the JSON and the figure replace the last run's together
+        write_json_atomic(out / "ood.json", payload)
+        written = save_calibration_figures(out, ood=results)
     if as_json:
         echo_json(payload)
     else:

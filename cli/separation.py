@@ -21,6 +21,7 @@ from repanalysis.cli.common import device_option, echo_json, json_option, load_d
 @json_option
 def command(inputs, names, chunk_size, device, out, as_json):
     """d_within, d_total and R^2 of penultimate features per model (MaxSup Table 2)."""
+    from repanalysis.outputs import output_set
     from repanalysis.analyze._arrays import pick_device
     from repanalysis.analyze.geometry import class_separation, separation_table
     from repanalysis.plot.geometry import plot_separation_bars
@@ -32,9 +33,9 @@ def command(inputs, names, chunk_size, device, out, as_json):
     results = [class_separation(d, chunk_size=chunk_size, device=dev) for d in dumps]
     out.mkdir(parents=True, exist_ok=True)
     payload = [r.to_dict() for r in results]
-    write_json_atomic(out / "separation.json", payload)
-    axes = plot_separation_bars(results)
-    written = save_figure(axes[0].figure, out / "separation")
+    with output_set():                       # the JSON and the figure replace the last run's together
+        write_json_atomic(out / "separation.json", payload)
+        written = save_figure(plot_separation_bars(results)[0].figure, out / "separation")
     if as_json:
         echo_json(payload)
     else:

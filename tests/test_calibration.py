@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import repanalysis  # noqa: F401  (compat fix before torchmetrics imports torchvision)
+import repanalysis as ra  # (compat fix before torchmetrics imports torchvision)
 from repanalysis.analyze import calibration as C
 from repanalysis.errors import DataError
 
@@ -371,6 +371,34 @@ def test_temperature_scaling_recovers_known_temperature():
     np.testing.assert_allclose(C.apply_temperature(z.numpy(), 2.0), z.numpy() / 2)
 
 
+def test_temperature_fit_on_errorless_validation_warns_that_there_is_no_minimum():
+    # every validation prediction right: NLL(T) falls monotonically as T -> 0, so "the fitted T" is only where
+    # the optimiser stopped; a user must be told instead of getting a silently sharpened model
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(200, 4, generator=g, dtype=torch.float64)
+    y = z.argmax(1)
+    with pytest.warns(RuntimeWarning, match="every one of the 200 validation predictions is right: the NLL"):
+        fit = C.fit_temperature(z, y)
+    grid = torch.tensor([0.5, 0.1, 0.02], dtype=torch.float64)
+    nll = [float(torch.nn.functional.cross_entropy(z / t, y)) for t in grid]
+    assert nll[0] > nll[1] > nll[2] and fit.temperature < 0.5      # no minimum to find: it only sharpens
+    with pytest.warns(RuntimeWarning, match="stopped after 1 iterations at T = .* without reaching a minimum"):
+        C.fit_temperature(z[:, :3] * 0.3, torch.randint(0, 3, (200,), generator=g), max_iter=1)
+
+
+def test_scaled_result_records_its_temperature_fit():
+    z, y = random_logits(n=400, k=5, seed=21)
+    d = ra.Dump.from_arrays(z * 2, y, name="CE")
+    val = ra.Dump.from_arrays(z[:200] * 2, y[:200], name="val")
+    plain, scaled = C.calibrate_dumps([d], val_dumps=[val])
+    fit = C.fit_temperature(z[:200] * 2, y[:200])
+    assert plain.temperature_fit is None and "temperature_fit" not in plain.to_dict()
+    rec = scaled.to_dict()["temperature_fit"]
+    assert rec["validation"] == "val" and rec["temperature"] == fit.temperature == scaled.temperature
+    assert rec["nll_before"] == pytest.approx(float(torch.nn.functional.cross_entropy(z[:200] * 2, y[:200])))
+    assert rec["nll_after"] == pytest.approx(fit.nll_after) and rec["num_samples"] == 200 and rec["converged"]
+
+
 # --- bad input ------------------------------------------------------------------------------------------
 def test_probabilities_are_refused():
     z, y = random_logits(n=100, k=5)
@@ -387,12 +415,14 @@ def test_nan_rows_are_excluded_with_a_warning():
     bad = z.clone()
     bad[[3, 50, 77], 1] = float("nan")
     bad[10, 0] = float("inf")
-    with pytest.warns(RuntimeWarning, match="4 of 300 samples"):
+    bad[[40, 41], y[[40, 41]]] = float("-inf")       # and two rows with probability 0 at the label
+    with pytest.warns(RuntimeWarning, match=r"6 of 300 samples .*excluded: 4 with NaN or \+inf logits, 2 with a "
+                      r"-inf logit at the label \(probability 0, infinite NLL\)$"):
         res = C.calibration_report(bad, y, n_boot=20)
     keep = torch.ones(300, dtype=torch.bool)
-    keep[[3, 10, 50, 77]] = False
+    keep[[3, 10, 50, 77, 40, 41]] = False
     ref = C.calibration_report(z[keep], y[keep])
-    assert res.n_excluded == 4 and res.num_samples == 296
+    assert res.n_excluded == 6 and res.num_samples == 294
     for key in C.SCALARS:
         assert getattr(res, key) == pytest.approx(getattr(ref, key), abs=1e-13), key
 

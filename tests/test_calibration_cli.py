@@ -94,3 +94,31 @@ def test_cli_bad_input(tmp_path, capsys):
     code, _, err = run_cli(["ood", "--in", str(ok.path), "--ood", str(ok.path), "--ood", str(ok.path),
                             "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "expected one OOD Dump" in err
+
+
+def test_rerun_replaces_the_whole_output_set_or_none_of_it(tmp_path, capsys):
+    g = torch.Generator().manual_seed(4)
+    z, y = torch.randn(300, 4, generator=g) * 2, torch.randint(0, 4, (300,), generator=g)
+    ra.Dump.from_arrays(z, y, features=torch.rand(300, 6, generator=g), name="CE").save(tmp_path / "h")
+    no_h = ra.Dump.from_arrays(z * 3, y, name="CE").save(tmp_path / "z.pt")
+    out = tmp_path / "out"
+    code, _, err = run_cli(["calibration", str(tmp_path / "h"), "--bootstrap", "0", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert (out / "nci_scatter.png").exists()
+    first = (out / "calibration.json").read_bytes()
+    # a failure while drawing (a folder in the way of the last figure) leaves the last run's files as they were
+    (out / "confidence_hist.pdf").unlink()
+    (out / "confidence_hist.pdf").mkdir()
+    with pytest.warns(RuntimeWarning, match="no features"):
+        code, _, err = run_cli(["calibration", str(no_h.path), "--bootstrap", "0", "--out", str(out)], capsys)
+    assert code == 2 and "cannot write figure" in err
+    assert (out / "calibration.json").read_bytes() == first and (out / "nci_scatter.png").exists()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]        # no temporary file left
+    # a run without features says so, and the earlier model's NCI scatter does not stay beside its results
+    (out / "confidence_hist.pdf").rmdir()
+    with pytest.warns(RuntimeWarning, match="^z has no features .a logits-only Dump.: its feature_l1 AUROC and NCI"):
+        code, _, err = run_cli(["calibration", str(no_h.path), "--bootstrap", "0", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert json.loads((out / "calibration.json").read_text())["models"][0]["ece"] != json.loads(first)["models"][0]["ece"]
+    assert not (out / "nci_scatter.png").exists() and not (out / "nci_scatter.pdf").exists()
+    assert (out / "reliability.png").exists()

@@ -199,12 +199,23 @@ def test_names_must_be_distinct_and_non_empty_except_train_test_pairs(tmp_path, 
     one_line_error(code, stderr, "is given twice under the name 'aa'")
 
 
+@pytest.mark.parametrize("argv", [["calibration", "X"], ["ood", "--in", "X", "--ood", "X"], ["analyze-logits", "X"],
+                                  ["separation", "X"], ["collapse", "X"], ["features", "--dump", "X"],
+                                  ["embed", "X"], ["transfer", "--train", "X", "--test", "X"]])
+def test_an_unusable_out_is_refused_before_any_work(argv, tmp_path, capsys):
+    # the input does not even exist: the --out check comes first, at parse time, not after minutes of UMAP
+    (tmp_path / "file.txt").write_text("x")
+    argv = [str(tmp_path / "missing") if a == "X" else a for a in argv]
+    code, _, stderr = run_cli([*argv, "--out", str(tmp_path / "file.txt" / "o")], capsys)
+    one_line_error(code, stderr, "Invalid value for '--out'", "file.txt is a file; expected a folder")
+
+
 def test_unusable_output_paths_and_settings_are_bad_input(tmp_path, capsys, monkeypatch):
     a = tmp_path / "a"
     dump_of("aa").save(a)
     (tmp_path / "file.txt").write_text("x")
     code, _, stderr = run_cli(["calibration", str(a), "--out", str(tmp_path / "file.txt" / "sub")], capsys)
-    one_line_error(code, stderr, "cannot use", "Not a directory")
+    one_line_error(code, stderr, "--out", f"{tmp_path / 'file.txt'} is a file; expected a folder")
     (tmp_path / "d.pt").mkdir()
     with pytest.raises(DumpError, match="is a directory; expected the path of a .pt file"):
         dump_of("aa").save(tmp_path / "d.pt", overwrite=True)

@@ -109,8 +109,13 @@ def test_nan_rows_excluded_with_count():
     with pytest.warns(RuntimeWarning, match="2 of 40 samples"):
         res = F.misclassification_scores(z, y)
     assert res.correct.size == 38 and res.n_excluded == 2
-    with pytest.warns(RuntimeWarning, match="2 samples"):
+    with pytest.warns(RuntimeWarning, match="^2 of 40 in-distribution samples have NaN or inf"):
         F.ood_detection(z, torch.randn(10, 3))
+    zo = torch.randn(10, 3, dtype=torch.float64)
+    zo[4, 1] = float("inf")
+    with pytest.warns(RuntimeWarning, match="^2 of 40 in-distribution, 1 of 10 OOD samples have NaN or inf"):
+        res = F.ood_detection(z, zo)
+    assert (res.num_in, res.num_ood, res.n_excluded) == (38, 9, 3)
 
 
 def test_bad_input():
@@ -243,3 +248,38 @@ def test_adaptive_reliability_lays_bins_out_by_their_share_of_samples():
     lowest = min(float(r.adaptive_bins.edges[0]) for r in (weak, res))
     assert fig.axes[2].get_ylim()[0] <= lowest and fig.axes[3].get_ylim()[0] <= lowest
     plt.close(fig)
+
+
+def test_ood_refuses_probabilities_and_a_single_class():
+    # the same checks as calibration: softmaxed rows would give a meaningless AUROC without a word
+    z = torch.randn(30, 4, dtype=torch.float64)
+    p = torch.softmax(z, 1)
+    with pytest.raises(DataError, match="^the OOD logits look like probabilities"):
+        F.ood_detection(z, p)
+    with pytest.raises(DataError, match="^the in-distribution logits look like probabilities"):
+        F.ood_detection(p, z)
+    with pytest.raises(DataError, match="need at least 2 classes; the logits have 1 column"):
+        F.ood_detection(z[:, :1], z[:, :1])
+
+
+def test_one_sided_features_are_named_when_feature_l1_is_skipped():
+    z = torch.randn(30, 4, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="^CE: features given for the OOD samples only; the feature_l1"):
+        res = F.ood_detection(z, z[:10] * 2, None, torch.rand(10, 5), name="CE")
+    assert set(res.auroc) == {"max_softmax", "max_logit", "energy"}
+
+
+@pytest.mark.parametrize("h, why", [(np.ones((1, 3)), "needs at least 2 samples; got 1"),
+                                    (np.ones((6, 3)), "all samples have the same feature L1 norm")])
+def test_an_undefined_nci_is_skipped_and_the_aurocs_stand(h, why):
+    n = h.shape[0]
+    z = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 0.5], [1.0, 0.0], [0.2, 0.0]])[:n]
+    y = torch.tensor([0, 0, 0, 1, 1, 0])[:n]
+    with pytest.warns(RuntimeWarning, match=f"^CE: .*{why}.*; the NCI is skipped"):
+        res = F.misclassification_scores(z, y, h, name="CE")
+    assert res.nci is None and "feature_l1" in res.auroc
+    if n > 1:    # the AUROCs are the brute-force pair counts on the same scores
+        correct = (z.argmax(1) == y).numpy()
+        ms = res.scores["max_softmax"]
+        assert res.auroc["max_softmax"] == pytest.approx(pairwise_auroc(ms[correct], ms[~correct]))
+        assert res.auroc["feature_l1"] == 0.5          # one norm for all: chance

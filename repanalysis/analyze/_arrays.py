@@ -101,6 +101,25 @@ def check_logits_labels(logits, labels, num_classes: int | None = None, *, devic
     return logits_t.to(dtype), as_labels(labels_t, num_classes=k)
 
 
+def refuse_probabilities(z: torch.Tensor, what: str = "the logits") -> None:
+    """DataError when every row of z (N, K) lies in [0, 1] and sums to 1: softmax was already applied.
+
+    The first rows almost always tell; only when they look like probabilities are all rows checked."""
+    if not _looks_like_probabilities(z[:16]):
+        return
+    if all(_looks_like_probabilities(z[s:s + 65536]) for s in range(0, z.shape[0], 65536)):
+        raise DataError(f"{what} look like probabilities (every row lies in [0, 1] and sums to 1); "
+                        "pass the pre-softmax logits (or log-probabilities) instead")
+
+
+def _looks_like_probabilities(block: torch.Tensor) -> bool:
+    finite = block[torch.isfinite(block).all(1)]
+    if finite.numel() == 0:
+        return False
+    lo, hi = finite.aminmax()
+    return bool(lo >= 0) and bool(hi <= 1) and bool(((finite.sum(1) - 1).abs() <= 1e-3).all())
+
+
 def drop_nonfinite(logits: torch.Tensor, *others: torch.Tensor, what: str = "logits"):
     """Remove rows whose logits hold NaN or inf, warning with the count.
 

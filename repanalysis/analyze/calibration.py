@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import as_tensor, check_logits_labels, check_number
+from repanalysis.analyze._arrays import as_tensor, check_logits_labels, check_number, refuse_probabilities
 from repanalysis.errors import DataError
 from repanalysis.extract.pairs import check_same_model
 
@@ -108,6 +108,8 @@ class CalibrationResult:
     n_boot = 0). ``bins`` / ``adaptive_bins``: :class:`BinStats`. ``confidence`` (N,) and ``correct`` (N,)
     are the per-sample max-softmax and correctness (finite rows only). ``temperature`` is the T the logits
     were divided by (1.0 when untouched). ``replicates`` maps each scalar to its (n_boot,) bootstrap values.
+    ``temperature_fit`` (a "+TS" result of :func:`calibrate_dumps`): the validation Dump's name and the
+    :class:`TemperatureResult` fields (T, validation NLL before / after, samples, converged).
     """
 
     name: str
@@ -137,6 +139,7 @@ class CalibrationResult:
     ci: dict = field(default_factory=dict)
     seed: int | None = None
     replicates: dict = field(default_factory=dict, repr=False)
+    temperature_fit: dict | None = None
 
     def scalars(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in SCALARS}
@@ -149,6 +152,8 @@ class CalibrationResult:
                "n_boot": self.n_boot, "ci_level": self.ci_level, "seed": self.seed,
                "bins": self.bins.to_dict(), "adaptive_bins": self.adaptive_bins.to_dict(),
                "classwise_per_class": self.classwise_per_class.tolist()}
+        if self.temperature_fit is not None:
+            out["temperature_fit"] = self.temperature_fit
         if per_sample:
             out["confidence"] = self.confidence.tolist()
             out["correct"] = self.correct.astype(int).tolist()
@@ -248,25 +253,8 @@ def _prepare(logits, labels, num_classes, device) -> tuple[torch.Tensor, torch.T
         raise DataError("no samples: logits have 0 rows; expected at least one sample")
     if k < 2:
         raise DataError(f"calibration needs at least 2 classes; the logits have {k} column")
-    _refuse_probabilities(z)
+    refuse_probabilities(z)
     return z, y
-
-
-def _refuse_probabilities(z: torch.Tensor) -> None:
-    """Raise when every row lies in [0, 1] and sums to 1: softmax was already applied."""
-    if not _looks_like_probabilities(z[:16]):     # logits almost always show it in the first rows
-        return
-    if all(_looks_like_probabilities(z[s:s + 65536]) for s in range(0, z.shape[0], 65536)):
-        raise DataError("the logits look like probabilities (every row lies in [0, 1] and sums to 1); "
-                        "pass the pre-softmax logits (or log-probabilities) instead")
-
-
-def _looks_like_probabilities(block: torch.Tensor) -> bool:
-    finite = block[torch.isfinite(block).all(1)]
-    if finite.numel() == 0:
-        return False
-    lo, hi = finite.aminmax()
-    return bool(lo >= 0) and bool(hi <= 1) and bool(((finite.sum(1) - 1).abs() <= 1e-3).all())
 
 
 def equal_width_edges(n_bins: int = 15, device=None) -> torch.Tensor:
@@ -374,7 +362,7 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
     out = _Scan(num_samples=n, num_classes=k, n_excluded=0, conf=conf_all, correct=correct_all, labels=y,
                 bin_counts=counts, bin_conf=conf_sum, bin_acc=acc_sum)
     # A finite row has conf in [1/K, 1], in a bin; a conf in no bin is NaN (a NaN or +inf logit in the row).
-    n_bad = int(in_no_bin)
+    n_bad = n_nan = int(in_no_bin)
     finite = torch.isfinite(conf_all) if n_bad else None
     cw = sum(part[1] for part in parts) if want_classwise else None
     # -inf at the label (p_y = 0 exactly, conf finite): an infinite NLL, so the row is excluded from every
@@ -404,8 +392,11 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
     if n_bad:
         if n_bad == n:
             raise DataError(f"all {n} rows of logits contain NaN or inf; nothing to analyse")
-        warnings.warn(f"{n_bad} of {n} samples have NaN or inf logits; they are excluded", RuntimeWarning,
-                      stacklevel=4)
+        why = [f"{n_nan} with NaN or +inf logits"] if n_nan else []
+        if n_bad > n_nan:
+            why.append(f"{n_bad - n_nan} with a -inf logit at the label (probability 0, infinite NLL)")
+        warnings.warn(f"{n_bad} of {n} samples have NaN or inf logits; they are excluded: {', '.join(why)}",
+                      RuntimeWarning, stacklevel=4)
         out.num_samples, out.n_excluded, out.keep = n - n_bad, n_bad, finite
         for key in ("conf", "correct", "labels", "nll", "brier"):
             v = getattr(out, key)
@@ -885,7 +876,11 @@ def fit_temperature(logits, labels, *, init: float = 1.5, max_iter: int = 100, n
         z, y = z[finite], y[finite]
         if z.shape[0] == 0:
             raise DataError("no finite logits rows to fit a temperature on")
-    if z.shape[0] > 1 and bool((y == y[0]).all()):
+    if bool((z.argmax(1) == y).all()):
+        warnings.warn(f"every one of the {z.shape[0]} validation predictions is right: the NLL keeps falling as "
+                      "T -> 0 and has no minimum, so the fitted temperature only sharpens the model; fit it on a "
+                      "split with errors", RuntimeWarning, stacklevel=2)
+    elif z.shape[0] > 1 and bool((y == y[0]).all()):
         warnings.warn(f"every validation label is {int(y[0])}: a temperature fitted on a single class only "
                       "sharpens towards it and does not calibrate the model", RuntimeWarning, stacklevel=2)
     z = z.to(torch.float64)
@@ -906,8 +901,13 @@ def fit_temperature(logits, labels, *, init: float = 1.5, max_iter: int = 100, n
         t = float(log_t.exp())
         after = float(torch.nn.functional.cross_entropy(z / t, y))
         grad = log_t.grad.abs().item() if log_t.grad is not None else float("nan")
+    converged = bool(grad < 1e-5)
+    if not converged:
+        warnings.warn(f"the temperature fit stopped after {max_iter} iterations at T = {t:.4g} without reaching "
+                      f"a minimum of the validation NLL (|d NLL / d log T| = {grad:.2g})", RuntimeWarning,
+                      stacklevel=2)
     return TemperatureResult(temperature=t, nll_before=before, nll_after=after, num_samples=int(z.shape[0]),
-                             converged=bool(grad < 1e-5))
+                             converged=converged)
 
 
 # --- several models ------------------------------------------------------------------------------------
@@ -930,8 +930,9 @@ def calibrate_dumps(dumps, *, n_bins: int = 15, n_boot: int = 0, seed: int = 0, 
                 raise DataError(f"validation dump {v.name} has {v.num_classes} classes but {d.name} has "
                                 f"{d.num_classes}; expected the same model")
             fit = fit_temperature(v.logits, v.labels, num_classes=v.num_classes, device=device)
-            out.append(calibration_report(d.logits, d.labels, name=f"{d.name} +TS", temperature=fit.temperature,
-                                          **kw))
+            scaled = calibration_report(d.logits, d.labels, name=f"{d.name} +TS", temperature=fit.temperature, **kw)
+            scaled.temperature_fit = {"validation": v.name, **fit.to_dict()}
+            out.append(scaled)
     return out
 
 

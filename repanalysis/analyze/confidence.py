@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import as_tensor, check_logits_labels
+from repanalysis.analyze._arrays import as_tensor, check_logits_labels, refuse_probabilities
 from repanalysis.errors import DataError
 
 SCORES = ("max_softmax", "max_logit", "energy", "feature_l1")
@@ -200,7 +200,12 @@ def misclassification_scores(logits, labels, features=None, *, num_classes: int 
                       "; misclassification AUROC is undefined (NaN)", RuntimeWarning, stacklevel=2)
     np_scores = {k: v.cpu().numpy() for k, v in scores.items()}
     auroc = {k: _auroc(v[correct], v[~correct]) for k, v in np_scores.items()}
-    nci = _standardise(scores["feature_l1"]).cpu().numpy() if "feature_l1" in scores else None
+    nci = None
+    if "feature_l1" in scores:
+        try:
+            nci = _standardise(scores["feature_l1"]).cpu().numpy()
+        except DataError as err:        # one sample, or one norm for all: the AUROCs stand, NCI does not
+            warnings.warn(f"{name}: {err}; the NCI is skipped", RuntimeWarning, stacklevel=2)
     return MisclassificationResult(name=name, auroc=auroc, scores=np_scores, nci=nci, correct=correct,
                                    accuracy=float(correct.mean()), n_excluded=n_bad)
 
@@ -215,8 +220,13 @@ def ood_detection(in_logits, ood_logits, in_features=None, ood_features=None, *,
     if zi.ndim != 2 or zo.ndim != 2 or zi.shape[1] != zo.shape[1]:
         raise DataError(f"in-distribution and OOD logits must be [N, K] with the same K (same model); got "
                         f"{tuple(zi.shape)} and {tuple(zo.shape)}")
+    if zi.shape[1] < 2:
+        raise DataError(f"OOD scores need at least 2 classes; the logits have {zi.shape[1]} column")
+    for z, which in ((zi, "in-distribution"), (zo, "OOD")):
+        refuse_probabilities(z, f"the {which} logits")
     if (in_features is None) != (ood_features is None):
-        warnings.warn("features given for only one of the two sets; the feature_l1 score is skipped",
+        which = "in-distribution" if ood_features is None else "OOD"
+        warnings.warn(f"{name}: features given for the {which} samples only; the feature_l1 score is skipped",
                       RuntimeWarning, stacklevel=2)
         in_features = ood_features = None
     if in_features is not None:
@@ -227,9 +237,11 @@ def ood_detection(in_logits, ood_logits, in_features=None, ood_features=None, *,
     si = confidence_scores(zi, in_features, device=device)
     so = confidence_scores(zo, ood_features, device=device)
     oki, oko = _finite_rows(si), _finite_rows(so)
-    n_bad = int((~oki).sum() + (~oko).sum())
+    bad = {which: int((~ok).sum()) for which, ok in (("in-distribution", oki), ("OOD", oko))}
+    n_bad = sum(bad.values())
     if n_bad:
-        warnings.warn(f"{n_bad} samples have NaN or inf logits or features; they are excluded", RuntimeWarning,
+        parts = ", ".join(f"{n} of {ok.numel()} {which}" for (which, n), ok in zip(bad.items(), (oki, oko)) if n)
+        warnings.warn(f"{parts} samples have NaN or inf logits or features; they are excluded", RuntimeWarning,
                       stacklevel=2)
     si = {k: v[oki].cpu().numpy() for k, v in si.items()}
     so = {k: v[oko].cpu().numpy() for k, v in so.items()}

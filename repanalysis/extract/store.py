@@ -30,6 +30,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from repanalysis.errors import DataError, DumpError
+from repanalysis.outputs import place
 from repanalysis.paths import as_path
 from repanalysis.text import display_text
 
@@ -54,7 +55,7 @@ def _write_atomic(path: str | os.PathLike, write, newline: str | None = None) ->
         with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
             write(fh)
         umask_mode(tmp)
-        os.replace(tmp, path)
+        place(tmp, path)              # now, or with the rest of an enclosing output_set
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -20,7 +20,8 @@ from repanalysis.analyze._arrays import check_number
 from repanalysis.analyze.calibration import CalibrationResult
 from repanalysis.analyze.confidence import MisclassificationResult, OODResult
 from repanalysis.errors import DataError
-from repanalysis.plot.style import (NEUTRAL, check_ax, check_result, check_results, figure_set, get_ax,
+from repanalysis.outputs import output_set
+from repanalysis.plot.style import (NEUTRAL, check_ax, check_result, check_results, get_ax,
                                     literal, model_colors, save_figure, subplots)
 
 OVER_COLOR = "#D55E00"    # vermillion (not a model colour), hatched "//": confidence above accuracy
@@ -301,7 +302,8 @@ def save_calibration_figures(out_dir: str | os.PathLike, calibration=None, miscl
     calibration, misclassification, ood = (given.get(k) for k in ("calibration", "misclassification", "ood"))
     # one colour map for every figure, from every model given: a figure of a subset keeps the colours
     colors = model_colors([r.name.removesuffix(TS_SUFFIX) for group in given.values() for r in group])
-    with figure_set() as written:
+    written: list[Path] = []
+    with output_set() as outputs:            # all of them or none, with the caller's JSON when it opened a set
         if calibration:
             written += save_figure(reliability_figure(calibration, colors=colors), out / "reliability")
             written += save_figure(reliability_figure(calibration, adaptive=True, colors=colors),
@@ -310,6 +312,8 @@ def save_calibration_figures(out_dir: str | os.PathLike, calibration=None, miscl
             written += save_figure(ax.figure, out / "confidence_hist")
         if misclassification and any(r.nci is not None for r in misclassification):
             written += save_figure(nci_figure(misclassification), out / "nci_scatter")
+        elif misclassification:              # no NCI this time: an earlier run's scatter would be mistaken for it
+            outputs.discard(out / "nci_scatter.png", out / "nci_scatter.pdf")
         if ood:
             written += save_figure(roc_figure(ood, colors=colors), out / "ood_roc")
     return written

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from repanalysis.errors import DataError
 from repanalysis.extract.store import umask_mode
+from repanalysis.outputs import output_set, place, remove_files
 
 if not os.environ.get("DISPLAY") and os.environ.get("MPLBACKEND") is None:
     matplotlib.use("Agg")
@@ -204,50 +205,36 @@ def save_figure(fig, path_stem: str | os.PathLike, formats: Sequence[str] = ("pn
     if stem.suffix in (".png", ".pdf"):
         stem = stem.with_suffix("")
     targets = [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats]
-    temps: list[str] = []
-    written: list[Path] = []
     target = targets[0]
-    try:
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        for fmt, target in zip(formats, targets):
-            if target.is_dir():
-                raise IsADirectoryError(errno.EISDIR, "a folder of that name is in the way")
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".{fmt}")
-            os.close(fd)
-            temps.append(tmp)
-            # no creation date in the PDF: the same figure gives the same bytes (diffable, cacheable)
-            fig.savefig(tmp, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
-            umask_mode(tmp)
-        for tmp, target in zip(list(temps), targets):
-            os.replace(tmp, target)
-            temps.remove(tmp)
-            written.append(target)
-    except BaseException as err:
-        _remove([*temps, *written])       # no half set: neither temp files nor this call's renamed files
-        if isinstance(err, OSError):
-            raise DataError(f"cannot write figure {target}: {_why(err, target)}") from None
-        raise
+    with output_set():                    # all formats or none; inside a caller's set, with the whole set
+        temps: list[str] = []
+        try:
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            for fmt, target in zip(formats, targets):
+                if target.is_dir():
+                    raise IsADirectoryError(errno.EISDIR, "a folder of that name is in the way")
+                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".{fmt}")
+                os.close(fd)
+                temps.append(tmp)
+                # no creation date in the PDF: the same figure gives the same bytes (diffable, cacheable)
+                fig.savefig(tmp, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
+                umask_mode(tmp)
+        except BaseException as err:
+            remove_files(temps)
+            if isinstance(err, OSError):
+                raise DataError(f"cannot write figure {target}: {_why(err, target)}") from None
+            raise
+        for tmp, target in zip(temps, targets):
+            place(tmp, target)
     if close:
         plt.close(fig)
-    return written
+    return targets
 
 
 @contextmanager
 def figure_set():
-    """Collects the paths that a group of :func:`save_figure` calls writes (``written += save_figure(...)``);
-    when the group fails, the files it wrote are removed, so a set of figures is never left half-written."""
-    written: list[Path] = []
-    try:
-        yield written
-    except BaseException:
-        _remove(written)
-        raise
-
-
-def _remove(paths) -> None:
-    """Delete the files at ``paths``, ignoring any already gone (cleaning up after a failed save)."""
-    for path in paths:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    """Collects the paths that a group of :func:`save_figure` calls writes (``written += save_figure(...)``)
+    and puts them in place together (:func:`repanalysis.outputs.output_set`): when the group fails, none of
+    its files replaces the previous ones, so a set of figures is never left half-written or half-replaced."""
+    with output_set():
+        yield []

@@ -1,0 +1,92 @@
+"""Result files written as one set: all of them replace the previous run's files, or none does.
+
+An analysis writes a JSON (or CSV) and several figures into one folder. Each file is first written to a
+temporary file beside its target; inside :func:`output_set` the renames into place are held back until the
+whole block has succeeded, so a failure part-way (a full disk, a figure that cannot be drawn, Ctrl-C) leaves
+the previous run's files as they were and no temporary file behind. Outside a set, a file is renamed into
+place as soon as it is complete (still atomic per file).
+
+Example::
+
+    >>> with output_set() as outputs:
+    ...     write_json_atomic(out / "calibration.json", payload)
+    ...     written = save_calibration_figures(out, ...)
+    ...     outputs.discard(out / "nci_scatter.png")      # an earlier run's figure that this run does not make
+"""
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+from repanalysis.errors import DataError
+
+_ACTIVE = threading.local()
+
+
+class OutputSet:
+    """Renames held back until the set ends: ``place`` queues one, ``discard`` queues a removal."""
+
+    def __init__(self) -> None:
+        self._moves: list[tuple[str, Path]] = []
+        self._stale: list[Path] = []
+
+    def place(self, tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+        self._moves.append((os.fspath(tmp), Path(target)))
+
+    def discard(self, *paths: str | os.PathLike) -> None:
+        """Remove these files when the set succeeds (an earlier run's output that this run does not write)."""
+        self._stale += [Path(p) for p in paths]
+
+    def _commit(self) -> None:
+        moves, self._moves = self._moves, []
+        for i, (tmp, target) in enumerate(moves):
+            try:
+                os.replace(tmp, target)
+            except OSError as err:
+                remove_files(t for t, _ in moves[i:])
+                raise DataError(f"cannot write {target}: {err.strerror or err}") from None
+        placed = {target for _, target in moves}
+        remove_files(p for p in self._stale if p not in placed)
+
+    def _abort(self) -> None:
+        remove_files(tmp for tmp, _ in self._moves)
+        self._moves = []
+
+
+def remove_files(paths) -> None:
+    """Delete the files at ``paths``, ignoring any already gone."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+@contextmanager
+def output_set():
+    """Hold back the renames of every file written inside (through :func:`place`) until the block succeeds;
+    on an error remove their temporary files instead. A set opened inside another joins the outer one."""
+    outer = getattr(_ACTIVE, "set", None)
+    if outer is not None:
+        yield outer
+        return
+    current = _ACTIVE.set = OutputSet()
+    try:
+        yield current
+    except BaseException:
+        current._abort()
+        raise
+    finally:
+        _ACTIVE.set = None
+    current._commit()
+
+
+def place(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Move the complete temporary file ``tmp`` to ``target``: now, or at the end of the enclosing set."""
+    active = getattr(_ACTIVE, "set", None)
+    if active is None:
+        os.replace(tmp, target)
+    else:
+        active.place(tmp, target)
