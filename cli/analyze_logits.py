@@ -23,7 +23,7 @@ def _parse_range(value: str) -> tuple[float, float]:
 
 
 @click.command("analyze-logits")
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT [INPUT ...]")
+@click.argument("inputs", nargs=-1, metavar="[INPUT ...]")
 @names_option
 @click.option("--threshold", type=float, default=0.01, show_default=True,
               help="Near-zero cut: a logit counts when |z| < threshold (strict).")

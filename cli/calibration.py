@@ -16,7 +16,7 @@ from repanalysis.errors import RepanalysisError
 
 
 @click.command("calibration")
-@click.argument("inputs", nargs=-1, required=True, metavar="DUMP [DUMP ...]")
+@click.argument("inputs", nargs=-1, metavar="[DUMP ...]")
 @names_option
 @click.option("--bins", "n_bins", type=click.IntRange(min=1), default=15, show_default=True,
               help="Number of confidence bins (equal-width and adaptive).")

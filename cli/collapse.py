@@ -11,7 +11,7 @@ from repanalysis.cli.common import device_option, echo_json, json_option, load_d
 
 
 @click.command("collapse")
-@click.argument("inputs", nargs=-1, required=True, metavar="DUMP [DUMP ...]")
+@click.argument("inputs", nargs=-1, metavar="[DUMP ...]")
 @names_option
 @device_option()
 @out_option("repanalysis-out/collapse")
@@ -24,7 +24,7 @@ def command(inputs, names, device, out, as_json):
     from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table, write_json_atomic
 
-    dumps = load_dumps(inputs, names)
+    dumps = load_dumps(inputs, names, need_features=True)
     results = [neural_collapse(d, device=device) for d in dumps]
     out.mkdir(parents=True, exist_ok=True)
     payload = [r.to_dict() for r in results]

@@ -11,19 +11,40 @@ from repanalysis.errors import RepanalysisError
 from repanalysis.extract.gather import split_names  # noqa: F401  (one parser for --names)
 
 
-def load_dumps(paths: Sequence[str], names: str | None = None, *, distinct: bool = True):
-    """Open each input (Dump directory or seed .pt) with its display name from --names.
+def load_dumps(paths: Sequence[str], names: str | None = None, *, distinct: bool = True,
+               need_features: bool = False):
+    """Open each input (Dump directory or seed .pt) with its display name from --names; without inputs, the
+    run folder's Dumps (one per checkpoint, named by run; ``need_features``: features Dumps only).
 
     ``distinct``: the display names must differ (each input is a model of its own); otherwise only the same
     Dump given twice under one name is refused (``separation`` pairs a train and a test Dump by name)."""
     from repanalysis.extract.store import load_dump
 
     name_list = split_names(names)
+    if not paths:
+        return run_folder_dumps(name_list, need_features)
     if name_list is not None and len(name_list) != len(paths):
         raise RepanalysisError(f"--names has {len(name_list)} names but {len(paths)} inputs were given; "
                                "expected one name per input")
     dumps = [load_dump(p, name=(name_list[i] if name_list else None)) for i, p in enumerate(paths)]
     check_distinct_names([d.name for d in dumps], paths, from_names=name_list is not None, same_path_only=not distinct)
+    return dumps
+
+
+def run_folder_dumps(name_list: list[str] | None, need_features: bool = False):
+    """The run folder's complete Dumps (``runs/<checkpoint>/{features,logits}``), all of one data set."""
+    from repanalysis import config
+    from repanalysis.extract.gather import _check_one_data_set
+
+    found = config.default_dumps(require_features=need_features)
+    if name_list is not None and len(name_list) != len(found):
+        raise RepanalysisError(f"--names has {len(name_list)} names but the run folder holds {len(found)} models "
+                               f"({', '.join(n for n, _ in found)})")
+    dumps = []
+    for i, (run_name, dump) in enumerate(found):
+        dump.name = name_list[i] if name_list else run_name
+        dumps.append(dump)
+    _check_one_data_set(dumps, None, None)
     return dumps
 
 

@@ -14,7 +14,7 @@ MAX_DEFAULT_CLASSES = 20
 
 
 @click.command("embed")
-@click.argument("inputs", nargs=-1, required=True, metavar="DUMP [DUMP ...]")
+@click.argument("inputs", nargs=-1, metavar="[DUMP ...]")
 @names_option
 @click.option("--classes", default=None,
               help="Classes to embed: names, WordNet ids or indices (comma-separated), or 'auto' (the most "
@@ -35,7 +35,7 @@ def command(inputs, names, classes, method, samples_per_class, seed, metric, out
     from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table
 
-    dumps = load_dumps(inputs, names)
+    dumps = load_dumps(inputs, names, need_features=True)
     if classes is None:
         k = dumps[0].num_classes
         if k > MAX_DEFAULT_CLASSES:

@@ -55,8 +55,13 @@ def cli(debug: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("REPANALYSIS_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]      # accepted anywhere, not only before the sub-command
     if not debug:
         warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    if not argv:                                     # bare `repanalysis`: the list of sub-commands
+        with click.Context(cli, info_name="repanalysis") as ctx:
+            click.echo(cli.get_help(ctx))
+        return
     try:
         cli.main(args=argv, prog_name="repanalysis", standalone_mode=False)
     except click.exceptions.Abort:

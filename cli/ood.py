@@ -26,7 +26,7 @@ def command(in_paths, ood_paths, names, device, out, as_json):
     from repanalysis.outputs import output_set
     from repanalysis.analyze._arrays import pick_device
     from repanalysis.analyze.confidence import ood_detection
-    from repanalysis.extract.pairs import check_same_model
+    from repanalysis.extract.pairs import check_different_data, check_same_model
     from repanalysis.plot.calibration import save_calibration_figures
     from repanalysis.report import format_table, write_json_atomic
 
@@ -39,6 +39,7 @@ def command(in_paths, ood_paths, names, device, out, as_json):
     results = []
     for i, o in zip(ins, oods):
         check_same_model(o, i, "--ood")
+        check_different_data(i, o, "--ood")
         if i.num_classes != o.num_classes:
             raise RepanalysisError(f"{i.name}: the in-distribution Dump has {i.num_classes} classes and the OOD "
                                    f"Dump {o.num_classes}; expected Dumps of the same model")

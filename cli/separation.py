@@ -12,7 +12,7 @@ from repanalysis.cli.common import device_option, echo_json, json_option, load_d
 
 
 @click.command("separation")
-@click.argument("inputs", nargs=-1, required=True, metavar="DUMP [DUMP ...]")
+@click.argument("inputs", nargs=-1, metavar="[DUMP ...]")
 @names_option
 @click.option("--chunk-size", type=click.IntRange(1), default=8192, show_default=True,
               help="Rows streamed at a time (memory stays bounded for ImageNet-train-sized Dumps).")
@@ -28,7 +28,7 @@ def command(inputs, names, chunk_size, device, out, as_json):
     from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table, write_json_atomic
 
-    dumps = load_dumps(inputs, names, distinct=False)     # a train and a test Dump of one model share its name
+    dumps = load_dumps(inputs, names, distinct=False, need_features=True)     # a train and a test Dump of one model share its name
     dev = pick_device(device)
     results = [class_separation(d, chunk_size=chunk_size, device=dev) for d in dumps]
     out.mkdir(parents=True, exist_ok=True)

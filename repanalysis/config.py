@@ -32,6 +32,7 @@ KEYS = {  # key -> (environment variable, built-in default)
     "data.class_order": ("REPANALYSIS_CLASS_ORDER", None),
     "runs.dir": ("REPANALYSIS_RUNS", "runs"),
 }
+PATH_KEYS = ("data.root", "data.class_order", "runs.dir")
 PROJECT_FILE = "repanalysis.toml"
 RUN_KINDS = ("features", "logits")  # preferred first when both exist
 
@@ -82,7 +83,7 @@ def settings(cwd: str | os.PathLike | None = None) -> dict[str, Setting]:
         for path, table in tables:
             value = _lookup(table, key)
             if value is not None:
-                if key in ("data.root", "data.class_order", "runs.dir") and not os.path.isabs(str(value)):
+                if key in PATH_KEYS and not os.path.isabs(str(value)):
                     value = str((path.parent / str(value)))  # relative paths are relative to their file
                 out[key] = Setting(key, value, str(path))
                 break
@@ -159,6 +160,9 @@ def set_value(key: str, value: str, user: bool = False, cwd=None) -> Path:
         if value not in ("auto", *LAYOUTS):
             raise ConfigError(f"unknown data layout {value!r}; expected one of auto, {', '.join(LAYOUTS)}")
     path = user_config_path() if user else Path(cwd or os.getcwd()) / PROJECT_FILE
+    if user and key in PATH_KEYS and not os.path.isabs(os.path.expanduser(value)):
+        # relative to where the command is typed, not to the user config's folder (a project file is both)
+        value = str(Path(cwd or os.getcwd()) / os.path.expanduser(value))
     table = _read_toml(path) if path.is_file() else {}
     section, name = key.split(".")
     table.setdefault(section, {})[name] = value

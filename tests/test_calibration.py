@@ -369,6 +369,7 @@ def test_temperature_scaling_recovers_known_temperature():
     after = C.calibration_report(z, y, temperature=fit.temperature)
     assert after.ece < before.ece and after.nll == pytest.approx(fit.nll_after, rel=1e-9)
     np.testing.assert_allclose(C.apply_temperature(z.numpy(), 2.0), z.numpy() / 2)
+    assert torch.equal(C.apply_temperature(z, fit), z / fit.temperature)        # the fit itself is accepted
 
 
 def test_temperature_fit_on_errorless_validation_warns_that_there_is_no_minimum():

@@ -122,3 +122,15 @@ def test_rerun_replaces_the_whole_output_set_or_none_of_it(tmp_path, capsys):
     assert json.loads((out / "calibration.json").read_text())["models"][0]["ece"] != json.loads(first)["models"][0]["ece"]
     assert not (out / "nci_scatter.png").exists() and not (out / "nci_scatter.pdf").exists()
     assert (out / "reliability.png").exists()
+
+
+def test_ood_refuses_the_in_distribution_dump_as_its_own_ood_set(real_dumps, tmp_path, capsys):
+    # AUROC 0.5 / FPR 0.95 from comparing a Dump with itself would read as "no OOD signal"
+    d = real_dumps["CE"]["test"]
+    code, _, err = run_cli(["ood", "--in", str(d.path), "--ood", str(d.path), "--out", str(tmp_path)], capsys)
+    assert code == 2 and err.count("\n") == 1 and f"--ood: {d.path} is the same Dump as {d.path}" in err
+    import shutil
+    copy = shutil.copytree(d.path, tmp_path / "copy")
+    code, _, err = run_cli(["ood", "--in", str(d.path), "--ood", str(copy), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "holds the same samples (the same extraction run) as" in err
+    assert not (tmp_path / "o").exists()

@@ -79,6 +79,16 @@ def test_usage_errors_are_one_line(argv, needle, capsys):
     one_line_error(code, stderr, needle, "--help')")
 
 
+def test_bare_command_lists_the_sub_commands_and_debug_works_after_a_sub_command(tmp_path, capsys):
+    code, stdout, stderr = run_cli([], capsys)
+    assert code == 0 and stderr == ""
+    assert stdout.startswith("Usage: repanalysis") and "calibration" in stdout and "separation" in stdout
+    code, _, stderr = run_cli(["info", str(tmp_path / "missing")], capsys)
+    one_line_error(code, stderr, "no such dump")
+    with pytest.raises(DumpError, match="no such dump"):      # --debug after the sub-command: the traceback
+        run_cli(["info", str(tmp_path / "missing"), "--debug"], capsys)
+
+
 # --- Dumps that must come from one model ---------------------------------------------------------------
 def test_ood_refuses_dumps_of_different_checkpoints(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
@@ -143,6 +153,33 @@ def test_run_folder_dumps_of_different_data_sets_are_not_mixed(tmp_path, capsys,
     code, stdout, stderr = run_cli(["features", "--classes", "0,1,2", "--method", "centroid", "--out", str(out)],
                                    capsys)
     assert code == 0, stderr
+
+
+@pytest.mark.parametrize("command, out_file, key", [("calibration", "calibration.json", "models"),
+                                                    ("analyze-logits", "logit_stats.json", "models"),
+                                                    ("separation", "separation.json", None),
+                                                    ("collapse", "collapse.json", None)])
+def test_analysis_commands_without_inputs_take_the_run_folder(command, out_file, key, tmp_path, capsys,
+                                                              monkeypatch):
+    runs = tmp_path / "runs"
+    dump_of("aa", root=str(tmp_path / "test.npz")).save(runs / "ce" / "features")
+    dump_of("bb", root=str(tmp_path / "test.npz"), seed=1).save(runs / "ls" / "features")
+    monkeypatch.setenv("REPANALYSIS_RUNS", str(runs))
+    monkeypatch.setenv("REPANALYSIS_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("REPANALYSIS_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    extra = ["--bootstrap", "0"] if command == "calibration" else []
+    code, _, stderr = run_cli([command, *extra, "--out", str(tmp_path / "a")], capsys)
+    assert code == 0, stderr
+    explicit = [str(runs / "ce" / "features"), str(runs / "ls" / "features")]
+    code, _, stderr = run_cli([command, *explicit, "--names", "ce,ls", *extra, "--out", str(tmp_path / "b")], capsys)
+    assert code == 0, stderr
+    got, want = (json.loads((tmp_path / o / out_file).read_text()) for o in "ab")
+    assert got == want and "ce" in json.dumps(got) and "ls" in json.dumps(got)
+    # a third run of another data set is not mixed in
+    dump_of("cc", root=str(tmp_path / "train.npz"), seed=2).save(runs / "ms" / "features")
+    code, _, stderr = run_cli([command, *extra, "--out", str(tmp_path / "c")], capsys)
+    one_line_error(code, stderr, "different data sets", "train.npz")
 
 
 # --- strict JSON ------------------------------------------------------------------------------------------
@@ -276,3 +313,18 @@ def test_undecodable_names_are_shown_with_a_replacement_character(tmp_path, caps
     report = json.loads((tmp_path / "o" / "calibration.json").read_text(encoding="utf-8"))
     assert [m["name"] for m in report["models"]] == ["M\ufffdller"]
     assert (tmp_path / "o" / "reliability.png").stat().st_size > 0
+
+
+def test_a_seed_pt_in_a_pair_is_named_as_unchecked(tmp_path, capsys):
+    # the seed tool's .pt records no checkpoint: the same-model check cannot run, and the user is told
+    d = dump_of("aa")
+    d.save(tmp_path / "in")
+    seed = Dump.from_arrays(torch.randn(40, 3), torch.arange(40) % 3, name="o").save(tmp_path / "o.pt")
+    with pytest.warns(RuntimeWarning, match=rf"--ood: {seed.path} records no checkpoint, so it cannot be checked"):
+        code, _, stderr = run_cli(["ood", "--in", str(tmp_path / "in"), "--ood", str(seed.path),
+                                   "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")         # arrays wrapped in memory: nothing to warn about
+        from repanalysis.extract.pairs import check_same_model
+        check_same_model(d, Dump.from_arrays(torch.randn(4, 3), torch.arange(4) % 3), "pair")

@@ -851,8 +851,11 @@ def _classwise_design(z, sc: _Scan, n_bins: int) -> torch.Tensor:
 
 
 # --- temperature scaling -------------------------------------------------------------------------------
-def apply_temperature(logits, temperature: float):
-    """z / T (Guo et al. 2017, temperature scaling). Returns the same type as given (tensor or ndarray)."""
+def apply_temperature(logits, temperature):
+    """z / T (Guo et al. 2017, temperature scaling). ``temperature``: T > 0, or the result of
+    :func:`fit_temperature`. Returns the same type as given (tensor or ndarray)."""
+    if isinstance(temperature, TemperatureResult):
+        temperature = temperature.temperature
     temperature = check_number(temperature, "temperature", minimum=0, above=True)
     if isinstance(logits, torch.Tensor):
         return logits / temperature

@@ -190,8 +190,9 @@ def misclassification_scores(logits, labels, features=None, *, num_classes: int 
     if n_bad:
         if n_bad == ok.numel():
             raise DataError(f"all {n_bad} samples have NaN or inf logits/features; nothing to analyse")
-        warnings.warn(f"{n_bad} of {ok.numel()} samples have NaN or inf logits or features; they are excluded",
-                      RuntimeWarning, stacklevel=2)
+        what = "logits" if features is None else "logits or features"
+        warnings.warn(f"{name}: {n_bad} of {ok.numel()} samples have NaN or inf {what}; they are excluded from the "
+                      "confidence scores", RuntimeWarning, stacklevel=2)
         scores = {k: v[ok] for k, v in scores.items()}
         z, y = z[ok], y[ok]
     correct = (z.argmax(1) == y).cpu().numpy()

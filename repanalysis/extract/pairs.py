@@ -2,6 +2,8 @@
 the same checkpoint, read from the sha256 each Dump records at extraction."""
 from __future__ import annotations
 
+import warnings
+
 from repanalysis.errors import DataError
 
 
@@ -16,8 +18,26 @@ def checkpoint_of(dump) -> tuple[str | None, str | None]:
 
 def check_same_model(a, b, what: str) -> None:
     """DataError when both Dumps name their checkpoint's sha256 and the two differ. ``what`` names the pair
-    in the message (e.g. "--fit-temperature")."""
+    in the message (e.g. "--fit-temperature"). A Dump read from a file that records no checkpoint (the seed
+    tool's .pt) gets a warning that the pair is unchecked; arrays wrapped in memory do not."""
     (pa, sa), (pb, sb) = checkpoint_of(a), checkpoint_of(b)
+    unknown = [d for d, sha in ((a, sa), (b, sb)) if not sha and d.path is not None]
+    if unknown:            # a file that records no checkpoint (the seed tool's .pt): say the pair is unchecked
+        warnings.warn(f"{what}: {unknown[0].path} records no checkpoint, so it cannot be checked that "
+                      f"{a.path or a.name} and {b.path or b.name} come from the same model", RuntimeWarning,
+                      stacklevel=3)
     if sa and sb and sa != sb:
         raise DataError(f"{what}: {a.path or a.name} was extracted from {pa} (sha256 {sa[:12]}) but "
                         f"{b.path or b.name} from {pb} (sha256 {sb[:12]}); expected two Dumps of the same model")
+
+
+def check_different_data(a, b, what: str) -> None:
+    """DataError when two Dumps meant to hold different samples (in-distribution and OOD) are the same Dump, or
+    two Dumps of the same extraction run (equal run fingerprints: checkpoint, data, split and transform)."""
+    from pathlib import Path
+
+    same_path = a.path is not None and b.path is not None and Path(a.path).resolve() == Path(b.path).resolve()
+    fa, fb = (d.meta.get("fingerprint") if isinstance(d.meta, dict) else None for d in (a, b))
+    if same_path or (fa and fa == fb):
+        how = "is the same Dump as" if same_path else "holds the same samples (the same extraction run) as"
+        raise DataError(f"{what}: {b.path or b.name} {how} {a.path or a.name}; expected a Dump of other data")
