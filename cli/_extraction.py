@@ -92,7 +92,7 @@ def summary_row(dump) -> dict:
         correct += int((np.argmax(chunk["logits"][ok], axis=1) == chunk["labels"][ok]).sum()) if ok.any() else 0
     if finite:
         acc = correct / finite
-    row = {"model": dump.name, "N": dump.num_samples, "K": dump.num_classes, "D": dump.feature_dim or "-",
+    row = {"model": dump.name, "N": dump.num_samples, "K": dump.num_classes, "D": dump.feature_dim,
            "accuracy": acc}
     if finite < dump.num_samples:
         row["nonfinite"] = dump.num_samples - finite

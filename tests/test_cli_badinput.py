@@ -89,6 +89,15 @@ def test_bare_command_lists_the_sub_commands_and_debug_works_after_a_sub_command
         run_cli(["info", str(tmp_path / "missing"), "--debug"], capsys)
 
 
+
+def test_info_json_gives_no_feature_width_as_null(tmp_path, capsys):
+    Dump.from_arrays(torch.randn(5, 3), torch.arange(5) % 3, name="z").save(tmp_path / "z.pt")
+    code, stdout, stderr = run_cli(["info", str(tmp_path / "z.pt"), "--json"], capsys)
+    assert code == 0, stderr
+    (row,) = json.loads(stdout)
+    assert (row["N"], row["K"], row["D"]) == (5, 3, None)
+
+
 # --- Dumps that must come from one model ---------------------------------------------------------------
 def test_ood_refuses_dumps_of_different_checkpoints(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
