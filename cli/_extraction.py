@@ -31,8 +31,8 @@ OPTIONS = [
     click.option("--resolution", default=None, type=click.IntRange(1), help="Override: crop size fed to the model."),
     click.option("--crop-ratio", default=None, type=float, help="Override: resolution / resize size (e.g. 0.875)."),
     click.option("--interpolation", default=None, help="Override: bilinear, bicubic, nearest, lanczos."),
-    click.option("--mean", default=None, help="Override: comma-separated channel means."),
-    click.option("--std", default=None, help="Override: comma-separated channel stds."),
+    click.option("--mean", default=None, help="Override: comma-separated channel means (1 value: grayscale input)."),
+    click.option("--std", default=None, help="Override: comma-separated channel stds (as many as --mean)."),
     click.option("--skip-bad", is_flag=True, help="Skip unreadable images (recorded in meta.json) instead of failing."),
     click.option("--trust-checkpoint", is_flag=True, help="Allow pickled code / TorchScript checkpoints (runs code from the file)."),
     click.option("--quiet", is_flag=True, help="No progress bar."),
@@ -65,6 +65,8 @@ def run(kind: str, opts: dict, features: bool, feature_layer: str | None = None,
                  "interpolation": opts["interpolation"],
                  "mean": _floats(opts["mean"], "--mean"), "std": _floats(opts["std"], "--std")}
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "mean" in overrides and "std" in overrides and len(overrides["mean"]) == len(overrides["std"]):
+        overrides["channels"] = len(overrides["mean"])     # e.g. one value each: a grayscale network
     transform = dataclasses.replace(lm.transform, **overrides) if overrides else lm.transform
     dump = ra.extract(lm, data, output, features=features, feature_layer=feature_layer,
                       batch_size=opts["batch_size"], device=opts["device"], precision=opts["precision"],

@@ -365,3 +365,25 @@ def test_trusted_pickled_network_gets_its_own_transform_or_a_note(tmp_path, smal
         lm = load_model(tmp_path / "foreign.pth", label, trust=True)
         assert lm.transform.resolution == 224 and lm.arch == (label or "Sequential")
         assert any(n.startswith("no transform recorded in the checkpoint: 3-channel input") for n in lm.notes)
+
+
+def test_a_grayscale_torchscript_model_runs_with_one_value_mean_and_std(real_checkpoints, real_data, real_dumps,
+                                                                       tmp_path, capsys):
+    # a scripted network records no transform: the ImageNet RGB one is assumed, and one --mean/--std value each
+    # makes the input grayscale again (it used to be refused: "mean/std need 3 values for 3-channel input")
+    import numpy as np
+
+    import repanalysis as ra
+    from _cli import run_cli
+
+    net = ra.load_model(real_checkpoints["CE"]).model.eval()
+    scripted = tmp_path / "ce_scripted.pt"
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 1, 28, 28)), scripted)
+    out = tmp_path / "ce.pt"
+    code, _, err = run_cli(["logits", "--checkpoint", str(scripted), "--trust-checkpoint", "--data",
+                            str(real_data["test"]), "--output", str(out), "--mean", "0.1307", "--std", "0.3081",
+                            "--resolution", "28", "--crop-ratio", "1", "--quiet"], capsys)
+    assert code in (0, None), err
+    got = ra.load_dump(out)
+    want = real_dumps["CE"]["test"]
+    np.testing.assert_allclose(np.asarray(got.logits), np.asarray(want.logits), rtol=0, atol=1e-4)
