@@ -48,8 +48,17 @@ def test_unknown_name_suggests():
         resolve_classes("four,seven", 10, MNIST)
     with pytest.raises(DataError, match="twice"):
         resolve_classes("four,4,nine", 10, MNIST)
-    with pytest.raises(DataError, match=r"outside \[0, 9\]"):
+    with pytest.raises(DataError, match=r"class index 12 is out of range; expected an index in 0\.\.9"):
         resolve_classes("1,2,12", 10, MNIST)
+
+
+@pytest.mark.parametrize("spec, bad", [("-1,2,3", -1), ("1,2,10", 10), (["4", "-3", "nine"], -3), ([0, 1, 10], 10)])
+def test_index_out_of_range_is_named_as_an_index(spec, bad):
+    # "-1" used to be looked up as a name ("unknown class name '-1'"); K itself is one past the last index
+    with pytest.raises(DataError, match=rf"^class index {bad} is out of range; expected an index in 0\.\.9 "
+                                        r"\(the model has 10 classes\)$"):
+        resolve_classes(spec, 10, MNIST)
+    assert resolve_classes("+9, 0,+1", 10, MNIST) == [9, 0, 1]
 
 
 def _brute_triplet(conf):
@@ -107,3 +116,50 @@ def test_resolve_for_dumps_sums_confusions():
     assert resolve_for_dumps("auto", [a]) == [0, 1, 2]
     assert resolve_for_dumps("auto", [a, b]) == [3, 4, 5]
     assert resolve_for_dumps("C5,c0,c1", [a, b]) == [5, 0, 1]
+
+
+def _nan_rows_case():
+    """Logits of 6 classes where the models confuse {2, 3, 4}, plus 12 NaN / inf rows of class 1.
+
+    The argmax of an all-NaN row is 0, so counting those rows would add 12 confusions 1 -> 0 and make the
+    triplet {0, 1, x}; among the finite rows only {2, 3, 4} is confused (2 + 2 + 2 mistakes)."""
+    k = 6
+    labels = np.concatenate([np.repeat(np.arange(k), 10), np.ones(12, int)])
+    pred = labels.copy()
+    pred[[20, 21]] = 3          # class 2 rows predicted 3
+    pred[[30, 31]] = 4          # class 3 rows predicted 4
+    pred[[40, 41]] = 2          # class 4 rows predicted 2
+    logits = np.eye(k)[pred]
+    logits[60:70] = np.nan      # all NaN
+    logits[70, 3] = np.inf      # one inf entry
+    logits[71, 0] = -np.inf     # one -inf entry
+    return logits, labels, pred
+
+
+def test_confusion_matrix_excludes_nonfinite_rows_with_a_warning():
+    logits, labels, pred = _nan_rows_case()
+    with pytest.warns(RuntimeWarning, match=r"^12 of 72 samples have NaN or inf logits; they are excluded$"):
+        conf = confusion_matrix(logits, labels, 6)
+    want = np.histogram2d(labels[:60], pred[:60], bins=[np.arange(7)] * 2)[0]   # the 60 finite rows only
+    np.testing.assert_array_equal(conf, want)
+    assert conf[1, 0] == 0 and conf.sum() == 60
+    with pytest.warns(RuntimeWarning, match="12 of 72"):
+        assert most_confused_triplet(logits, labels, 6) == [2, 3, 4]
+    with pytest.raises(DataError, match=r"^all 3 samples have NaN or inf logits; expected finite logits"):
+        confusion_matrix(np.full((3, 4), np.nan), np.arange(3), 4)
+
+
+def test_auto_on_dumps_excludes_nonfinite_rows_once_per_dump():
+    from repanalysis.data.class_resolution import dump_confusion_matrix, resolve_for_dumps
+    from repanalysis.extract.store import Dump
+
+    logits, labels, pred = _nan_rows_case()
+    dump = Dump.from_arrays(logits, labels, name="ce_test")
+    with pytest.warns(RuntimeWarning) as caught:
+        conf = dump_confusion_matrix(dump, chunk_size=7)      # 11 chunks, one warning with the total
+    assert [str(w.message) for w in caught] == ["ce_test: 12 of 72 samples have NaN or inf logits; they are excluded"]
+    np.testing.assert_array_equal(conf, np.histogram2d(labels[:60], pred[:60], bins=[np.arange(7)] * 2)[0])
+    with pytest.warns(RuntimeWarning, match="ce_test: 12 of 72"):
+        assert resolve_for_dumps("auto", [dump]) == [2, 3, 4]
+    with pytest.raises(DataError, match=r"^nan: all 4 samples have NaN or inf logits"):
+        dump_confusion_matrix(Dump.from_arrays(np.full((4, 6), np.nan), np.arange(4), name="nan"))

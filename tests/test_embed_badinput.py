@@ -104,3 +104,13 @@ def test_more_scipy_metrics_and_umap_only_options_for_umap():
     assert r.coords.shape == (30, 2) and np.isfinite(r.coords).all()
     with pytest.raises(DataError, match="n_neighbors must be an integer >= 2"):
         embed_features(x, y, method="umap", n_neighbors=1)
+
+
+def test_class_sample_is_the_same_whichever_classes_are_embedded():
+    # each class draws from default_rng([seed, k]): the embedded rows of class 2 do not depend on the order or
+    # on the other classes asked for (one shared generator made them depend on both)
+    x, y = _blobs(n=120)
+    want = np.sort(np.random.default_rng([3, 2]).choice(np.flatnonzero(y == 2), 12, replace=False))
+    for classes in ([0, 2], [2, 0], [1, 2, 0], None):
+        r = _tsne(x, y, classes, samples_per_class=12, seed=3, perplexity=5)
+        np.testing.assert_array_equal(r.sample_index[r.labels == 2], want)

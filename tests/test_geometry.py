@@ -245,3 +245,109 @@ def test_separation_legend_keys_splits_only_when_there_are_two():
     legend = plot_separation_bars(test, axes=list(axes))[-1].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["CE", "LS", "test split"]
     plt.close("all")
+
+
+def _separations(names, splits=("train", "test")):
+    rng = np.random.default_rng(0)
+    h, y = rng.normal(size=(60, 4)), np.repeat(np.arange(3), 20)
+    base = class_separation(h, y)
+    import dataclasses
+
+    return [dataclasses.replace(base, name=n, split=s, r2=0.7 + 0.01 * i)
+            for i, n in enumerate(names) for s in splits]
+
+
+def _label_outlines(ax):
+    """Each x tick label's outline in pixels: its unrotated box turned about its anchor by its rotation."""
+    from matplotlib.path import Path
+
+    renderer = ax.figure.canvas.get_renderer()
+    outlines = []
+    for t in ax.get_xticklabels():
+        angle = np.radians(t.get_rotation())
+        t.set_rotation(0)
+        box = t.get_window_extent(renderer)
+        t.set_rotation(np.degrees(angle))
+        ax0, ay0 = t.get_transform().transform(t.get_position())
+        corners = np.array([[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1]]) - (ax0, ay0)
+        turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        outlines.append(Path(corners @ turn.T + (ax0, ay0), closed=False))
+    return outlines
+
+
+def _assert_labels_apart(ax):
+    outlines = _label_outlines(ax)
+    for i, a in enumerate(outlines):
+        for b in outlines[i + 1:]:
+            assert not a.intersects_path(b, filled=True), [t.get_text() for t in ax.get_xticklabels()]
+
+
+@pytest.mark.parametrize("names", [
+    ["ce_e8_n4000_s0", "ls_e8_n4000_s0", "maxsup_e8_n4000_s0"],         # default Dump-folder names
+    [f"{m}_e8_n4000_s0_{s}" for m in ("ce", "ls", "maxsup") for s in ("train", "test")],
+    [f"modelwithaverylongname{i}" for i in range(8)],                      # nothing to wrap at
+    [f"model_number_{i}_with_a_long_name" for i in range(24)],
+])
+def test_long_model_names_never_overlap(names):
+    import matplotlib.pyplot as plt
+
+    from repanalysis.plot.geometry import plot_separation_bars
+
+    # before: the names were drawn level at fixed size, so "ce_e8_n4000_s0ls_e8_n4000_s0..." ran together
+    axes = plot_separation_bars(_separations(names))
+    axes[0].figure.canvas.draw()
+    for ax in axes:
+        assert len(ax.get_xticklabels()) == len(names)
+        _assert_labels_apart(ax)
+    plt.close("all")
+
+
+def test_short_names_keep_the_figure_and_labels_wrapped_names_read_whole():
+    import matplotlib.pyplot as plt
+
+    from repanalysis.plot.geometry import plot_separation_bars, wrap_name
+
+    axes = plot_separation_bars(_separations(["CE", "LS", "MaxSup"]))
+    assert tuple(axes[0].figure.get_size_inches()) == (8.4, 3.8)          # the demo's figure, as it was
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["CE", "LS", "MaxSup"]
+    assert {t.get_rotation() for t in axes[0].get_xticklabels()} == {0.0}
+    axes = plot_separation_bars(_separations(["ce_e8_n4000_s0", "ls_e8_n4000_s0", "maxsup_e8_n4000_s0"]))
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["ce_e8_\nn4000_s0", "ls_e8_\nn4000_s0",
+                                                                 "maxsup_e8_\nn4000_s0"]
+    assert wrap_name("ce_e8_n4000_s0_train") == "ce_e8_n4000_\ns0_train"
+    assert wrap_name("cost $5 and $6 more") == "cost $5\nand $6 more"     # longest line 11, not 12
+    assert wrap_name("MaxSup") == "MaxSup" and wrap_name("averyveryverylongname") == "averyveryverylongname"
+    plt.close("all")
+
+
+def test_separation_title_and_keys_for_an_unknown_split():
+    import matplotlib.pyplot as plt
+
+    from repanalysis.plot.geometry import plot_separation_bars
+
+    # before: the title read "...per model: all split" for Dumps whose split is not recorded
+    axes = plot_separation_bars(_separations(["nan"], splits=(None,)))
+    assert axes[0].figure.get_suptitle() == "Class separation of penultimate features per model"
+    assert [t.get_text() for t in axes[-1].get_legend().get_texts()] == ["nan"]
+    axes = plot_separation_bars(_separations(["CE"], splits=("train", None)))
+    assert axes[0].figure.get_suptitle() == ("Class separation of penultimate features per model: train (plain) vs "
+                                             "unknown split (hatched)")
+    assert [t.get_text() for t in axes[-1].get_legend().get_texts()] == ["CE", "train", "unknown split"]
+    fig, grid = plt.subplots(1, 2)
+    legend = plot_separation_bars(_separations(["CE"], splits=(None,)), axes=list(grid))[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["CE"]            # no "unknown split split" line
+    plt.close("all")
+
+
+def test_long_names_on_the_callers_axes_are_rotated_apart():
+    import matplotlib.pyplot as plt
+
+    from repanalysis.plot.geometry import plot_separation_bars
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    plot_separation_bars(_separations([f"modelwithaverylongname{i}" for i in range(8)]), axes=[ax], metrics="r2")
+    fig.canvas.draw()
+    assert tuple(fig.get_size_inches()) == (8.0, 4.0)                      # the caller's figure is not resized
+    assert {t.get_rotation() for t in ax.get_xticklabels()} == {45.0}
+    _assert_labels_apart(ax)
+    plt.close("all")

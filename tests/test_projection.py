@@ -173,3 +173,52 @@ def test_project_dump_takes_a_tensor_or_array_of_indices():
     ref = project_dump(dump, [4, 2, 0], samples_per_class=10)
     for spec in (torch.tensor([4, 2, 0]), np.array([4, 2, 0])):
         np.testing.assert_array_equal(project_dump(dump, spec, samples_per_class=10).coords, ref.coords)
+
+
+def _rows_by_class(rows, labels):
+    return {int(k): rows[labels[rows] == k].tolist() for k in np.unique(labels[rows])}
+
+
+def test_sample_of_a_class_does_not_depend_on_the_other_classes():
+    # one generator per class, default_rng([seed, k]): before, one generator ran class by class, so the
+    # sample of "seven" changed with the order ("four,seven,nine" vs "seven,four,nine") and with the set
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 6, 900)
+    want = {k: np.sort(np.random.default_rng([11, k]).choice(np.flatnonzero(labels == k), 40, replace=False))
+            for k in range(6)}
+    for classes in ([4, 1, 5], [1, 5, 4], [5, 4, 1], [0, 1, 2, 3, 4, 5], [2, 1]):
+        rows = sample_per_class(labels, classes, 40, seed=11)
+        assert len(rows) == 40 * len(classes)
+        np.testing.assert_array_equal(labels[rows], np.repeat(classes, 40))       # class blocks in the given order
+        for k, picked in _rows_by_class(rows, labels).items():
+            assert picked == want[k].tolist(), (classes, k)
+    feats, labels, w, b = _toy(n=500)
+    a = project_classes(feats, labels, [4, 2, 0], classifier_weight=w, classifier_bias=b, samples_per_class=30)
+    c = project_classes(feats, labels, [2, 0, 1], classifier_weight=w, classifier_bias=b, samples_per_class=30)
+    assert _rows_by_class(a.sample_index, labels)[2] == _rows_by_class(c.sample_index, labels)[2]
+    assert _rows_by_class(a.sample_index, labels)[0] == _rows_by_class(c.sample_index, labels)[0]
+
+
+def _gram_schmidt(t):
+    """Hand Gram-Schmidt of the template differences (t: (3, D+1) rows w~_1, w~_2, w~_3) -> (2, D+1)."""
+    d1, d2 = t[1] - t[0], t[2] - t[0]
+    e1 = d1 / np.linalg.norm(d1)
+    v = d2 - (d2 @ e1) * e1
+    return np.stack([e1, v / np.linalg.norm(v)])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_template_basis_is_gram_schmidt_in_the_given_class_order(seed):
+    # LAPACK's QR left each axis's sign arbitrary (the coordinates equalled Gram-Schmidt up to a sign per axis)
+    feats, labels, w, b = _toy(seed=seed)
+    for classes in ([0, 1, 2], [3, 0, 4], [4, 3, 0], [2, 4, 1]):
+        r = project_classes(feats, labels, classes, classifier_weight=w, classifier_bias=b, samples_per_class=15)
+        t = np.concatenate([w[classes], b[classes, None]], axis=1)
+        basis = _gram_schmidt(t)
+        np.testing.assert_allclose(r.basis, basis, rtol=0, atol=1e-12)
+        h1 = np.concatenate([feats[r.sample_index], np.ones((len(r.sample_index), 1))], axis=1)
+        np.testing.assert_allclose(r.coords, h1 @ basis.T, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(r.anchors, t @ basis.T, rtol=0, atol=1e-10)
+        # the documented orientation: template 2 right of template 1 on axis 1, template 3 above it on axis 2
+        assert r.anchors[1, 0] > r.anchors[0, 0] and r.anchors[1, 1] == pytest.approx(r.anchors[0, 1], abs=1e-10)
+        assert r.anchors[2, 1] > r.anchors[0, 1]

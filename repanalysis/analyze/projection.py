@@ -2,8 +2,10 @@
 
 template (default): templates are the classifier rows of the three classes with the bias appended,
 w~_k = [W_k, b_k]; features get a 1 appended, h~ = [h, 1]. An orthonormal basis Q (D+1, 2) of
-span(w~_2 - w~_1, w~_3 - w~_1) comes from a QR decomposition, and coordinates are h~ Q. Because the template
-differences lie in that plane, z_k - z_1 = (w~_k - w~_1) . h~ = (Q^T (w~_k - w~_1)) . coords exactly: the
+span(w~_2 - w~_1, w~_3 - w~_1) comes from a QR decomposition, and coordinates are h~ Q. Q is oriented as
+Gram-Schmidt in the given class order (R with a positive diagonal): axis 1 runs from template 1 towards
+template 2, and template 3 lies above template 1 on axis 2 (anchors[2, 1] > anchors[0, 1]). Because the
+template differences lie in that plane, z_k - z_1 = (w~_k - w~_1) . h~ = (Q^T (w~_k - w~_1)) . coords exactly: the
 coordinates are a linear (invertible) function of the logit differences z_2 - z_1, z_3 - z_1, and the
 three-class decision regions are exact in the plane.
 
@@ -113,6 +115,8 @@ def class_indices(classes) -> list[int]:
 def sample_per_class(labels, classes, samples_per_class: int | None = 80, seed: int = 0) -> np.ndarray:
     """Row indices of up to ``samples_per_class`` random samples of each class (seeded), sorted per class.
 
+    Each class draws from its own generator, ``numpy.random.default_rng([seed, k])`` for class index k, so
+    the sample of a class is the same whichever other classes are asked for, and in whatever order.
     A class with fewer samples contributes all of them (with a warning); a class with none is an error.
     samples_per_class: a positive integer or None (all); seed: an integer >= 0.
     """
@@ -122,25 +126,34 @@ def sample_per_class(labels, classes, samples_per_class: int | None = 80, seed: 
         raise DataError(f"samples_per_class must be a positive integer or None (all samples); got {count!r}")
     seed = check_number(seed, "seed", integer=True, minimum=0)
     labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    picked, short = [], []
-    for k in classes:
-        rows = np.flatnonzero(labels == k)
-        if len(rows) == 0:
-            raise DataError(f"class {k} has no samples in this data; expected classes present in the labels")
-        if samples_per_class is not None and len(rows) > samples_per_class:
-            rows = np.sort(rng.choice(rows, size=samples_per_class, replace=False))
-        elif samples_per_class is not None and len(rows) < samples_per_class:
-            short.append(f"{k} ({len(rows)})")
-        picked.append(rows)
+    order = np.argsort(labels, kind="stable")  # rows grouped by class, increasing within each class
+    grouped = labels[order]
+    lo, hi = np.searchsorted(grouped, classes, side="left"), np.searchsorted(grouped, classes, side="right")
+    empty = [int(k) for k, a, b in zip(classes, lo, hi) if a == b]
+    if empty:
+        raise DataError(f"class {empty[0]} has no samples in this data; expected classes present in the labels")
+    picked = [_draw(order[a:b], count, seed, int(k)) for k, a, b in zip(classes, lo, hi)]
+    short = [f"{k} ({b - a})" for k, a, b in zip(classes, lo, hi) if count is not None and b - a < count]
     if short:
-        warnings.warn(f"{len(short)} class(es) have fewer than {samples_per_class} samples; all of theirs are used: "
+        warnings.warn(f"{len(short)} class(es) have fewer than {count} samples; all of theirs are used: "
                       f"{', '.join(short[:10])}{' ...' if len(short) > 10 else ''}", RuntimeWarning, stacklevel=2)
     return np.concatenate(picked)
 
 
+def _draw(rows: np.ndarray, count: int | None, seed: int, k: int) -> np.ndarray:
+    """``count`` of the sorted ``rows`` of class k, drawn without replacement by the class's own generator
+    ``default_rng([seed, k])`` and sorted (all rows when there are not more than ``count`` or count is None)."""
+    if count is None or len(rows) <= count:
+        return rows
+    return np.sort(np.random.default_rng([seed, k]).choice(rows, size=count, replace=False))
+
+
 def template_basis(classifier_weight, classifier_bias, classes) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Q (D+1, 2) orthonormal basis of the template plane, templates (3, D+1)) in float64."""
+    """(Q (D+1, 2) orthonormal basis of the template plane, templates (3, D+1)) in float64.
+
+    Orientation (deterministic): Q is Gram-Schmidt of (w~_2 - w~_1, w~_3 - w~_1) in the given class order, i.e.
+    axis 1 points from template 1 towards template 2, and axis 2 along the part of w~_3 - w~_1 orthogonal to
+    axis 1 (the QR factor R has a positive diagonal)."""
     w = as_tensor(classifier_weight, dtype=torch.float64).detach().cpu()
     b = as_tensor(classifier_bias, dtype=torch.float64).detach().cpu()
     if w.ndim != 2 or b.shape != w.shape[:1]:
@@ -150,9 +163,11 @@ def template_basis(classifier_weight, classifier_bias, classes) -> tuple[torch.T
     # Müller et al. 2019 / MaxSup App. G: plane through the three templates, span(w~_2 - w~_1, w~_3 - w~_1)
     diffs = (templates[1:] - templates[0]).T  # (D+1, 2)
     q, r = torch.linalg.qr(diffs)
-    if float(torch.abs(torch.diagonal(r)).min()) <= 1e-12 * float(torch.abs(r).max()):
+    diag = torch.diagonal(r)
+    if float(torch.abs(diag).min()) <= 1e-12 * float(torch.abs(r).max()):
         raise DataError(f"the templates of classes {list(classes)} are collinear; no plane through them")
-    return q, templates
+    # LAPACK's Householder QR leaves each axis's sign arbitrary: flip so that diag(R) > 0 (= Gram-Schmidt)
+    return q * torch.sign(diag), templates
 
 
 def project_classes(features, labels, classes, *, method: str = "template", classifier_weight=None,

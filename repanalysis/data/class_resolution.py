@@ -13,6 +13,8 @@ or its index. ``"auto"`` picks the three classes the model confuses most (:func:
 from __future__ import annotations
 
 import difflib
+import re
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -21,6 +23,7 @@ import torch
 from repanalysis.errors import DataError
 
 IMAGENET_K = 1000
+_INTEGER = re.compile(r"[+-]?\d+")  # a class index, signed or not
 
 
 def normalize_name(name: str) -> str:
@@ -48,10 +51,11 @@ def _vocabularies(num_classes: int, class_names: Sequence[str] | None, wnids: Se
 def resolve_class(name: str | int, num_classes: int, class_names: Sequence[str] | None = None,
                   wnids: Sequence[str] | None = None) -> int:
     """One class name / WordNet id / index -> class index in [0, num_classes)."""
-    if isinstance(name, (int, np.integer)) or str(name).strip().isdigit():
-        index = int(str(name).strip())
+    if isinstance(name, (int, np.integer)) or _INTEGER.fullmatch(str(name).strip()):
+        index = int(str(name).strip())  # "-1" and "+3" are indices too, never names
         if not 0 <= index < num_classes:
-            raise DataError(f"class index {index} is outside [0, {num_classes - 1}]")
+            raise DataError(f"class index {index} is out of range; expected an index in 0..{num_classes - 1} "
+                            f"(the model has {num_classes} classes)")
         return index
     raw = str(name).strip()
     key = normalize_name(raw)
@@ -123,11 +127,19 @@ def resolve_for_dumps(spec, dumps, count: int | None = 3) -> list[int]:
 
 
 def dump_confusion_matrix(dump, chunk_size: int = 65536) -> np.ndarray:
-    """(K, K) confusion counts of a Dump (row = true, column = predicted), streamed over its logits."""
+    """(K, K) confusion counts of a Dump (row = true, column = predicted), streamed over its logits.
+
+    Rows with NaN or inf logits have no prediction: they are excluded, with one RuntimeWarning giving their
+    count (as ``analyze-logits`` and ``info`` do); DataError when every row is such a row."""
     k = dump.num_classes
     total = np.zeros((k, k), dtype=np.int64)
+    n_bad = n = 0
     for _, chunk in dump.iter_chunks(("logits", "labels"), chunk_size=chunk_size):
-        total += confusion_matrix(chunk["logits"], chunk["labels"], k)
+        counts, dropped = _finite_confusion(chunk["logits"], chunk["labels"], k)
+        total += counts
+        n_bad += dropped
+        n += len(chunk["labels"])
+    _warn_nonfinite(n_bad, n, dump.name)
     return total
 
 
@@ -143,15 +155,39 @@ def class_label(index: int, num_classes: int, class_names: Sequence[str] | None 
 
 
 def confusion_matrix(logits, labels, num_classes: int | None = None) -> np.ndarray:
-    """(K, K) counts: row = true class, column = predicted class (argmax of the logits)."""
+    """(K, K) counts: row = true class, column = predicted class (argmax of the logits).
+
+    Rows with NaN or inf logits are excluded with a RuntimeWarning giving their count (the argmax of a NaN row
+    would count it as a prediction of class 0); DataError when every row is such a row."""
+    counts, n_bad = _finite_confusion(logits, labels, num_classes)
+    _warn_nonfinite(n_bad, int(np.shape(labels)[0]))
+    return counts
+
+
+def _finite_confusion(logits, labels, num_classes: int | None = None) -> tuple[np.ndarray, int]:
+    """(confusion counts of the rows with finite logits, number of rows left out), without warning."""
     z = torch.from_numpy(np.array(logits, dtype=np.float32)) if not isinstance(logits, torch.Tensor) else logits
     y = torch.from_numpy(np.array(labels, dtype=np.int64)) if not isinstance(labels, torch.Tensor) else labels
     if z.ndim != 2 or y.ndim != 1 or len(y) != len(z):
         raise DataError(f"expected logits [N, K] and labels [N]; got {tuple(z.shape)} and {tuple(y.shape)}")
     k = int(num_classes or z.shape[1])
-    pred = z.float().argmax(dim=1).long()
-    idx = y.long() * k + pred
-    return torch.bincount(idx, minlength=k * k).reshape(k, k).numpy()
+    finite = torch.isfinite(z).all(dim=1)
+    pred = z[finite].float().argmax(dim=1).long()
+    idx = y[finite].long() * k + pred
+    return torch.bincount(idx, minlength=k * k).reshape(k, k).numpy(), int((~finite).sum())
+
+
+def _warn_nonfinite(n_bad: int, n: int, name: str | None = None) -> None:
+    """Warn that ``n_bad`` of ``n`` rows with NaN or inf logits are left out of the confusion counts; DataError
+    when that is all of them (there is no prediction to count)."""
+    if not n_bad:
+        return
+    where = f"{name}: " if name else ""
+    if n_bad == n:
+        raise DataError(f"{where}all {n} samples have NaN or inf logits; expected finite logits to count the "
+                        "confusions for --classes auto")
+    warnings.warn(f"{where}{n_bad} of {n} samples have NaN or inf logits; they are excluded", RuntimeWarning,
+                  stacklevel=3)
 
 
 def most_confused_triplet(logits, labels, num_classes: int | None = None, pair_block: int = 4096) -> list[int]:

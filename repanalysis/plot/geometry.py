@@ -2,6 +2,7 @@
 d_within / R^2 bars per model with train and val side by side (MaxSup Table 2 as a figure)."""
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -18,7 +19,11 @@ from repanalysis.errors import DataError
 from repanalysis.plot.style import (ANNOTATION_FONTSIZE, check_result, check_results, class_styles, describe, finite,
                                     get_ax, literal, model_colors, subplots)
 
-_SPLIT_LABEL = {None: "all"}
+UNKNOWN_SPLIT = "unknown split"   # the key label of results whose split is None (not recorded)
+WRAP_CHARS = 12                   # model tick labels longer than this wrap at "_", "-", "/" and spaces
+MAX_PANEL_INCHES = 7.0            # a separation panel widens up to this for level model labels, then rotates them
+ROTATION = 45                     # degrees of rotated model tick labels
+LEGEND_MARGIN_INCHES = 1.6        # figure height beyond a separation legend's (titles, axis labels)
 NORMS = ("l2", "l1")
 _METRIC_LABELS = {"d_within": r"$d_{within}$ (mean cosine distance)", "d_total": r"$d_{total}$ (mean cosine distance)",
                   "r2": r"$R^2 = 1 - d_{within}\,/\,d_{total}$ (unitless)"}
@@ -149,6 +154,113 @@ def plot_embeddings(results, panel_size=(4.2, 4.0), split: str | None = None):
     return fig
 
 
+def _split_label(split) -> str:
+    """How a split is named in keys and titles: the split itself, or "unknown split" when it is None."""
+    return UNKNOWN_SPLIT if split is None else str(split)
+
+
+def _separation_title(splits: Sequence[str]) -> str:
+    """Title of a separation figure: the splits and how they are drawn; no split named when it is unknown."""
+    head = "Class separation of penultimate features per model"
+    if len(splits) > 1:
+        return head + ": " + " vs ".join(f"{literal(s)} ({'hatched' if j else 'plain'})" for j, s in enumerate(splits))
+    return head if splits[0] == UNKNOWN_SPLIT else f"{head}: {literal(splits[0])} split"
+
+
+def wrap_name(name: str, width: int = WRAP_CHARS) -> str:
+    """A long model name on balanced lines of about ``width`` characters, broken after "_", "-", "/" or a
+    space ("ce_e8_n4000_s0_train" -> "ce_e8_n4000_\ns0_train"); a name without such breaks stays whole."""
+    name = str(name)
+    tokens = [t for t in re.split(r"(?<=[_\-/ ])", name) if t]
+    if len(name) <= width or len(tokens) < 2:
+        return name
+    n_lines = -(-len(name) // width)
+    for limit in range(-(-len(name) // n_lines), len(name) + 1):   # the narrowest greedy wrap into n_lines
+        lines = [""]
+        for t in tokens:
+            lines[-1:] = [lines[-1] + t] if not lines[-1] or len(lines[-1] + t) <= limit else [lines[-1], t]
+        if len(lines) <= n_lines:
+            return "\n".join(line.rstrip() for line in lines)
+    return name
+
+
+def _spacing_need(ax, renderer, rotated: bool) -> float:
+    """Inches by which ``ax`` must widen so that its x tick labels (one per unit of x) stand 4 points apart
+    (level labels side by side, or labels rotated by ROTATION degrees, parallel slanted lines, one line height
+    apart), and so do its value annotations; <= 0 when they already do."""
+    labels = [t for t in ax.get_xticklabels() if t.get_text()]
+    dpi = ax.figure.dpi
+    gap = 4.0 * dpi / 72
+    span = abs(np.diff(ax.get_xlim())[0])                     # x units (tick spacings) across the axes
+    per_unit = ax.get_window_extent(renderer).width / span    # pixels between neighbouring ticks
+    need = [_annotation_need(ax, renderer, gap, per_unit)]
+    if len(labels) > 1 and rotated:
+        line = 1.2 * max(t.get_fontsize() for t in labels) * dpi / 72
+        need.append((line + gap) / np.sin(np.radians(ROTATION)) - per_unit)
+    elif len(labels) > 1:
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+        need.append(max(a.x1 + gap - b.x0 for a, b in zip(boxes[:-1], boxes[1:])))
+    return max(need) * span / dpi
+
+
+def _annotation_need(ax, renderer, gap: float, per_unit: float) -> float:
+    """Pixels per x unit that ``ax`` lacks for its value annotations (one per bar) to stand ``gap`` apart."""
+    notes = [t for t in ax.texts if t.get_text()]
+    xs = np.unique([t.xy[0] for t in notes if hasattr(t, "xy")])
+    if len(xs) < 2:
+        return 0.0
+    widest = max(t.get_window_extent(renderer).width for t in notes)
+    return (widest + gap) / np.diff(xs).min() - per_unit
+
+
+def _widen(fig, axes, renderer, rotated: bool, limit: float | None) -> None:
+    """Widen a figure made here until the tick labels of every axes fit (:func:`_spacing_need`), but not past
+    ``limit`` inches (None: no limit); tight_layout moves the axes, so each step is re-measured."""
+    for _ in range(4):
+        need = max(_spacing_need(ax, renderer, rotated) for ax in axes)
+        width, height = fig.get_size_inches()
+        if need <= 0 or (limit is not None and width + need * len(axes) > limit):
+            return
+        fig.set_size_inches(width + need * len(axes) + 0.1, height)
+        fig.tight_layout()
+
+
+def _fit_model_ticks(fig, axes, models: Sequence[str], own: bool) -> None:
+    """Keep the model tick labels from overlapping, trying in turn: the names as they are; the names wrapped
+    (:func:`wrap_name`), a figure made here widening up to MAX_PANEL_INCHES per panel for them; the names on
+    one line rotated by ROTATION degrees in every panel, a figure made here growing until they stand apart.
+    On the caller's axes nothing is resized: the caller sizes the figure."""
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else fig._get_renderer()
+    if own:
+        legend = axes[-1].get_legend().get_window_extent(renderer).height / fig.dpi
+        width, height = fig.get_size_inches()
+        if legend + LEGEND_MARGIN_INCHES > height:   # many models: a figure as tall as the legend of their names
+            fig.set_size_inches(width, legend + LEGEND_MARGIN_INCHES)
+        fig.tight_layout()
+    if max(_spacing_need(ax, renderer, rotated=False) for ax in axes) <= 0:
+        return
+    for ax in axes:
+        ax.set_xticklabels([literal(wrap_name(m)) for m in models])
+    if own:
+        fig.tight_layout()
+        _widen(fig, axes, renderer, rotated=False, limit=MAX_PANEL_INCHES * len(axes))
+    if max(_spacing_need(ax, renderer, rotated=False) for ax in axes) <= 0:
+        return
+    level = _label_height(axes, renderer)
+    for ax in axes:
+        ax.set_xticklabels([literal(m) for m in models], rotation=ROTATION, ha="right", rotation_mode="anchor")
+    if own:   # taller by what the slanted names add below the axes, then wide enough to keep them apart
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width, height + max(0.0, _label_height(axes, renderer) - level))
+        fig.tight_layout()
+        _widen(fig, axes, renderer, rotated=True, limit=None)
+
+
+def _label_height(axes, renderer) -> float:
+    """Height in inches of the tallest x tick label of ``axes``."""
+    return max(t.get_window_extent(renderer).height for ax in axes for t in ax.get_xticklabels()) / axes[0].figure.dpi
+
+
 def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within", "r2"),
                          colors: dict[str, str] | None = None):
     """Bars of d_within and R^2 per model, train and val side by side (val hatched).
@@ -176,7 +288,7 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
         axes = list(grid[0])
     models = list(dict.fromkeys(r.name or "model" for r in results))
     rank = {"train": 0, "val": 1, "test": 2}
-    splits = sorted(dict.fromkeys(_SPLIT_LABEL.get(r.split, r.split) for r in results), key=lambda s: rank.get(s, 3))
+    splits = sorted(dict.fromkeys(_split_label(r.split) for r in results), key=lambda s: rank.get(s, 3))
     colors = model_colors(models, colors)
     width = 0.8 / len(splits)
     labels = _METRIC_LABELS
@@ -184,7 +296,7 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
               "r2": r"Class separation $R^2$"}
     for metric, ax in zip(metrics, axes):
         for r in results:
-            i, j = models.index(r.name or "model"), splits.index(_SPLIT_LABEL.get(r.split, r.split))
+            i, j = models.index(r.name or "model"), splits.index(_split_label(r.split))
             x = i + (j - (len(splits) - 1) / 2) * width
             value = getattr(r, metric)
             ax.bar(x, value, width=width * 0.95, color=colors[r.name or "model"], edgecolor="black", linewidth=0.6,
@@ -201,14 +313,12 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
     if len(splits) > 1:     # the plain / hatched key
         handles += [Patch(facecolor="white", edgecolor="black", hatch="//" if j else None, label=literal(s))
                     for j, s in enumerate(splits)]
-    elif not own:           # one split: named in the title of a figure made here, else as a line of the legend
-        handles.append(Patch(facecolor="none", edgecolor="none", label=f"{literal(splits[0])} split"))
+    elif not own and splits[0] != UNKNOWN_SPLIT:   # one known split: in the title of a figure made here, else
+        handles.append(Patch(facecolor="none", edgecolor="none", label=f"{literal(splits[0])} split"))  # legend
     axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if own:
-        how = " vs ".join(f"{literal(s)} ({'hatched' if j else 'plain'})" for j, s in enumerate(splits)) \
-            if len(splits) > 1 else f"{literal(splits[0])} split"
-        fig.suptitle(f"Class separation of penultimate features per model: {how}")
-        fig.tight_layout()
+        fig.suptitle(_separation_title(splits))
+    _fit_model_ticks(axes[0].figure, axes, models, own)
     return axes
 
 
@@ -249,4 +359,4 @@ def plot_feature_norms(results, ax=None, norm: str = "l2", class_names: Sequence
 
 
 __all__ = ["plot_feature_norms", "plot_projection", "plot_projections", "plot_embedding", "plot_embeddings",
-           "plot_separation_bars", "shared_limits"]
+           "plot_separation_bars", "shared_limits", "wrap_name"]
