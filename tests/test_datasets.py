@@ -607,3 +607,79 @@ def test_npz_folder_without_a_default_split_and_non_npz_files(tmp_path, digits):
     os.replace(tmp_path / "arr.npy", tmp_path / "arr.npz")
     with pytest.raises(DataError, match=r"arr.npz: it is not an .npz archive \(a single .npy array\)"):
         open_dataset(tmp_path / "arr.npz")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Several layouts in one folder
+# ------------------------------------------------------------------------------------------------------
+def test_folder_holding_several_layouts_is_refused_and_layout_chooses(tmp_path, photos, digits):
+    # class sub-folders of images beside a test.npz: auto detection names both and asks for a layout, which
+    # then opens exactly that one (before, the images were taken and the npz silently ignored)
+    from repanalysis.data.datasets import data_root
+
+    x, y = digits
+    root = tmp_path / "mixed"
+    for cls in ("cat", "coffee"):
+        (root / cls).mkdir(parents=True)
+        Image.fromarray(_crops(photos[cls], 1)[0]).save(root / cls / "a.png")
+    np.savez(root / "test.npz", images=x[:7], labels=y[:7].astype(np.int64))
+    with pytest.raises(DataError, match=r"mixed holds data of 2 layouts: npz: 1 \.npz file\(s\) \(test\.npz\); "
+                                        r"imagefolder: 2 sub-folders of images \(cat, coffee\); expected one: pass "
+                                        r"layout= \(--layout\) npz or imagefolder to choose") as err:
+        open_dataset(root)
+    _one_line(err)
+    with pytest.raises(DataError, match="2 layouts"):
+        detect_layout(root)
+    npz = open_dataset(root, layout="npz")
+    assert (npz.layout, npz.root, len(npz)) == ("npz", root / "test.npz", 7)
+    assert npz.labels.tolist() == y[:7].tolist()
+    folders = open_dataset(root, layout="imagefolder")
+    assert (folders.layout, folders.class_names, folders.samples) == ("imagefolder", ["cat", "coffee"],
+                                                                      ["cat/a.png", "coffee/a.png"])
+    assert data_root(root, layout="npz") == root / "test.npz" and data_root(root, layout="imagefolder") == root
+    # MNIST IDX files and an npz; CIFAR-10 and CIFAR-100 batches side by side (a torchvision download root)
+    mnist = tmp_path / "mnist_and_npz"
+    _write_mnist(mnist / "MNIST" / "raw", digits, gz=False)
+    np.savez(mnist / "digits.npz", images=x[:5], labels=y[:5].astype(np.int64))
+    with pytest.raises(DataError, match=r"2 layouts: mnist: MNIST IDX files in MNIST/raw; npz: .*--layout\) "
+                                        r"mnist or npz"):
+        open_dataset(mnist)
+    assert open_dataset(mnist, layout="mnist").labels.tolist() == y[80:].tolist()
+    both = tmp_path / "cifars"
+    c10, c100 = both / "cifar-10-batches-py", both / "cifar-100-python"
+    c10.mkdir(parents=True)
+    c100.mkdir()
+    images = _photo_patches(photos, 3, 1)
+    _dump({b"label_names": [b"a", b"b", b"c"]}, c10 / "batches.meta")
+    _dump({b"labels": [0, 1, 2], b"data": _cifar_rows(images)}, c10 / "test_batch")
+    _dump({b"fine_label_names": [f"f{i}".encode() for i in range(100)]}, c100 / "meta")
+    _dump({b"fine_labels": [99, 5, 7], b"data": _cifar_rows(images)}, c100 / "test")
+    with pytest.raises(DataError, match=r"2 layouts: cifar10: CIFAR-10 batches in cifar-10-batches-py; cifar100: "
+                                        r"CIFAR-100 batches in cifar-100-python"):
+        open_dataset(both)
+    assert open_dataset(both, layout="cifar100").labels.tolist() == [99, 5, 7]
+    assert open_dataset(both, layout="cifar10").labels.tolist() == [0, 1, 2]
+
+
+def test_single_layouts_beside_other_files_are_still_detected(tmp_path, photos, digits):
+    # what is not a second data set does not count: WordNet-id class folders with the LOC files beside them,
+    # a folder of <split>.npz files, split sub-folders, MNIST/raw beside its processed/ folder
+    x, y = digits
+    kaggle = tmp_path / "kaggle"
+    for wnid, photo in ((ESPRESSO, "coffee"), (TABBY, "cat")):
+        (kaggle / "val" / wnid).mkdir(parents=True)
+        Image.fromarray(_crops(photos[photo], 1)[0]).save(kaggle / "val" / wnid / "a.JPEG")
+    (kaggle / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n")
+    (kaggle / "val" / "LOC_synset_mapping.txt").write_text(f"{TABBY} tabby\n{ESPRESSO} espresso\n")
+    assert detect_layout(kaggle / "val") == "imagefolder"
+    assert open_dataset(kaggle / "val").wnids == [TABBY, ESPRESSO]
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    for split, n in (("train", 6), ("test", 4)):
+        np.savez(splits / f"{split}.npz", images=x[:n], labels=y[:n].astype(np.int64))
+    assert detect_layout(splits) == "npz" and len(open_dataset(splits, split="train")) == 6
+    assert len(open_dataset(splits)) == 4
+    tv = tmp_path / "tv"
+    _write_mnist(tv / "MNIST" / "raw", digits, gz=True)
+    (tv / "MNIST" / "processed").mkdir()
+    assert detect_layout(tv) == "mnist" and open_dataset(tv).root == tv / "MNIST" / "raw"

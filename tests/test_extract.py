@@ -158,10 +158,13 @@ def test_data_rewritten_in_place_is_not_resumed_into_the_old_rows(tmp_path, real
     (tmp_path / "d" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(RepanalysisError, match="or of this run made by an earlier repanalysis whose run identity"):
         ra.extract(lm, data, tmp_path / "d", batch_size=100, progress=False, workers=0)
-    # another tool's meta.json is no Dump at all, old or new
+    # another tool's meta.json is no Dump at all, old or new: never replaced, not even with --overwrite
     (tmp_path / "d" / "meta.json").write_text(json.dumps({"tool": "other"}))
-    with pytest.raises(RepanalysisError, match=r"already exists \(not a Dump\)"):
-        ra.extract(lm, data, tmp_path / "d", batch_size=100, progress=False, workers=0)
+    for overwrite in (False, True):
+        with pytest.raises(RepanalysisError, match=r"holds files that are not a Dump's \(meta.json of another "
+                                                   r"tool\); .*choose another --output or empty it$"):
+            ra.extract(lm, data, tmp_path / "d", batch_size=100, progress=False, workers=0, overwrite=overwrite)
+    assert json.loads((tmp_path / "d" / "meta.json").read_text()) == {"tool": "other"}
     # an image folder: one image rewritten (other size) changes the run as well
     from PIL import Image
 
@@ -244,3 +247,84 @@ def test_seed_pt_that_cannot_be_written_is_written_by_the_rerun(tmp_path, real_c
     obj = torch.load(out, weights_only=True)
     np.testing.assert_allclose(obj["logits"].numpy(), real_dumps["CE"]["test"].logits, atol=1e-5)
     assert not (tmp_path / "out.pt.partial").exists()
+
+
+def _no_config(monkeypatch, tmp_path):
+    """Run in tmp_path with no configured data set and runs/ under tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REPANALYSIS_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("REPANALYSIS_RUNS", str(tmp_path / "runs"))
+    for var in ("REPANALYSIS_DATA", "REPANALYSIS_LAYOUT", "REPANALYSIS_SPLIT", "REPANALYSIS_CLASS_ORDER"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_features_cache_is_reused_only_for_the_same_run(tmp_path, real_checkpoints, real_data, real_dumps,
+                                                        monkeypatch):
+    # runs/<stem>/features is a cache keyed by the run fingerprint (checkpoint sha256, data, split, ...), not by
+    # the checkpoint's file name: another checkpoint of the same name is not served the first one's features
+    import shutil
+
+    from repanalysis.extract import runner
+    from repanalysis.extract.gather import extract_features_cached
+
+    _no_config(monkeypatch, tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "model.pth", tmp_path / "b" / "model.pth"
+    shutil.copy(real_checkpoints["CE"], first)
+    shutil.copy(real_checkpoints["LS"], second)
+    data = real_data["test"]
+    d = extract_features_cached(first, data, device="cpu")
+    np.testing.assert_allclose(d.features, real_dumps["CE"]["test"].features, atol=1e-4)
+    with monkeypatch.context() as m:                 # the same run again: reused as it is, nothing extracted
+        m.setattr(runner, "_run", lambda *a, **k: pytest.fail("extracted again"))
+        again = extract_features_cached(first, data, device="cpu", name="CE")
+        assert again.name == "CE" and again.path == tmp_path / "runs" / "model" / "features"
+        np.testing.assert_array_equal(again.features, d.features)
+        # no data given and none configured: the data the cached Dump records, checked the same way
+        np.testing.assert_array_equal(extract_features_cached(first, None, device="cpu").features, d.features)
+        with pytest.raises(RepanalysisError, match=r"runs/model/features already exists \(a Dump of a different run: "
+                                                   r"other checkpoint\); pass --overwrite to replace it$"):
+            extract_features_cached(second, data, device="cpu")
+    np.testing.assert_array_equal(ra.load_dump(d.path).features, d.features)      # the cache is left as it was
+    new = extract_features_cached(second, data, device="cpu", overwrite=True)
+    assert new.meta["checkpoint"]["sha256"] == ra.load_model(second).sha256
+    np.testing.assert_allclose(new.features, real_dumps["LS"]["test"].features, atol=1e-4)
+    np.testing.assert_allclose(new.logits, real_dumps["LS"]["test"].logits, atol=1e-4)
+
+
+def test_features_of_a_folder_of_split_npz_files_rerun_reuses_the_cache(tmp_path, real_checkpoints, real_data,
+                                                                         monkeypatch, capsys):
+    # the Dump records FOLDER/test.npz as its root: the identical command, run again, reuses it (the run
+    # fingerprint is the same), and the run folder's Dumps count as Dumps of --data FOLDER
+    import shutil
+
+    from repanalysis.extract import runner
+
+    _no_config(monkeypatch, tmp_path)
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    shutil.copy(real_data["test"], folder / "test.npz")
+    shutil.copy(real_data["train"], folder / "train.npz")
+    ck = tmp_path / "cesplit.pth"
+    shutil.copy(real_checkpoints["CE"], ck)
+    args = ["features", "--checkpoint", str(ck), "--data", str(folder), "--split", "test", "--classes",
+            "four,seven,nine", "--device", "cpu"]
+    code, _, err = _cli(args + ["--out", str(tmp_path / "o1")], capsys)
+    assert code == 0, err
+    dump = ra.load_dump(tmp_path / "runs" / "cesplit" / "features")
+    assert dump.meta["dataset"]["root"] == str(folder / "test.npz") and dump.meta["split"] == "test"
+    monkeypatch.setattr(runner, "_run", lambda *a, **k: pytest.fail("extracted again"))
+    code, _, err = _cli(args + ["--out", str(tmp_path / "o2")], capsys)
+    assert code == 0, err
+    assert f"using {tmp_path / 'runs' / 'cesplit' / 'features'}: a complete Dump of this same run" in err
+    assert (tmp_path / "o1" / "projection_coords.csv").read_text() == (tmp_path / "o2" / "projection_coords.csv"
+                                                                      ).read_text()
+    code, _, err = _cli(["features", "--data", str(folder), "--classes", "four,seven,nine", "--out",
+                         str(tmp_path / "o3")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "o3" / "projection_coords.csv").read_text() == (tmp_path / "o1" / "projection_coords.csv"
+                                                                      ).read_text()
+    # another split of that folder is another run: refused, not silently served the test split
+    code, _, err = _cli(args[:6] + ["train"] + args[7:] + ["--out", str(tmp_path / "o4")], capsys)
+    assert code == 2 and "already exists (a Dump of a different run: other data, split); pass --overwrite" in err

@@ -224,9 +224,15 @@ def test_meta_json_must_hold_an_object(tmp_path, capsys, meta):
         load_dump(tmp_path / "d")
     code, _, err = _cli(["info", str(tmp_path / "d")], capsys)
     _one_error_line(code, err, "meta.json holds a JSON")
-    # a writer told to write there treats it as not a Dump (and --overwrite replaces it)
-    with pytest.raises(DumpError, match="not a Dump"):
+    # a writer told to write there treats it as a damaged Dump (nothing but a Dump's files): --overwrite replaces it
+    with pytest.raises(DumpError, match=r"already exists \(a damaged Dump: its meta.json is missing or unreadable\); "
+                                        "pass --overwrite"):
         DumpWriter(tmp_path / "d", 8, {"logits": ((3,), np.float32)}, {"fingerprint": "x"})
+    specs = {"logits": ((3,), np.float32), "labels": ((), np.int64)}
+    w = DumpWriter(tmp_path / "d", 8, specs, {"fingerprint": "x"}, overwrite=True)
+    w.write(0, {"logits": np.ones((8, 3), np.float32), "labels": np.arange(8) % 3})
+    w.finalize()
+    assert load_dump(tmp_path / "d").meta["fingerprint"] == "x" and not staging_path(tmp_path / "d").exists()
 
 
 # --- 9. accuracy of non-finite logits ---------------------------------------------------------------------
@@ -425,3 +431,113 @@ def test_logits_only_run_of_a_folder_named_after_model_classes_reextracts(tmp_pa
     logits = load_dump(tmp_path / "runs" / ce.stem / "logits")
     np.testing.assert_array_equal(feats.labels, logits.labels)       # the model's indices both times
     assert (feats.logits.argmax(1) == feats.labels).mean() > 0.85
+
+
+# --- 12. --overwrite replaces only a Dump, never a folder of the user's files ----------------------------
+def test_overwrite_refuses_a_folder_of_user_files_and_keeps_them(tmp_path, capsys, real_checkpoints, real_data):
+    from repanalysis.train.trainer import write_npz
+
+    images, labels = _digits(real_data, 20)
+    write_npz(tmp_path / "a.npz", images, labels, NAMES)
+    out = tmp_path / "userdir"
+    out.mkdir()
+    (out / "notes.txt").write_text("notes")
+    (out / "settings.json").write_text('{"lr": 0.1}')
+    args = ["logits", "--checkpoint", str(real_checkpoints["CE"]), "--data", str(tmp_path / "a.npz"), "--output",
+            str(out), "--quiet", "--workers", "0"]
+    for extra in ([], ["--overwrite"]):
+        code, _, err = _cli(args + extra, capsys)
+        _one_error_line(code, err, r"output .*userdir holds files that are not a Dump's \(notes.txt, settings.json\);"
+                                   r" expected a Dump or an empty folder: choose another --output or empty it$")
+        assert "pass --overwrite" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "settings.json"]
+    assert (out / "notes.txt").read_text() == "notes" and (out / "settings.json").read_text() == '{"lr": 0.1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "userdir"]
+    # emptied, the same folder takes the Dump
+    for f in out.iterdir():
+        f.unlink()
+    code, _, err = _cli(args, capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(load_dump(out).labels, labels)
+
+
+# --- 13. a .pt output that is a folder is refused before anything is loaded -------------------------------
+def test_pt_output_that_is_a_directory_is_refused_before_loading(tmp_path, capsys, real_checkpoints, real_data,
+                                                                monkeypatch):
+    from repanalysis.models import loading
+
+    (tmp_path / "dir.pt").mkdir()
+    (tmp_path / "dir.pt" / "keep.txt").write_text("x")
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    for overwrite in (False, True):
+        with pytest.raises(DumpError, match=r"^output .*dir\.pt is a directory; expected the path of a \.pt file"):
+            ra.extract(real_checkpoints["CE"], real_data["test"], tmp_path / "dir.pt", overwrite=overwrite,
+                       progress=False, workers=0)
+    monkeypatch.undo()
+    code, _, err = _cli(["logits", "--checkpoint", str(real_checkpoints["CE"]), "--data", str(real_data["test"]),
+                         "--output", str(tmp_path / "dir.pt"), "--overwrite", "--quiet"], capsys)
+    _one_error_line(code, err, r"dir\.pt is a directory; expected the path of a \.pt file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.pt"]          # no dir.pt.partial left behind
+    assert [p.name for p in (tmp_path / "dir.pt").iterdir()] == ["keep.txt"]
+
+
+# --- 14. an interrupted .pt run: messages name the .pt; --overwrite replaces its unfinished extraction ------
+def test_interrupted_pt_run_of_other_data_is_named_by_its_pt_and_overwritten_in_place(tmp_path, capsys,
+                                                                                     real_checkpoints, real_data):
+    from repanalysis.train.trainer import write_npz
+
+    images, labels = _digits(real_data, 60)
+    write_npz(tmp_path / "a.npz", images[:30], labels[:30], NAMES)
+    write_npz(tmp_path / "b.npz", images, labels, NAMES)
+    ck, out = real_checkpoints["CE"], tmp_path / "out.pt"
+    part = _extract(ck, tmp_path / "a.npz", out, batch_size=10, max_batches=1)     # interrupted after 10 rows
+    assert not part.complete and part.num_samples == 10
+    args = ["logits", "--checkpoint", str(ck), "--data", str(tmp_path / "b.npz"), "--output", str(out), "--quiet",
+            "--workers", "0", "--batch-size", "10"]
+    code, _, err = _cli(args, capsys)
+    _one_error_line(code, err, rf"^error: output {out} has an unfinished extraction that cannot be resumed "
+                               r"\(a Dump of a different run: other data\); pass --overwrite to start it again$")
+    assert ".partial" not in err
+    # an --overwrite run interrupted in turn keeps its rows in out.pt.partial (no nested staging folder) ...
+    part = _extract(ck, tmp_path / "b.npz", out, batch_size=10, max_batches=2, overwrite=True)
+    assert part.num_samples == 20 and sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz",
+                                                                                      "out.pt.partial"]
+    # ... and is resumed by the same command
+    messages = []
+    _extract(ck, tmp_path / "b.npz", out, batch_size=10, overwrite=True, log=messages.append)
+    assert any(m.startswith(f"resuming {out} at sample 20") for m in messages), messages
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz", "out.pt"]
+    obj = torch.load(out, weights_only=True)
+    ref = _extract(ck, tmp_path / "b.npz", tmp_path / "ref")
+    np.testing.assert_array_equal(obj["labels"].numpy(), labels)
+    np.testing.assert_allclose(obj["logits"].numpy(), ref.logits, atol=1e-5)
+    # --overwrite of the finished .pt with a stale partial of other data beside it: replaced, nothing left over
+    _extract(ck, tmp_path / "a.npz", out, batch_size=10, max_batches=1, overwrite=True)
+    code, _, err = _cli(args + ["--overwrite"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz", "out.pt", "ref"]
+    np.testing.assert_allclose(torch.load(out, weights_only=True)["logits"].numpy(), ref.logits, atol=1e-5)
+
+
+# --- 15. a data folder holding two layouts is refused, not half-read --------------------------------------
+def test_data_folder_of_two_layouts_is_refused_naming_both(tmp_path, capsys, real_checkpoints, real_data):
+    from repanalysis.train.trainer import write_npz
+
+    images, labels = _digits(real_data, 24)
+    mixed = _image_folder(tmp_path / "mixed", images[:12], NAMES, labels[:12])
+    write_npz(mixed / "test.npz", images[12:], labels[12:], NAMES)
+    args = ["logits", "--checkpoint", str(real_checkpoints["CE"]), "--data", str(mixed), "--quiet", "--workers",
+            "0"]
+    code, _, err = _cli(args + ["--output", str(tmp_path / "d")], capsys)
+    _one_error_line(code, err, r"mixed holds data of 2 layouts: npz: 1 \.npz file\(s\) \(test\.npz\); imagefolder: "
+                               r"\d+ sub-folders of images .*pass layout= \(--layout\) npz or imagefolder to choose")
+    assert not (tmp_path / "d").exists()
+    for layout, want in (("npz", labels[12:]), ("imagefolder", None)):
+        code, _, err = _cli(args + ["--layout", layout, "--output", str(tmp_path / layout)], capsys)
+        assert code == 0, err
+        d = load_dump(tmp_path / layout)
+        assert d.meta["dataset"]["layout"] == layout and d.num_samples == 12
+        if want is not None:
+            np.testing.assert_array_equal(d.labels, want)
+        else:
+            assert all("/" in s for s in d.sample_names())        # the image files, not the npz rows

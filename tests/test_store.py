@@ -74,6 +74,66 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
     assert (tmp_path / "other" / "thesis.tex").read_text() == "precious"
 
 
+def _files(folder):
+    """{relative path: bytes} of every file under ``folder``."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_never_deletes_files_that_are_not_a_dumps(tmp_path):
+    # --overwrite replaces a Dump of ours, never a folder that holds the user's files: those stay byte for byte,
+    # and the message (with or without --overwrite) does not send the user to --overwrite
+    from repanalysis.extract.store import LAYOUT_DIR, staging_path
+
+    logits, labels, _ = _arrays(n=5)
+    specs = {"logits": ((7,), np.float32), "labels": ((), np.int64)}
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("my notes")
+    (user / "settings.json").write_text("{}")
+    # a complete Dump, an empty one (laid out, no row done) and a killed layout, each with the user's file inside
+    complete = tmp_path / "complete"
+    w = DumpWriter(complete, 5, specs, {"fingerprint": "a"})
+    w.write(0, {"logits": logits, "labels": labels})
+    w.finalize()
+    empty = tmp_path / "empty"
+    DumpWriter(empty, 5, specs, {"fingerprint": "a"})
+    killed = tmp_path / "killed"
+    (killed / LAYOUT_DIR).mkdir(parents=True)
+    np.save(killed / "logits.npy", logits)
+    for folder in (complete, empty, killed):
+        (folder / "notes.txt").write_text("mine")
+    for folder in (user, complete, empty, killed):
+        before = _files(folder)
+        for overwrite in (False, True):
+            with pytest.raises(DumpError) as err:
+                DumpWriter(folder, 5, specs, {"fingerprint": "b"}, overwrite=overwrite)
+            msg = str(err.value)
+            assert f"output {folder} holds files that are not a Dump's (notes.txt" in msg, msg
+            assert msg.endswith("choose another --output or empty it") and "pass --overwrite" not in msg, msg
+        assert _files(folder) == before and not staging_path(folder).exists()
+    with pytest.raises(DumpError, match=r"holds files that are not a Dump's \(notes.txt, settings.json\)"):
+        DumpWriter(user, 5, specs, {"fingerprint": "b"}, overwrite=True)
+    # a staging folder of the user's is not emptied either; the Dump being replaced stays as it was
+    (complete / "notes.txt").unlink()
+    staging_path(complete).mkdir()
+    (staging_path(complete) / "draft.txt").write_text("draft")
+    with pytest.raises(DumpError, match=r"overwrite.partial holds files that are not a Dump's \(draft.txt\)"):
+        DumpWriter(complete, 5, specs, {"fingerprint": "b"}, overwrite=True)
+    assert (staging_path(complete) / "draft.txt").read_text() == "draft"
+    np.testing.assert_array_equal(load_dump(complete).logits, logits)
+    # a damaged Dump (nothing but a Dump's files, no meta.json) is ours: replaced with --overwrite only
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    np.save(damaged / "logits.npy", logits)
+    np.save(damaged / "labels.npy", labels)
+    with pytest.raises(DumpError, match=r"already exists \(a damaged Dump.*\); pass --overwrite to replace it"):
+        DumpWriter(damaged, 5, specs, {"fingerprint": "b"})
+    w = DumpWriter(damaged, 5, specs, {"fingerprint": "b"}, overwrite=True)
+    w.write(0, {"logits": logits + 1, "labels": labels})
+    w.finalize()
+    np.testing.assert_array_equal(load_dump(damaged).logits, logits + 1)
+
+
 def test_not_enough_disk_space_is_refused_before_writing(tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple

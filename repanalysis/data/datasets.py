@@ -308,6 +308,26 @@ def open_dataset(spec, layout: str = "auto", transform: Callable | None = None, 
                         sources=parts.get("sources"))
 
 
+def data_root(spec, layout: str = "auto", split: str | None = None) -> Path:
+    """The file or folder ``open_dataset(spec, layout, split=split)`` reads its samples from (its ``root``), found
+    from names on disk alone, without reading a sample: the split sub-folder, the ``<split>.npz`` of a folder of
+    them, the CIFAR batches' or MNIST IDX files' folder. DataError where ``open_dataset`` would fail to find it
+    (no data, several layouts, a split that is not there)."""
+    root = as_path(spec, "data set").expanduser().absolute()
+    if not root.is_dir():
+        return root
+    if layout in ("auto", "imagefolder", "imagenet-val"):
+        root, split = _enter_split_folder(root, split)
+    if layout == "auto":
+        layout = detect_layout(root)
+    if layout in ("cifar10", "cifar100"):
+        found = _find_cifar(root, layout)
+        return found[1] if found is not None else root
+    if layout == "mnist":
+        return _find_idx_folder(root) or root
+    return _npz_split_file(root, split)[0] if layout == "npz" else root
+
+
 def detect_layout(path, labels_file=None) -> str:
     """The layout of the data at ``path`` (one of LAYOUTS), from the files it holds."""
     path = Path(path).expanduser()
@@ -320,29 +340,49 @@ def detect_layout(path, labels_file=None) -> str:
             return "mnist"
         raise DataError(f"{path} is a file of an unknown kind; expected a folder of images, an .npz, or a "
                         "folder holding CIFAR batches or MNIST IDX files")
-    cifar = _find_cifar(path)
-    if cifar is not None:
-        return cifar[0]
-    if _find_idx_folder(path) is not None:
-        return "mnist"
-    top_images, class_dirs = _scan_top(path)
-    if not top_images and not class_dirs and any(p.suffix.lower() == ".npz" for p in _visible(path)):
-        return "npz"
-    if top_images and class_dirs:
-        raise DataError(f"{path} holds {len(top_images)} images at its top level and {len(class_dirs)} "
-                        "sub-folders of images; expected one layout: class sub-folders only (ImageFolder) or a "
-                        "flat folder of images with val_map.txt (ImageNet val)")
-    if class_dirs:
-        return "imagefolder"
-    if top_images:
-        if labels_file is not None or _find_beside(path, _LABEL_FILES) is not None:
-            return "imagenet-val"
-        raise DataError(f"{path} holds {len(top_images)} images but no class sub-folders and no labels; "
+    found = _layouts_found(path)
+    if set(found) == {"imagefolder", "imagenet-val"}:
+        raise DataError(f"{path} holds {found['imagenet-val']} and {found['imagefolder']}; expected one layout: "
+                        "class sub-folders only (ImageFolder) or a flat folder of images with val_map.txt "
+                        "(ImageNet val)")
+    if len(found) > 1:
+        what = "; ".join(f"{layout}: {text}" for layout, text in found.items())
+        raise DataError(f"{path} holds data of {len(found)} layouts: {what}; expected one: pass layout= "
+                        f"(--layout) {' or '.join(found)} to choose, or keep each data set in its own folder")
+    if found:
+        layout = next(iter(found))
+        if layout != "imagenet-val" or labels_file is not None or _find_beside(path, _LABEL_FILES) is not None:
+            return layout
+        raise DataError(f"{path} holds {found[layout]} but no class sub-folders and no labels; "
                         "expected class sub-folders (ImageFolder) or val_map.txt / LOC_val_solution.csv beside "
                         "the images (ImageNet val)")
     raise DataError(f"no images found in {path}; expected class sub-folders (ImageFolder), a flat folder of "
                     "images with val_map.txt or LOC_val_solution.csv, cifar-10-batches-py / cifar-100-python, "
                     "MNIST IDX files or an .npz")
+
+
+def _layouts_found(path: Path) -> dict[str, str]:
+    """Every layout the folder ``path`` holds data of -> what on disk says so (CIFAR batches, MNIST IDX files,
+    .npz files, class sub-folders of images, images at its top level), in that order."""
+    found = {layout: f"{layout.upper().replace('CIFAR', 'CIFAR-')} batches in {folder.name}"
+             for layout, folder in _find_cifars(path)}
+    idx = _find_idx_folder(path)
+    if idx is not None:
+        found["mnist"] = "MNIST IDX files" + (f" in {idx.relative_to(path).as_posix()}" if idx != path else "")
+    npz = [p.name for p in _visible(path) if p.suffix.lower() == ".npz" and p.is_file()]
+    if npz:
+        found["npz"] = f"{len(npz)} .npz file(s) ({_some(npz)})"
+    top_images, class_dirs = _scan_top(path)
+    if class_dirs:
+        found["imagefolder"] = f"{len(class_dirs)} sub-folders of images ({_some([d.name for d in class_dirs])})"
+    if top_images:
+        found["imagenet-val"] = f"{len(top_images)} images at its top level"
+    return found
+
+
+def _some(names: Sequence[str], most: int = 3) -> str:
+    """'a, b, c and 4 more'."""
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -710,19 +750,27 @@ def _load_pickle(path: Path) -> dict:
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
-def _find_cifar(path: Path) -> tuple[str, Path] | None:
+def _find_cifars(path: Path) -> list[tuple[str, Path]]:
+    """[(layout, folder)] of the CIFAR-10 and CIFAR-100 python batches in ``path`` or its standard sub-folder."""
+    found = []
     for layout, folder, marker in (("cifar10", "cifar-10-batches-py", "batches.meta"),
                                    ("cifar100", "cifar-100-python", "meta")):
         for candidate in (path, path / folder):
             if (candidate / marker).is_file() and (layout == "cifar10" or (candidate / "test").is_file()
                                                    or (candidate / "train").is_file()):
-                return layout, candidate
-    return None
+                found.append((layout, candidate))
+                break
+    return found
+
+
+def _find_cifar(path: Path, layout: str | None = None) -> tuple[str, Path] | None:
+    """The first (layout, folder) of :func:`_find_cifars`, of ``layout`` when given."""
+    return next((f for f in _find_cifars(path) if layout in (None, f[0])), None)
 
 
 def _open_cifar(path: Path, layout: str, split: str | None):
-    found = _find_cifar(path if path.is_dir() else path.parent)
-    if found is None or found[0] != layout:
+    found = _find_cifar(path if path.is_dir() else path.parent, layout)
+    if found is None:
         folder = "cifar-10-batches-py" if layout == "cifar10" else "cifar-100-python"
         raise DataError(f"no {layout} batches in {path}; expected {folder} (python version) or its contents")
     root = found[1]
@@ -849,7 +897,9 @@ def _as_uint8_images(images: np.ndarray, path: Path) -> np.ndarray:
     return np.clip(np.rint(images * scale), 0, 255).astype(np.uint8)
 
 
-def _open_npz(path: Path, split: str | None):
+def _npz_split_file(path: Path, split: str | None) -> tuple[Path, str | None]:
+    """(the .npz to read, split): ``path`` itself, or the ``<split>.npz`` of a folder of them (default: test.npz,
+    then val.npz, then the only one)."""
     if path.is_dir():
         files = {p.stem: p for p in _visible(path) if p.suffix.lower() == ".npz"}
         if not files:
@@ -865,6 +915,11 @@ def _open_npz(path: Path, split: str | None):
             raise DataError(f"split {split!r} not found in {path}; expected one of "
                             f"{', '.join(sorted(files))}.npz (pass split=)")
         path = files[split]
+    return path, split
+
+
+def _open_npz(path: Path, split: str | None):
+    path, split = _npz_split_file(path, split)
     try:
         with open(path, "rb") as fh:
             head = fh.read(6)
@@ -916,6 +971,6 @@ def _open_npz(path: Path, split: str | None):
     return path, {"images": images, "labels": labels, "class_names": class_names, "sample_prefix": prefix}, split
 
 
-__all__ = ["ImageDataset", "open_dataset", "detect_layout", "default_transform", "apply_class_order", "read_idx",
-           "label_by_model_classes", "label_for_model",
+__all__ = ["ImageDataset", "open_dataset", "detect_layout", "data_root", "default_transform", "apply_class_order",
+           "read_idx", "label_by_model_classes", "label_for_model",
            "LAYOUTS", "IMAGE_EXTENSIONS", "MNIST_CLASSES", "FASHION_MNIST_CLASSES"]

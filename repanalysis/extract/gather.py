@@ -1,5 +1,5 @@
 """Gather the Dumps an analysis needs: from Dump paths, from checkpoints (extracted into their run folder when
-missing, reused when complete for the same data), or from the run folder of the current project.
+missing, reused when complete for the same run), or from the run folder of the current project.
 
 Used by the geometry commands and the demo; a notebook can call :func:`gather_dumps` directly::
 
@@ -39,26 +39,44 @@ def complete_feature_dump(path: Path):
 
 def extract_features_cached(checkpoint, data, *, layout=None, split=None, class_order=None, name=None,
                             device="auto", batch_size=128, overwrite=False, log=None):
-    """Features Dump of a checkpoint in its run folder (runs/<stem>/features/), reused when already complete
-    for the same data set; a Dump of other data there is replaced only with ``overwrite``."""
+    """Features Dump of a checkpoint in its run folder (runs/<stem>/features/), reused when it is a complete Dump
+    of this same run (by the run fingerprint: the checkpoint's sha256, the data set's content, split, transform,
+    precision), resumed when incomplete; a Dump of another run there (another checkpoint of the same file name,
+    other data) is replaced only with ``overwrite``, as any existing Dump."""
     import repanalysis as ra
     from repanalysis import config
     from repanalysis.paths import as_path
 
     output = config.default_output(as_path(checkpoint, "checkpoint"), "features")
-    found = None if overwrite else complete_feature_dump(output)
-    same_data = found is not None and (data is None or _data_set_of(found)[0] == _resolved(data))
-    if same_data:
-        return found if name is None else ra.load_dump(output, name=name)
     if data is None:
-        d = config.default_data()
+        d = _default_data_for(output)
         data, layout = d["spec"], layout or d["layout"]
         split, class_order = split or d["split"], class_order or d["class_order"]
     if log:
-        log(f"extracting features of {checkpoint} into {output}")
+        log(f"features of {checkpoint}: {output}")
     return ra.extract(checkpoint, data, output, features=True, layout=layout or "auto", split=split,
                       class_order=class_order, device=device, batch_size=batch_size, name=name,
-                      overwrite=overwrite, progress=log is not None, log=log)
+                      overwrite=overwrite, reuse=True, progress=log is not None, log=log)
+
+
+def _default_data_for(output: Path) -> dict:
+    """The data set to extract into ``output`` when none is given: the configured one, else the one the Dump
+    already there records (so that Dump is checked as a whole against this run and reused when it matches).
+    ConfigError (no data set given, none configured) when there is neither."""
+    from repanalysis import config
+    from repanalysis.data.datasets import BY_MODEL_CLASS_NAMES
+    from repanalysis.errors import ConfigError
+    from repanalysis.extract.store import _read_meta
+
+    try:
+        return config.default_data()
+    except ConfigError:
+        ds = (_read_meta(output) or {}).get("dataset")
+        if not isinstance(ds, dict) or not ds.get("root"):
+            raise
+    order = None if ds.get("class_order") == BY_MODEL_CLASS_NAMES else ds.get("class_order")
+    return {"spec": ds["root"], "layout": ds.get("layout") or "auto", "split": ds.get("split"),
+            "class_order": order}
 
 
 def gather_dumps(dumps, checkpoints, names, data=None, *, layout=None, split=None, device="auto", batch_size=128,
@@ -116,6 +134,21 @@ def _resolved(path) -> str:
     return str(Path(str(path)).expanduser().resolve())
 
 
+def _roots_of(data, split, layout="auto") -> set[str]:
+    """The resolved roots a Dump of the data set ``data`` (split ``split``, ``layout``) may record: the path given,
+    and the file or folder opening it reads (``FOLDER/test.npz`` of a folder of npz files, a split sub-folder,
+    ...)."""
+    from repanalysis.data.datasets import data_root
+    from repanalysis.errors import DataError
+
+    roots = {_resolved(data)}
+    try:
+        roots.add(_resolved(data_root(data, layout=layout, split=split)))
+    except DataError:
+        pass            # not a data set opened as is: only the path itself
+    return roots
+
+
 def _data_set_of(dump) -> tuple[str, str | None]:
     """(resolved data root, split) a Dump was extracted from; root "?" when its meta does not say."""
     ds = dump.meta.get("dataset") or {}
@@ -138,8 +171,9 @@ def _check_one_data_set(dumps, data, split) -> None:
     sets = [_data_set_of(d) for d in dumps]
     listing = ", ".join(f"{d.name}: {root}" + (f" ({s})" if s else "") for d, (root, s) in zip(dumps, sets))
     if data is not None:
-        want = _resolved(data)
-        if any(root != want or (split and s not in (split, None)) for root, s in sets):
+        layouts = [(d.meta.get("dataset") or {}).get("layout") or "auto" for d in dumps]
+        if any(root not in _roots_of(data, split or s, layout) or (split and s not in (split, None))
+               for (root, s), layout in zip(sets, layouts)):
             raise RepanalysisError(f"the run folder's Dumps are not all of the data set {data} ({listing}); "
                                    "extract them on it with `repanalysis extract --checkpoint MODEL.pth --data "
                                    f"{data} --overwrite`, or give the Dumps explicitly")

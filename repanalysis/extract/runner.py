@@ -81,7 +81,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             class_order: str | os.PathLike | None = None, labels_file: str | os.PathLike | None = None,
             synsets_file: str | os.PathLike | None = None, transform=None, feature_dtype: str = "float32",
             trust: bool = False, progress: bool = True, name: str | None = None, log=None,
-            max_batches: int | None = None) -> Dump:
+            max_batches: int | None = None, reuse: bool = False) -> Dump:
     """Extract logits (and penultimate features) of ``model`` on ``data`` into ``output``.
 
     model: a LoadedModel or a checkpoint path (loaded with ``arch``/``trust``). data: a data set path
@@ -95,6 +95,9 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     the run and handed back on its own device (and memory format) on every way out.
     feature_dtype: "float32" or "float16" (the features' dtype in the Dump).
     max_batches: stop after this many batches, leaving an incomplete, resumable Dump (for tests).
+    reuse: a complete Dump of this same run (same checkpoint, data, split, transform, precision, ...) already at
+    the output folder is returned as it is instead of refused (a cache); a Dump of another run there is still
+    replaced only with ``overwrite``.
     Every option is checked (DataError) before anything is loaded or written; an output that cannot be written
     raises DumpError "cannot write <output>: <reason>" and leaves nothing behind.
     """
@@ -122,6 +125,8 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
                         "asked for; give a Dump folder as the output to keep the features, or use `repanalysis "
                         f"logits --output {output.name}` for logits only")
     want_features = not seed_pt if features is None else bool(features)   # False for a .pt (checked above)
+    if seed_pt:
+        _check_pt_output(output)
     if seed_pt and output.exists() and not overwrite:
         raise DumpError(f"output {output} already exists; pass --overwrite to replace it")
     lm = model if isinstance(model, LoadedModel) else load_model(model, arch, trust=trust, device="cpu", log=log)
@@ -145,6 +150,13 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     if want_features and layer is None:
         raise RepanalysisError("cannot find the model's final linear layer to read penultimate features; "
                                "pass --feature-layer NAME")
+    fingerprint = _fingerprint({"sha": lm.sha256, "arch": lm.arch, "data": dataset.fingerprint(),
+                                "transform": transform.to_dict(), "features": want_features,
+                                "layer": feature_layer, "precision": precision, "feature_dtype": feature_dtype})
+    if reuse and not overwrite and not seed_pt and is_complete_run(output, fingerprint, n):
+        if log:
+            log(f"using {output}: a complete Dump of this same run")
+        return load_dump(output, name=name)
     # The caller's model goes back to its own device on every way out (one loaded here from a path stays put).
     home = _model_device(lm.model) if lm is model else None
     net = lm.model
@@ -179,10 +191,6 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
         if want_features and weights is not None:
             static = {"classifier_weight": weights[0], "classifier_bias": weights[1]}
         described = dataset.describe()
-        fingerprint = _fingerprint({"sha": lm.sha256, "arch": lm.arch, "data": dataset.fingerprint(),
-                                    "transform": transform.to_dict(), "features": want_features,
-                                    "layer": feature_layer, "precision": precision,
-                                    "feature_dtype": feature_dtype})
         meta = {"name": name or (lm.checkpoint.stem if lm.checkpoint else lm.arch),
                 "checkpoint": {"path": str(lm.checkpoint.resolve()) if lm.checkpoint else None,
                                "sha256": lm.sha256},
@@ -199,9 +207,9 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             return _finish_seed_pt(target, output, overwrite)
         with _writing(output):
             writer = DumpWriter(target, n, specs, meta, overwrite=overwrite, static_arrays=static,
-                                sample_names=list(dataset.samples))
+                                sample_names=list(dataset.samples), for_file=output if seed_pt else None)
         if writer.done and log:
-            log(f"resuming {writer.path} at sample {writer.done} of {n}")
+            log(f"resuming {output if seed_pt else writer.path} at sample {writer.done} of {n}")
         elif writer.path != writer.target and log:
             log(f"building the new Dump in {writer.path}; {target} is replaced once it is complete")
         try:
@@ -226,6 +234,14 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             net.to(memory_format=torch.contiguous_format)
         if home is not None and home != dev:
             net.to(home)
+
+
+def _check_pt_output(output: Path) -> None:
+    """DumpError, before anything is loaded, when a ``.pt`` output path is an existing folder: the run would
+    extract everything and only then fail to write the file."""
+    if output.is_dir():
+        raise DumpError(f"output {output} is a directory; expected the path of a .pt file (choose another "
+                        "--output, or drop the .pt suffix to write a Dump folder)")
 
 
 def _finish_seed_pt(partial: Path, output: Path, overwrite: bool) -> Dump:

@@ -21,6 +21,7 @@ import json
 import math
 import mmap
 import os
+import re
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -594,58 +595,30 @@ class DumpWriter:
     complete one is refused unless ``overwrite`` (an incomplete Dump with no rows done holds nothing and is
     replaced). With ``overwrite`` the new Dump is built in the sibling staging folder
     ``<path>.overwrite.partial`` and swapped in by :meth:`finalize`, so the existing Dump stays intact until
-    the new one is complete; an interrupted overwrite resumes there when re-run. ``static_arrays`` (e.g.
-    classifier weights) are written once at creation. ``path`` is where rows are being written, ``target``
-    where the complete Dump will be.
+    the new one is complete; an interrupted overwrite resumes there when re-run. Only a Dump of ours (or a
+    damaged one: nothing but a Dump's file names) is ever replaced or emptied: a folder holding other files is
+    refused, with ``overwrite`` too. ``for_file``: the ``.pt`` this Dump is the unfinished extraction of;
+    messages name that file, and ``overwrite`` replaces this Dump in place (the file itself is replaced only
+    once written). ``static_arrays`` (e.g. classifier weights) are written once at creation. ``path`` is where
+    rows are being written, ``target`` where the complete Dump will be.
     """
 
     def __init__(self, path: str | os.PathLike, num_samples: int, specs: Mapping[str, tuple],
                  meta: dict, overwrite: bool = False, static_arrays: Mapping[str, np.ndarray] | None = None,
-                 sample_names: Sequence[str] | None = None):
+                 sample_names: Sequence[str] | None = None, for_file: str | os.PathLike | None = None):
         path = Path(path)
         self.path = self.target = path if path.name else path.resolve()     # "." and the like: a named folder
         self.num_samples = int(num_samples)
         self.specs = {k: (tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in specs.items()}
-        fingerprint = meta.get("fingerprint")
+        self.for_file = Path(for_file) if for_file is not None else None
+        self._names = {*self.specs, *(static_arrays or {})}
         self.done = 0
         self.fresh = False  # True when this writer laid the Dump out (rather than resuming one)
         _recover_swap(self.target)
         if self.path.exists() and self.path.is_file():
             raise DumpError(f"output {self.path} exists and is a file; expected a Dump directory path")
-        if self.path.is_dir() and not (self.path / "meta.json").exists() and (self.path / LAYOUT_DIR).is_dir():
-            _empty_folder(self.path)        # a layout killed before it finished: all of it is ours
-        if self.path.exists() and any(self.path.iterdir()):
-            existing = _read_meta(self.path)
-            same_run = _same_run(existing, fingerprint, self.num_samples)
-            empty = _holds_no_rows(existing)     # laid out (or being laid out when killed), no row written
-            if same_run and not existing.get("complete") and not overwrite and not empty:
-                self._resume(existing)
-                return
-            if not overwrite and not empty:
-                ours = existing is not None and existing.get("format") == FORMAT
-                what = ("a complete Dump of this same run" if same_run else
-                        "a Dump of a different run" if ours else "not a Dump")
-                if (ours and not same_run and not existing.get("complete")
-                        and _scheme(existing) < _scheme(meta)):
-                    what = ("an incomplete Dump of a different run, or of this run made by an earlier repanalysis "
-                            "whose run identity did not cover the images' content, so it cannot be resumed")
-                raise DumpError(f"output {self.path} already exists ({what}); pass --overwrite to replace it")
-            if existing is None and not (self.path / "meta.json").exists() and any(
-                    p.suffix not in (".npy", ".txt", ".json", ".tmp") for p in self.path.iterdir()):
-                raise DumpError(f"refusing to overwrite {self.path}: it holds files that are not a Dump's")
-            if empty:
-                shutil.rmtree(self.path)   # an incomplete Dump with 0 rows done: nothing to keep
-            else:
-                # keep the existing Dump until the new one is complete (finalize swaps them)
-                self.path = staging_path(self.target)
-                if self.path.is_file():
-                    self.path.unlink()
-                elif self.path.exists():
-                    staged = _read_meta(self.path)
-                    if _same_run(staged, fingerprint, self.num_samples) and not staged.get("complete"):
-                        self._resume(staged)
-                        return
-                    shutil.rmtree(self.path)
+        if self.path.is_dir() and any(self.path.iterdir()) and self._take_existing(meta, overwrite):
+            return          # resumed
         # The Dump is laid out in a hidden folder inside the output, its files moved up when all are made,
         # meta.json last: a run killed while laying out leaves no meta.json (readers see no Dump) and that
         # folder, by which the next run knows the output holds nothing but an unfinished layout of ours.
@@ -694,6 +667,59 @@ class DumpWriter:
             else:
                 _empty_folder(self.path)              # the folder was empty before: all of this is ours
             raise
+
+    def _take_existing(self, meta: dict, overwrite: bool) -> bool:
+        """Deal with the non-empty folder at ``self.path``: resume the incomplete Dump of this run there (True),
+        or clear the way for a new Dump (False): a layout of ours killed before it finished is emptied, an empty
+        Dump removed, and with ``overwrite`` another Dump of ours is replaced (built beside it, or in place for a
+        ``for_file`` run). Anything else raises DumpError; files that are not a Dump's are never deleted."""
+        fingerprint = meta.get("fingerprint")
+        existing = _read_meta(self.path)
+        same_run = _same_run(existing, fingerprint, self.num_samples)
+        empty = _holds_no_rows(existing)     # laid out (or being laid out when killed), no row written
+        if same_run and not existing.get("complete") and not empty and (not overwrite or self.for_file):
+            self._resume(existing)
+            return True
+        _refuse_foreign(self.path, existing, self._names, self._shown())
+        if existing is None and (self.path / LAYOUT_DIR).is_dir() and not (self.path / "meta.json").exists():
+            _empty_folder(self.path)        # a layout killed before it finished: all of it is ours
+            return False
+        if not overwrite and not empty:
+            raise DumpError(self._exists_message(existing, meta, same_run))
+        if empty or self.for_file is not None:
+            shutil.rmtree(self.path)   # nothing to keep: no row done, or the unfinished extraction of a file
+            return False
+        # keep the existing Dump until the new one is complete (finalize swaps them)
+        self.path = staging_path(self.target)
+        if self.path.is_file():
+            raise DumpError(f"cannot replace {self.target}: {self.path} is a file, not a Dump's staging folder; "
+                            "expected it absent (move it away)")
+        if self.path.is_dir():
+            staged = _read_meta(self.path)
+            if _same_run(staged, fingerprint, self.num_samples) and not staged.get("complete"):
+                self._resume(staged)
+                return True
+            _refuse_foreign(self.path, staged, self._names, str(self.path))
+            shutil.rmtree(self.path)
+        return False
+
+    def _shown(self) -> str:
+        """How messages name the output: the user's ``.pt`` file for a ``for_file`` run, else the folder."""
+        return str(self.for_file if self.for_file is not None else self.path)
+
+    def _exists_message(self, existing: dict | None, meta: dict, same_run: bool) -> str:
+        """The one line refusing to replace the Dump of ours at ``self.path`` without ``overwrite``."""
+        ours = existing is not None
+        what = ("a complete Dump of this same run" if same_run else
+                _different_run(existing, meta) if ours else
+                "a damaged Dump: its meta.json is missing or unreadable")
+        if ours and not same_run and not existing.get("complete") and _scheme(existing) < _scheme(meta):
+            what = ("an incomplete Dump of a different run, or of this run made by an earlier repanalysis "
+                    "whose run identity did not cover the images' content, so it cannot be resumed")
+        if self.for_file is not None:
+            return (f"output {self.for_file} has an unfinished extraction that cannot be resumed ({what}); "
+                    "pass --overwrite to start it again")
+        return f"output {self.path} already exists ({what}); pass --overwrite to replace it"
 
     def _resume(self, existing: dict) -> None:
         self.meta = existing
@@ -762,6 +788,45 @@ def _scheme(meta: dict) -> int:
     """The run-fingerprint scheme a Dump's meta records (1: none recorded, before the images' content counted)."""
     value = meta.get("fingerprint_scheme")
     return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+
+_TMP_META = re.compile(r"^\.meta\.json\..+\.tmp$")     # write_json_atomic's temporary file
+# what each run differs in, by meta field: (field, key inside it or None, how a message names it)
+_RUN_FIELDS = (("checkpoint", "sha256", "checkpoint"), ("dataset", None, "data"), ("split", None, "split"),
+               ("transform", None, "transform"), ("precision", None, "precision"),
+               ("feature_layer", None, "feature layer"), ("arch", None, "architecture"))
+
+
+def _foreign_entries(folder: Path, names=()) -> list[str]:
+    """Sorted names in ``folder`` that no Dump of ours makes (``names``: array names beyond ARRAY_NAMES)."""
+    ours = {f"{k}.npy" for k in (*ARRAY_NAMES, *names)} | {"meta.json", "samples.txt", LAYOUT_DIR}
+    return sorted(p.name for p in folder.iterdir() if p.name not in ours and not _TMP_META.match(p.name))
+
+
+def _refuse_foreign(folder: Path, meta: dict | None, names, shown: str) -> None:
+    """DumpError unless everything in ``folder`` is a Dump's: a meta.json of ours (or none readable, a damaged
+    Dump) and only the files a Dump holds. Such a folder is never emptied or replaced, --overwrite or not."""
+    foreign = _foreign_entries(folder, names)
+    if meta is not None and meta.get("format") != FORMAT:
+        foreign.insert(0, "meta.json of another tool")
+    if foreign:
+        listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        where = shown if shown == str(folder) else f"{shown} ({folder})"
+        raise DumpError(f"output {where} holds files that are not a Dump's ({listed}); expected a Dump or an empty "
+                        "folder: choose another --output or empty it")
+
+
+def _different_run(existing: dict, meta: dict) -> str:
+    """'a Dump of a different run', naming what differs (checkpoint, data, ...) when the metas say."""
+    def value(m, field, key):          # as JSON text: a tuple in ``meta`` equals the list meta.json reads back
+        v = m.get(field)
+        v = (v.get(key) if isinstance(v, dict) else None) if key is not None else v
+        return None if v is None else json.dumps(v, sort_keys=True, default=str)
+
+    differs = [label for field, key, label in _RUN_FIELDS
+               if None not in (value(existing, field, key), value(meta, field, key))
+               and value(existing, field, key) != value(meta, field, key)]
+    return "a Dump of a different run" + (f": other {', '.join(differs)}" if differs else "")
 
 
 def staging_path(path: str | os.PathLike) -> Path:
