@@ -1,7 +1,7 @@
 """UMAP or t-SNE of the penultimate features of chosen classes, one panel per model (seeded).
 
 Example: ``repanalysis embed runs/ce/val runs/ls/val --names CE,LS --classes four,seven,nine --method tsne``.
-Writes embedding_<method>.png/.pdf and embedding_coords.csv to --out.
+Writes embedding_<method>.png/.pdf and embedding_<method>_coords.csv to --out.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def command(inputs, names, classes, method, samples_per_class, seed, metric, out
     results = [embed_dump(d, chosen, method=method, samples_per_class=samples_per_class, seed=seed, metric=metric)
                for d in dumps]
     out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "embedding_coords.csv"
+    csv_path = out / f"embedding_{method}_coords.csv"
     with output_set():                       # the figure and the coordinates replace the last run's together
         written = save_figure(plot_embeddings(results, split=dumps[0].meta.get("split")), out / f"embedding_{method}")
         write_csv_atomic(csv_path, [row for r in results for row in r.to_rows()])

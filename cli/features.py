@@ -7,7 +7,7 @@ Examples::
         --classes schipperke,saluki,grey_fox
     repanalysis features --classes auto          # the Dumps of the run folder, one panel per model
 
-Writes projection_<method>.png/.pdf and projection_coords.csv (one row per projected sample) to --out.
+Writes projection_<method>.png/.pdf and projection_<method>_coords.csv (one row per projected sample) to --out.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def command(dumps, checkpoints, data, layout, split, names, classes, samples_per
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"projection_{method}"
     split_label = models[0].meta.get("split")
-    csv_path = out / "projection_coords.csv"
+    csv_path = out / f"projection_{method}_coords.csv"
     with output_set():                       # the figure and the coordinates replace the last run's together
         written = save_figure(plot_projections(results, decision_regions=decision_regions, split=split_label), stem)
         write_csv_atomic(csv_path, [row for r in results for row in r.to_rows()])

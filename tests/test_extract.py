@@ -318,13 +318,12 @@ def test_features_of_a_folder_of_split_npz_files_rerun_reuses_the_cache(tmp_path
     code, _, err = _cli(args + ["--out", str(tmp_path / "o2")], capsys)
     assert code == 0, err
     assert f"using {tmp_path / 'runs' / 'cesplit' / 'features'}: a complete Dump of this same run" in err
-    assert (tmp_path / "o1" / "projection_coords.csv").read_text() == (tmp_path / "o2" / "projection_coords.csv"
-                                                                      ).read_text()
+    coords = "projection_template_coords.csv"
+    assert (tmp_path / "o1" / coords).read_text() == (tmp_path / "o2" / coords).read_text()
     code, _, err = _cli(["features", "--data", str(folder), "--classes", "four,seven,nine", "--out",
                          str(tmp_path / "o3")], capsys)
     assert code == 0, err
-    assert (tmp_path / "o3" / "projection_coords.csv").read_text() == (tmp_path / "o1" / "projection_coords.csv"
-                                                                      ).read_text()
+    assert (tmp_path / "o3" / coords).read_text() == (tmp_path / "o1" / coords).read_text()
     # another split of that folder is another run: refused, not silently served the test split
     code, _, err = _cli(args[:6] + ["train"] + args[7:] + ["--out", str(tmp_path / "o4")], capsys)
     assert code == 2 and "already exists (a Dump of a different run: other data, split); pass --overwrite" in err

@@ -64,8 +64,14 @@ def test_features_cli_writes_figure_and_csv(tmp_path, dumps, capsys):
                                  "--seed", "3", "--out", str(out)], capsys)
     assert code == 0, stderr
     assert stdout.splitlines()[2].split()[:3] == ["A", "template", "four,one,zero"]
-    rows = list(csv.DictReader((out / "projection_coords.csv").open()))
+    rows = list(csv.DictReader((out / "projection_template_coords.csv").open()))
     assert len(rows) == 2 * 3 * 15 and {r["model"] for r in rows} == {"A", "B"}
+    # another method writes its own coordinates beside its own figure, leaving the template ones in place
+    code, _, stderr = _cli(["features", "--dump", dumps["CE", "val"], "--classes", "Four,one,zero", "--method",
+                            "centroid", "--samples-per-class", "15", "--out", str(out)], capsys)
+    assert code == 0, stderr
+    assert len(list(csv.DictReader((out / "projection_template_coords.csv").open()))) == 2 * 3 * 15
+    assert len(list(csv.DictReader((out / "projection_centroid_coords.csv").open()))) == 3 * 15
     ref = project_dump(load_dump(dumps["LS", "val"]), [4, 1, 0], samples_per_class=15, seed=3)
     b_rows = [r for r in rows if r["model"] == "B"]
     np.testing.assert_allclose([[float(r["x"]), float(r["y"])] for r in b_rows], ref.coords, atol=1e-6)
@@ -128,7 +134,7 @@ def test_embed_cli(tmp_path, dumps, capsys):
     code, stdout, stderr = _cli(["embed", dumps["CE", "val"], "--classes", "zero,one,two", "--method", "tsne",
                                  "--samples-per-class", "12", "--out", str(out)], capsys)
     assert code == 0, stderr
-    rows = list(csv.DictReader((out / "embedding_coords.csv").open()))
+    rows = list(csv.DictReader((out / "embedding_tsne_coords.csv").open()))
     assert len(rows) == 36 and {r["class"] for r in rows} == {"zero", "one", "two"}
     assert (out / "embedding_tsne.png").read_bytes()[:8] == PNG_MAGIC
 
@@ -160,7 +166,7 @@ def test_real_mnist_checkpoints_end_to_end(tmp_path, real_checkpoints, real_data
     assert code == 0, stderr
     assert (runs / ls.stem / "features" / "meta.json").exists()
     assert [line.split()[0] for line in stdout.splitlines()[2:]] == [ce.stem, ls.stem]
-    rows = list(csv.DictReader((tmp_path / "f2" / "projection_coords.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "f2" / "projection_template_coords.csv").open()))
     assert len(rows) == 2 * 3 * 80
 
 
