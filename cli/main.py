@@ -11,7 +11,7 @@ import warnings
 import click
 
 import repanalysis
-from repanalysis.errors import RepanalysisError
+from repanalysis.errors import RepanalysisError, last_error_line
 
 _NOT_COMMANDS = {"main", "common"}
 _PATH_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST,
@@ -73,13 +73,13 @@ def main(argv: list[str] | None = None) -> None:
         hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             hint = f" (see '{exc.ctx.command_path} --help')"
-        _fail(_one_line(exc.format_message()) + hint, exc.exit_code)
+        _fail(last_error_line(exc.format_message()) + hint, exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except RepanalysisError as exc:
         if debug:
             raise
-        _fail(_one_line(str(exc)), exc.exit_code)
+        _fail(last_error_line(str(exc)), exc.exit_code)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -97,16 +97,6 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _fail(f"internal error ({type(exc).__name__}: {str(exc).strip()[:200]}); re-run with --debug for the "
               "traceback and report it", 1)
-
-
-def _one_line(message: str) -> str:
-    """A DataLoader worker re-raises our error wrapped in its traceback: keep the original last line."""
-    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
-    if len(lines) <= 1:
-        return message.strip()
-    last = lines[-1]
-    head, sep, rest = last.partition(": ")
-    return rest if sep and head.rsplit(".", 1)[-1].endswith("Error") else last
 
 
 def _fail(message: str, code: int) -> None:

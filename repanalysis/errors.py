@@ -26,3 +26,14 @@ class DumpError(RepanalysisError):
 
 class ConfigError(RepanalysisError):
     """No usable default configuration."""
+
+
+def last_error_line(message: str) -> str:
+    """The line of a multi-line error message that says what went wrong: its last non-empty line, without a
+    leading ``SomeError: `` (a DataLoader worker wraps our error in its traceback; a TorchScript error opens
+    with "The following operation failed in the TorchScript interpreter." and ends with the real one)."""
+    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return str(message).strip()
+    head, sep, rest = lines[-1].partition(": ")
+    return rest if sep and head.rsplit(".", 1)[-1].endswith("Error") else lines[-1]

@@ -600,6 +600,9 @@ def test_npz_folder_without_a_default_split_and_non_npz_files(tmp_path, digits):
                                         r"val.npz; pass split="):
         open_dataset(tmp_path / "f")
     assert open_dataset(tmp_path / "f", split="extra").split == "extra"
+    with pytest.raises(DataError, match=r"split 'val' not found in .*f; expected one of extra.npz, train.npz "
+                                        r"\(split= / --split\)$"):
+        open_dataset(tmp_path / "f", split="val")
     (tmp_path / "text.npz").write_text("hello\n")
     with pytest.raises(DataError, match=r"text.npz: it is not an .npz archive \(it starts with b'hello"):
         open_dataset(tmp_path / "text.npz")

@@ -380,6 +380,11 @@ def test_a_grayscale_torchscript_model_runs_with_one_value_mean_and_std(real_che
     scripted = tmp_path / "ce_scripted.pt"
     torch.jit.save(torch.jit.trace(net, torch.zeros(1, 1, 28, 28)), scripted)
     out = tmp_path / "ce.pt"
+    # without them the message is TorchScript's real cause, not its "The following operation failed" preamble
+    code, _, err = run_cli(["logits", "--checkpoint", str(scripted), "--trust-checkpoint", "--data",
+                            str(real_data["test"]), "--output", str(out), "--quiet"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "TorchScript interpreter" not in err
+    assert "the model cannot run on this data (input (3, 224, 224)):" in err and "but got 3 channels" in err
     code, _, err = run_cli(["logits", "--checkpoint", str(scripted), "--trust-checkpoint", "--data",
                             str(real_data["test"]), "--output", str(out), "--mean", "0.1307", "--std", "0.3081",
                             "--resolution", "28", "--crop-ratio", "1", "--quiet"], capsys)

@@ -604,8 +604,8 @@ def _enter_split_folder(root: Path, split: str | None) -> tuple[Path, str | None
     if split is None:
         split = next((s for s in _DEFAULT_FOLDER_SPLITS if s in by_lower), None)
         if split is None:
-            raise DataError(f"{root} holds only the split folder(s) {', '.join(dirs)}; pass split= to choose "
-                            "one explicitly")
+            raise DataError(f"{root} holds only the split folder(s) {', '.join(dirs)}; pass split= (--split) to "
+                            "choose one explicitly")
     if split.lower() not in by_lower:
         raise DataError(f"split {split!r} not found in {root}; expected one of {', '.join(dirs)}")
     return root / by_lower[split.lower()], split
@@ -913,7 +913,7 @@ def _npz_split_file(path: Path, split: str | None) -> tuple[Path, str | None]:
                                 "and no test.npz or val.npz; pass split= (--split) to choose one")
         if split not in files:
             raise DataError(f"split {split!r} not found in {path}; expected one of "
-                            f"{', '.join(sorted(files))}.npz (pass split=)")
+                            f"{', '.join(f'{s}.npz' for s in sorted(files))} (split= / --split)")
         path = files[split]
     return path, split
 

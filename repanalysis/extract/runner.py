@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from repanalysis.analyze._arrays import check_number, pick_device
-from repanalysis.errors import DataError, DumpError, RepanalysisError
+from repanalysis.errors import DataError, DumpError, RepanalysisError, last_error_line
 from repanalysis.extract.store import Dump, DumpWriter, is_complete_run, load_dump, save_seed_pt
 from repanalysis.models.features import FeatureTap
 from repanalysis.paths import as_path
@@ -181,7 +181,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
                     z0 = net(x0)
             except RuntimeError as exc:
                 raise RepanalysisError(f"the model cannot run on this data (input {tuple(x0.shape[1:])}): "
-                                       f"{str(exc).splitlines()[0][:200]}") from None
+                                       f"{last_error_line(str(exc))[:200]}") from None
         k = z0.shape[1]
         specs = {"logits": ((k,), np.float32), "labels": ((), np.int64), "ids": ((), np.int64)}
         if want_features:
