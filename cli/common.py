@@ -34,7 +34,7 @@ def load_dumps(paths: Sequence[str], names: str | None = None, *, distinct: bool
 def run_folder_dumps(name_list: list[str] | None, need_features: bool = False):
     """The run folder's complete Dumps (``runs/<checkpoint>/{features,logits}``), all of one data set."""
     from repanalysis import config
-    from repanalysis.extract.gather import _check_one_data_set
+    from repanalysis.extract.gather import check_one_data_set
 
     found = config.default_dumps(require_features=need_features)
     if name_list is not None and len(name_list) != len(found):
@@ -44,7 +44,7 @@ def run_folder_dumps(name_list: list[str] | None, need_features: bool = False):
     for i, (run_name, dump) in enumerate(found):
         dump.name = name_list[i] if name_list else run_name
         dumps.append(dump)
-    _check_one_data_set(dumps, None, None)
+    check_one_data_set(dumps, None, None)
     return dumps
 
 

@@ -274,8 +274,9 @@ def test_features_cache_is_reused_only_for_the_same_run(tmp_path, real_checkpoin
     shutil.copy(real_checkpoints["CE"], first)
     shutil.copy(real_checkpoints["LS"], second)
     data = real_data["test"]
-    d = extract_features_cached(first, data, device="cpu")
+    d = extract_features_cached(first, data, device="cpu", name="A")
     np.testing.assert_allclose(d.features, real_dumps["CE"]["test"].features, atol=1e-4)
+    assert d.name == "A" and ra.load_dump(d.path).name == "model"     # a display name is not written into the cache
     with monkeypatch.context() as m:                 # the same run again: reused as it is, nothing extracted
         m.setattr(runner, "_run", lambda *a, **k: pytest.fail("extracted again"))
         again = extract_features_cached(first, data, device="cpu", name="CE")

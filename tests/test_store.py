@@ -352,6 +352,19 @@ def test_load_dump_names_what_the_path_is(tmp_path):
     (tmp_path / "notes.pt").write_text("i am text\n")
     with pytest.raises(DumpError, match=r"notes.pt as a logits file: it is not a torch file"):
         load_dump(tmp_path / "notes.pt")
+    # a cut-off file and one that pickles code are named as such (not "[Errno 22]" or torch's half sentence)
+    import torch
+
+    good = tmp_path / "good.pt"
+    torch.save({"logits": torch.zeros(3, 2), "labels": torch.zeros(3, dtype=torch.long)}, good)
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:300])
+    with pytest.raises(DumpError, match=r"cut.pt as a logits file: the file is truncated or damaged"):
+        load_dump(tmp_path / "cut.pt")
+    torch.save({"logits": torch.zeros(3, 2), "labels": torch.zeros(3, dtype=torch.long), "model": torch.nn.ReLU()},
+               tmp_path / "code.pt")
+    with pytest.raises(DumpError, match=r"code.pt as a logits file: it holds pickled Python objects besides "
+                                        r"tensors, and unpickling can run code, so it is not read; expected"):
+        load_dump(tmp_path / "code.pt")
 
 
 def test_json_text_of_numpy_values_and_results():

@@ -54,9 +54,12 @@ def extract_features_cached(checkpoint, data, *, layout=None, split=None, class_
         split, class_order = split or d["split"], class_order or d["class_order"]
     if log:
         log(f"features of {checkpoint}: {output}")
-    return ra.extract(checkpoint, data, output, features=True, layout=layout or "auto", split=split,
-                      class_order=class_order, device=device, batch_size=batch_size, name=name,
-                      overwrite=overwrite, reuse=True, progress=log is not None, log=log)
+    dump = ra.extract(checkpoint, data, output, features=True, layout=layout or "auto", split=split,
+                      class_order=class_order, device=device, batch_size=batch_size, overwrite=overwrite,
+                      reuse=True, progress=log is not None, log=log)
+    if name is not None:      # a display name of this call only: the cached Dump keeps its checkpoint's name
+        dump.name = name
+    return dump
 
 
 def _default_data_for(output: Path) -> dict:
@@ -126,7 +129,7 @@ def gather_dumps(dumps, checkpoints, names, data=None, *, layout=None, split=Non
         else:
             dump.name = name
         out.append(dump)
-    _check_one_data_set(out, data, split)
+    check_one_data_set(out, data, split)
     return out
 
 
@@ -156,7 +159,7 @@ def _data_set_of(dump) -> tuple[str, str | None]:
     return (_resolved(root) if root else "?"), ds.get("split")
 
 
-def _check_one_data_set(dumps, data, split) -> None:
+def check_one_data_set(dumps, data, split) -> None:
     """Run-folder Dumps compared side by side must come from one data set: the one asked for (``data``, else
     the configured default) when there is one. RepanalysisError naming each run's data set otherwise."""
     from repanalysis import config

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -553,8 +554,14 @@ def _load_seed_pt(path: Path, name: str | None) -> Dump:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt/unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DumpError(f"cannot read {path} as a logits file ({first[:200]}); expected torch.save("
+        if "Weights only load failed" in str(exc):
+            why = ("it holds pickled Python objects besides tensors, and unpickling can run code, so it is not "
+                   "read")
+        elif head.startswith(b"PK") and not zipfile.is_zipfile(path):
+            why = "the file is truncated or damaged (not a complete zip archive)"
+        else:
+            why = (str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)[:200]
+        raise DumpError(f"cannot read {path} as a logits file: {why}; expected torch.save("
                         "{'logits': FloatTensor[N, K], 'labels': LongTensor[N]})") from None
     if not isinstance(obj, dict) or "logits" not in obj:
         keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
