@@ -101,12 +101,23 @@ def test_train_small_cnn_checks_its_options(kw, pattern):
         train_small_cnn(images, labels, **kw)
 
 
-def test_demo_reuses_a_dump_only_when_it_came_from_the_same_data_file(tmp_path):
-    from repanalysis.demo.build import _reusable
-    from repanalysis.extract.store import Dump
+def test_demo_reuses_a_dump_only_when_it_is_of_the_same_run(tmp_path, real_checkpoints, real_data, monkeypatch):
+    # the demo's Dumps are a cache keyed by the run fingerprint: a checkpoint retrained under the same name (or
+    # other data) is extracted again, never served the old logits (the check used to be the data path only)
+    import shutil
 
-    new, old = tmp_path / "mnist_test_n4000_s0.npz", tmp_path / "mnist_test.npz"
-    Dump.from_arrays(np.zeros((4, 2)), np.array([0, 1, 0, 1]), meta={"dataset": {"root": str(old)}}).save(
-        tmp_path / "d")
-    assert _reusable(tmp_path / "d", old) and not _reusable(tmp_path / "d", new)
-    assert not _reusable(tmp_path / "missing", old)
+    import repanalysis as ra
+    from repanalysis.extract import runner
+
+    ck = tmp_path / "ce_e8_n4000_s0.pth"
+    shutil.copy(real_checkpoints["CE"], ck)
+    kw = {"progress": False, "overwrite": True, "reuse": True, "workers": 0, "batch_size": 256}
+    first = ra.extract(ra.load_model(ck), real_data["test"], tmp_path / "d", **kw)
+    with monkeypatch.context() as m:
+        m.setattr(runner, "_run", lambda *a, **k: pytest.fail("extracted again"))
+        again = ra.extract(ra.load_model(ck), real_data["test"], tmp_path / "d", **kw)
+    np.testing.assert_array_equal(again.logits, first.logits)
+    shutil.copy(real_checkpoints["LS"], ck)                    # "retrained": same file name, other weights
+    new = ra.extract(ra.load_model(ck), real_data["test"], tmp_path / "d", **kw)
+    assert new.meta["checkpoint"]["sha256"] != first.meta["checkpoint"]["sha256"]
+    assert not np.array_equal(np.asarray(new.logits), np.asarray(first.logits))

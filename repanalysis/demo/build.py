@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from repanalysis.demo import DemoContext
-from repanalysis.extract.store import load_dump
 
 
 def ood_patches(n: int = 1000, seed: int = 0) -> np.ndarray:
@@ -42,15 +41,6 @@ def ood_patches(n: int = 1000, seed: int = 0) -> np.ndarray:
     return (np.clip((p - mean) / std * 0.31 + 0.13, 0, 1) * 255).round().astype(np.uint8)
 
 
-def _reusable(target: Path, data: Path) -> bool:
-    """A complete Dump at ``target`` extracted from ``data`` (one from another data file is extracted again)."""
-    if not (target / "meta.json").exists():
-        return False
-    dump = load_dump(target, allow_incomplete=True)
-    root = (dump.meta.get("dataset") or {}).get("root")
-    return dump.complete and root is not None and Path(root).resolve() == Path(data).resolve()
-
-
 def build_context(out: str | Path, *, epochs: int = 8, n_train: int = 4000, seed: int = 0,
                   device: str = "auto", log=print, losses=("ce", "ls", "maxsup")) -> DemoContext:
     """Train (or reuse) the checkpoints, extract Dumps for train/test/OOD, and return the DemoContext."""
@@ -73,13 +63,10 @@ def build_context(out: str | Path, *, epochs: int = 8, n_train: int = 4000, seed
         lm = ra.load_model(ckpt)
         dumps[name] = {}
         for split, path in list(data.items()) + [("ood", ood)]:
-            target = out / "dumps" / f"{ckpt.stem}_{split}"
-            if _reusable(target, path):
-                dump = load_dump(target, name=name)
-            else:
-                ra.extract(lm, path, target, device=device, progress=False, overwrite=True, batch_size=256,
-                           workers=0)
-                dump = load_dump(target, name=name)
+            target = out / "dumps" / f"{ckpt.stem}_{split}"      # reused when it is a Dump of this same run
+            dump = ra.extract(lm, path, target, device=device, progress=False, overwrite=True, reuse=True,
+                              batch_size=256, workers=0)
+            dump.name = name
             if split == "ood":
                 ood_dumps[name] = dump
             else:

@@ -27,16 +27,6 @@ def split_names(value) -> list[str] | None:
     return parts
 
 
-def complete_feature_dump(path: Path):
-    """The complete Dump with features at ``path``, or None."""
-    from repanalysis.extract.store import load_dump
-
-    if not (path / "meta.json").exists():
-        return None
-    dump = load_dump(path, allow_incomplete=True)
-    return dump if dump.complete and dump.features is not None else None
-
-
 def extract_features_cached(checkpoint, data, *, layout=None, split=None, class_order=None, name=None,
                             device="auto", batch_size=128, overwrite=False, log=None):
     """Features Dump of a checkpoint in its run folder (runs/<stem>/features/), reused when it is a complete Dump

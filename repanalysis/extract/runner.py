@@ -96,8 +96,8 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     feature_dtype: "float32" or "float16" (the features' dtype in the Dump).
     max_batches: stop after this many batches, leaving an incomplete, resumable Dump (for tests).
     reuse: a complete Dump of this same run (same checkpoint, data, split, transform, precision, ...) already at
-    the output folder is returned as it is instead of refused (a cache); a Dump of another run there is still
-    replaced only with ``overwrite``.
+    the output folder is returned as it is instead of refused or, with ``overwrite``, extracted again (a cache);
+    a Dump of another run there is still replaced only with ``overwrite``.
     Every option is checked (DataError) before anything is loaded or written; an output that cannot be written
     raises DumpError "cannot write <output>: <reason>" and leaves nothing behind.
     """
@@ -153,7 +153,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     fingerprint = _fingerprint({"sha": lm.sha256, "arch": lm.arch, "data": dataset.fingerprint(),
                                 "transform": transform.to_dict(), "features": want_features,
                                 "layer": feature_layer, "precision": precision, "feature_dtype": feature_dtype})
-    if reuse and not overwrite and not seed_pt and is_complete_run(output, fingerprint, n):
+    if reuse and not seed_pt and is_complete_run(output, fingerprint, n):
         if log:
             log(f"using {output}: a complete Dump of this same run")
         return load_dump(output, name=name)

@@ -92,16 +92,14 @@ def _transfer(ctx, out):
     """Extract each model's features of the downstream digits (reused when present) and probe them."""
     import repanalysis as ra
     from repanalysis.analyze.transfer import probe_dumps
-    from repanalysis.extract.gather import complete_feature_dump
     from repanalysis.report import format_table, write_json_atomic
 
     data = _downstream_digits(out / "downstream")
     probes = []
     for n in ctx.model_names:
         lm = ra.load_model(ctx.checkpoints[n])
-        dumps = {s: complete_feature_dump(out / "downstream" / f"{n}_{s}")
-                 or ra.extract(lm, p, out / "downstream" / f"{n}_{s}", progress=False, workers=0, batch_size=256,
-                               name=n, overwrite=True) for s, p in data.items()}
+        dumps = {s: ra.extract(lm, p, out / "downstream" / f"{n}_{s}", progress=False, workers=0, batch_size=256,
+                               name=n, overwrite=True, reuse=True) for s, p in data.items()}   # same run: reused
         probes.append(probe_dumps(dumps["train"], dumps["test"], seed=0, device=ctx.device, name=n))
     ctx.log(format_table([{"model": r.name, "downstream test acc": r.test_accuracy, "l2": f"{r.l2:g}",
                            "N train": r.n_train, "N test": r.n_test} for r in probes]))
