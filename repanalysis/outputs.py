@@ -40,19 +40,30 @@ class OutputSet:
         self._stale += [Path(p) for p in paths]
 
     def _commit(self) -> None:
+        """Rename every file into place. What can stop a rename in the same folder (a folder standing where a
+        file goes) is checked for all of them first, so such a failure replaces none."""
         moves, self._moves = self._moves, []
+        blocked = next((target for _, target in moves if target.is_dir() and not target.is_symlink()), None)
+        if blocked is not None:
+            remove_files(tmp for tmp, _ in moves)
+            raise DataError(f"cannot write {blocked}: a folder of that name is in the way")
         for i, (tmp, target) in enumerate(moves):
             try:
                 os.replace(tmp, target)
-            except OSError as err:
+            except OSError as err:          # not foreseeable (e.g. the folder made read-only meanwhile)
                 remove_files(t for t, _ in moves[i:])
                 raise DataError(f"cannot write {target}: {err.strerror or err}") from None
         placed = {target for _, target in moves}
         remove_files(p for p in self._stale if p not in placed)
 
-    def _abort(self) -> None:
-        remove_files(tmp for tmp, _ in self._moves)
-        self._moves = []
+    def _savepoint(self) -> tuple[int, int]:
+        return len(self._moves), len(self._stale)
+
+    def _rollback(self, to: tuple[int, int] = (0, 0)) -> None:
+        """Drop (and delete the temporary files of) what was queued since the savepoint ``to``."""
+        moves, stale = to
+        remove_files(tmp for tmp, _ in self._moves[moves:])
+        del self._moves[moves:], self._stale[stale:]
 
 
 def remove_files(paths) -> None:
@@ -67,16 +78,22 @@ def remove_files(paths) -> None:
 @contextmanager
 def output_set():
     """Hold back the renames of every file written inside (through :func:`place`) until the block succeeds;
-    on an error remove their temporary files instead. A set opened inside another joins the outer one."""
+    on an error remove their temporary files instead. A set opened inside another joins the outer one; when
+    that inner block fails, what it queued is dropped (even if the caller catches the error and goes on)."""
     outer = getattr(_ACTIVE, "set", None)
-    if outer is not None:
-        yield outer
+    if outer is not None:               # joined: a failure inside drops only what this block queued
+        mark = outer._savepoint()
+        try:
+            yield outer
+        except BaseException:
+            outer._rollback(mark)
+            raise
         return
     current = _ACTIVE.set = OutputSet()
     try:
         yield current
     except BaseException:
-        current._abort()
+        current._rollback()
         raise
     finally:
         _ACTIVE.set = None

@@ -1,6 +1,7 @@
 """Result files as one set: every file of a run replaces the last run's, or none does."""
 import pytest
 
+from repanalysis.errors import DataError
 from repanalysis.extract.store import write_json_atomic
 from repanalysis.outputs import output_set
 
@@ -27,3 +28,39 @@ def test_a_set_puts_everything_in_place_at_its_end_and_removes_what_it_discards(
         outer.discard(tmp_path / "stale.json", tmp_path / "never-there.json")
         write_json_atomic(tmp_path / "b.json", {"run": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
+
+
+def test_a_folder_in_the_way_at_commit_time_replaces_nothing(tmp_path):
+    # the renames happen at the end: a folder standing where the second file goes is found before the first
+    # rename, so the first file keeps the last run's content
+    write_json_atomic(tmp_path / "a.json", {"run": 1})
+    with pytest.raises(DataError, match=r"cannot write .*b.json: a folder of that name is in the way"):
+        with output_set():
+            write_json_atomic(tmp_path / "a.json", {"run": 2})
+            write_json_atomic(tmp_path / "b.json", {"run": 2})
+            (tmp_path / "b.json").mkdir()
+    assert '"run": 1' in (tmp_path / "a.json").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]      # no temporary file left
+
+
+def test_an_inner_set_that_fails_is_dropped_even_when_its_error_is_caught(tmp_path):
+    with output_set():
+        write_json_atomic(tmp_path / "kept.json", {"run": 2})
+        try:
+            with output_set():
+                write_json_atomic(tmp_path / "half.json", {"run": 2})
+                raise RuntimeError("second figure failed")
+        except RuntimeError:
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.json"]
+
+
+def test_a_dumps_meta_json_is_in_place_at_once_inside_a_set(tmp_path):
+    # an extraction run inside a caller's set must still leave a readable Dump (its meta.json is not a result)
+    import torch
+
+    from repanalysis.extract.store import Dump, load_dump
+
+    with output_set():
+        Dump.from_arrays(torch.zeros(4, 3), torch.arange(4) % 3, name="d").save(tmp_path / "d")
+        assert load_dump(tmp_path / "d").num_samples == 4

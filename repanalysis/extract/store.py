@@ -48,7 +48,7 @@ def umask_mode(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~current)
 
 
-def _write_atomic(path: str | os.PathLike, write, newline: str | None = None) -> None:
+def _write_atomic(path: str | os.PathLike, write, newline: str | None = None, *, in_set: bool = True) -> None:
     """Write a text file through a temporary file in the same folder and a rename: a reader never sees half
     a file, and an interrupted or failed write (a full disk) leaves the previous file untouched."""
     path = Path(path)
@@ -57,19 +57,24 @@ def _write_atomic(path: str | os.PathLike, write, newline: str | None = None) ->
         with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
             write(fh)
         umask_mode(tmp)
-        place(tmp, path)              # now, or with the rest of an enclosing output_set
+        if in_set:
+            place(tmp, path)          # now, or with the rest of an enclosing output_set
+        else:
+            os.replace(tmp, path)     # a Dump's own meta.json: in place at once, whatever the caller opened
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically (see :func:`_write_atomic`); NaN and inf become null (see :func:`json_text`)."""
+def write_json_atomic(path: str | os.PathLike, obj, *, in_set: bool = True) -> None:
+    """Write JSON atomically (see :func:`_write_atomic`); NaN and inf become null (see :func:`json_text`).
+    ``in_set``: a result file, put in place with the enclosing :func:`repanalysis.outputs.output_set` if any;
+    False for a Dump's meta.json, which must be in place as soon as it is written."""
     def write(fh):
         fh.write(json_text(obj))
         fh.write("\n")
-    _write_atomic(path, write)
+    _write_atomic(path, write, in_set=in_set)
 
 
 def json_text(obj) -> str:
@@ -661,7 +666,7 @@ class DumpWriter:
                 arr = np.lib.format.open_memmap(file, mode="w+", dtype=dt, shape=(self.num_samples, *shape))
                 self._arrays[key] = arr
                 _reserve(file)
-            write_json_atomic(work / "meta.json", self.meta)
+            write_json_atomic(work / "meta.json", self.meta, in_set=False)
             for item in sorted(work.iterdir(), key=lambda f: f.name == "meta.json"):   # meta.json last
                 os.replace(item, self.path / item.name)                               # memory maps follow
             work.rmdir()
@@ -765,7 +770,7 @@ class DumpWriter:
             arr.flush()
         self.done = int(done)
         self.meta["progress"] = {"done": self.done}
-        write_json_atomic(self.path / "meta.json", self.meta)
+        write_json_atomic(self.path / "meta.json", self.meta, in_set=False)
 
     def finalize(self, extra_meta: Mapping | None = None) -> None:
         """Flush everything and mark the Dump complete (the only place ``complete`` becomes true)."""
@@ -775,7 +780,7 @@ class DumpWriter:
         self.meta["progress"] = {"done": self.num_samples}
         self.meta["complete"] = True
         self.meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        write_json_atomic(self.path / "meta.json", self.meta)
+        write_json_atomic(self.path / "meta.json", self.meta, in_set=False)
         self.done = self.num_samples
         if self.path != self.target:  # an overwrite built in staging: swap it in only now it is complete
             old = _replaced_path(self.target)

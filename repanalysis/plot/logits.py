@@ -14,7 +14,8 @@ import numpy as np
 
 from repanalysis.analyze._arrays import check_number
 from repanalysis.analyze.logits import LogitStats
-from repanalysis.plot.style import (ANNOTATION_FONTSIZE, check_result, check_results, figure_set, finite, get_ax,
+from repanalysis.outputs import output_set
+from repanalysis.plot.style import (ANNOTATION_FONTSIZE, check_result, check_results, finite, get_ax,
                                     literal, model_colors, save_figure, subplots)
 
 _FIGURE_STEMS = ("logit_analysis", "logit_comparison", "ls_split")
@@ -240,7 +241,8 @@ def save_logit_figures(results, out: str | os.PathLike, bins: int = 50) -> list[
     results = _as_list(results, "save_logit_figures")
     out = Path(out)
     colors = model_colors([r.name for r in results])   # once, for all three figures
-    with figure_set() as written:
+    written: list[Path] = []
+    with output_set():                       # all three or none (with the caller's JSON when it opened a set)
         for stem, make in zip(_FIGURE_STEMS, (lambda: logit_analysis_figure(results, bins=bins, colors=colors),
                                               lambda: comparison_figure(results, bins=bins, colors=colors),
                                               lambda: ls_split_figure(results, colors=colors))):

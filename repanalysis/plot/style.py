@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -230,11 +229,3 @@ def save_figure(fig, path_stem: str | os.PathLike, formats: Sequence[str] = ("pn
         plt.close(fig)
     return targets
 
-
-@contextmanager
-def figure_set():
-    """Collects the paths that a group of :func:`save_figure` calls writes (``written += save_figure(...)``)
-    and puts them in place together (:func:`repanalysis.outputs.output_set`): when the group fails, none of
-    its files replaces the previous ones, so a set of figures is never left half-written or half-replaced."""
-    with output_set():
-        yield []
