@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from repanalysis.cli.common import (device_option, echo_json, json_option, load_dumps, names_option, out_option,
+from repanalysis.cli.common import (device_option, echo_json, json_option, load_inputs, names_option, out_option,
                                     split_names)
 from repanalysis.errors import RepanalysisError
 
@@ -42,7 +42,7 @@ def command(inputs, names, threshold, alpha, kde_samples, kde_range, device, out
     from repanalysis.plot.logits import save_logit_figures
     from repanalysis.report import format_table, write_json_atomic
 
-    dumps = load_dumps(inputs, names)
+    dumps = load_inputs(inputs, names)
     results = compare_logits(dumps, threshold=threshold, alpha=alpha, kde_samples=kde_samples,
                              kde_range=_parse_range(kde_range), device=device)
     out.mkdir(parents=True, exist_ok=True)

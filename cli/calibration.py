@@ -11,7 +11,7 @@ import warnings
 
 import click
 
-from repanalysis.cli.common import device_option, echo_json, json_option, load_dumps, names_option, out_option
+from repanalysis.cli.common import device_option, echo_json, json_option, load_dumps, load_inputs, names_option, out_option
 from repanalysis.errors import RepanalysisError
 
 
@@ -42,7 +42,7 @@ def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_r
     from repanalysis.plot.calibration import save_calibration_figures
     from repanalysis.report import format_table, write_json_atomic
 
-    dumps = load_dumps(inputs, names)
+    dumps = load_inputs(inputs, names)
     val_dumps = None
     if val_paths:
         if len(val_paths) != len(dumps):

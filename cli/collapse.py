@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from repanalysis.cli.common import device_option, echo_json, json_option, load_dumps, names_option, out_option
+from repanalysis.cli.common import device_option, echo_json, json_option, load_inputs, names_option, out_option
 
 
 @click.command("collapse")
@@ -24,7 +24,7 @@ def command(inputs, names, device, out, as_json):
     from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table, write_json_atomic
 
-    dumps = load_dumps(inputs, names, need_features=True)
+    dumps = load_inputs(inputs, names, need_features=True)
     results = [neural_collapse(d, device=device) for d in dumps]
     out.mkdir(parents=True, exist_ok=True)
     payload = [r.to_dict() for r in results]

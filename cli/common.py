@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -11,18 +12,23 @@ from repanalysis.errors import RepanalysisError
 from repanalysis.extract.gather import split_names  # noqa: F401  (one parser for --names)
 
 
-def load_dumps(paths: Sequence[str], names: str | None = None, *, distinct: bool = True,
-               need_features: bool = False):
-    """Open each input (Dump directory or seed .pt) with its display name from --names; without inputs, the
-    run folder's Dumps (one per checkpoint, named by run; ``need_features``: features Dumps only).
+def load_inputs(paths: Sequence[str], names: str | None = None, *, distinct: bool = True,
+                need_features: bool = False):
+    """The DUMP arguments of an analysis command (:func:`load_dumps`), or without any, the run folder's Dumps
+    (:func:`run_folder_dumps`; ``need_features``: features Dumps only)."""
+    if paths:
+        return load_dumps(paths, names, distinct=distinct)
+    return run_folder_dumps(split_names(names), need_features)
+
+
+def load_dumps(paths: Sequence[str], names: str | None = None, *, distinct: bool = True):
+    """Open each input (Dump directory or seed .pt) with its display name from --names.
 
     ``distinct``: the display names must differ (each input is a model of its own); otherwise only the same
     Dump given twice under one name is refused (``separation`` pairs a train and a test Dump by name)."""
     from repanalysis.extract.store import load_dump
 
     name_list = split_names(names)
-    if not paths:
-        return run_folder_dumps(name_list, need_features)
     if name_list is not None and len(name_list) != len(paths):
         raise RepanalysisError(f"--names has {len(name_list)} names but {len(paths)} inputs were given; "
                                "expected one name per input")
@@ -32,11 +38,19 @@ def load_dumps(paths: Sequence[str], names: str | None = None, *, distinct: bool
 
 
 def run_folder_dumps(name_list: list[str] | None, need_features: bool = False):
-    """The run folder's complete Dumps (``runs/<checkpoint>/{features,logits}``), all of one data set."""
+    """The run folder's complete Dumps (``runs/<checkpoint>/{features,logits}``), all of one data set; with
+    ``need_features``, runs that hold logits only are left out with a warning naming them."""
     from repanalysis import config
     from repanalysis.extract.gather import check_one_data_set
 
     found = config.default_dumps(require_features=need_features)
+    if need_features:
+        have = {n for n, _ in found}
+        logits_only = [n for n, _ in config.default_dumps() if n not in have] if have else []
+        if logits_only:
+            warnings.warn(f"run(s) {', '.join(logits_only)} hold logits only and are left out (this command needs "
+                          "features; `repanalysis extract --checkpoint MODEL.pth` makes them)", RuntimeWarning,
+                          stacklevel=2)
     if name_list is not None and len(name_list) != len(found):
         raise RepanalysisError(f"--names has {len(name_list)} names but the run folder holds {len(found)} models "
                                f"({', '.join(n for n, _ in found)})")
@@ -44,6 +58,7 @@ def run_folder_dumps(name_list: list[str] | None, need_features: bool = False):
     for i, (run_name, dump) in enumerate(found):
         dump.name = name_list[i] if name_list else run_name
         dumps.append(dump)
+    check_distinct_names([d.name for d in dumps], [d.path for d in dumps], from_names=name_list is not None)
     check_one_data_set(dumps, None, None)
     return dumps
 
@@ -73,7 +88,9 @@ def echo_json(obj) -> None:
 
 def _check_out(ctx, param, value: Path) -> Path:
     """--out must be a folder this user can make or write in: checked before any work, not after it."""
-    folder = next(p for p in (value, *value.parents, Path.cwd()) if p.exists())
+    if value.is_symlink() and not value.exists():
+        raise click.BadParameter(f"{value} is a broken symbolic link; expected a folder (or a new path)")
+    folder = next(p for p in (value, *value.parents) if p.exists())       # "." at the latest
     if not folder.is_dir():
         raise click.BadParameter(f"{folder} is a file; expected a folder (or a new path) for the results")
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from repanalysis.cli.common import echo_json, json_option, load_dumps, names_option, out_option
+from repanalysis.cli.common import echo_json, json_option, load_inputs, names_option, out_option
 from repanalysis.errors import RepanalysisError
 
 MAX_DEFAULT_CLASSES = 20
@@ -35,7 +35,7 @@ def command(inputs, names, classes, method, samples_per_class, seed, metric, out
     from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table
 
-    dumps = load_dumps(inputs, names, need_features=True)
+    dumps = load_inputs(inputs, names, need_features=True)
     if classes is None:
         k = dumps[0].num_classes
         if k > MAX_DEFAULT_CLASSES:

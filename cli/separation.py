@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from repanalysis.cli.common import device_option, echo_json, json_option, load_dumps, names_option, out_option
+from repanalysis.cli.common import device_option, echo_json, json_option, load_inputs, names_option, out_option
 
 
 @click.command("separation")
@@ -28,7 +28,7 @@ def command(inputs, names, chunk_size, device, out, as_json):
     from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table, write_json_atomic
 
-    dumps = load_dumps(inputs, names, distinct=False, need_features=True)     # a train and a test Dump of one model share its name
+    dumps = load_inputs(inputs, names, distinct=False, need_features=True)     # a train and a test Dump of one model share its name
     dev = pick_device(device)
     results = [class_separation(d, chunk_size=chunk_size, device=dev) for d in dumps]
     out.mkdir(parents=True, exist_ok=True)

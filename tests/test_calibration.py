@@ -383,7 +383,8 @@ def test_temperature_fit_on_errorless_validation_warns_that_there_is_no_minimum(
     grid = torch.tensor([0.5, 0.1, 0.02], dtype=torch.float64)
     nll = [float(torch.nn.functional.cross_entropy(z / t, y)) for t in grid]
     assert nll[0] > nll[1] > nll[2] and fit.temperature < 0.5      # no minimum to find: it only sharpens
-    with pytest.warns(RuntimeWarning, match="stopped after 1 iterations at T = .* without reaching a minimum"):
+    assert not fit.converged and not fit.to_dict()["converged"]
+    with pytest.warns(RuntimeWarning, match=r"stopped after 1 iteration\(s\) at T = .* without reaching a minimum"):
         C.fit_temperature(z[:, :3] * 0.3, torch.randint(0, 3, (200,), generator=g), max_iter=1)
 
 

@@ -61,6 +61,17 @@ def test_index_out_of_range_is_named_as_an_index(spec, bad):
     assert resolve_classes("+9, 0,+1", 10, MNIST) == [9, 0, 1]
 
 
+def test_a_class_named_like_a_number_is_that_class():
+    # speed-limit signs "20", "30", ..., or a class literally named "-1": an exact name is the class, and any
+    # other integer text is an index (a Python int always is)
+    names = ["-1", "20", "30", "0"]
+    assert resolve_classes("-1,20,30", 4, names) == [0, 1, 2]
+    assert resolve_classes("0,20,30", 4, names) == [3, 1, 2] and resolve_classes([0, 1, 2], 4, names) == [0, 1, 2]
+    assert resolve_classes("2,1,+3", 4, names) == [2, 1, 3]
+    with pytest.raises(DataError, match=r"^class index 40 is out of range"):
+        resolve_classes("40,20,30", 4, names)
+
+
 def _brute_triplet(conf):
     s = conf + conf.T
     best, arg = -1, None

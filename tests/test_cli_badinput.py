@@ -185,6 +185,15 @@ def test_analysis_commands_without_inputs_take_the_run_folder(command, out_file,
     assert code == 0, stderr
     got, want = (json.loads((tmp_path / o / out_file).read_text()) for o in "ab")
     assert got == want and "ce" in json.dumps(got) and "ls" in json.dumps(got)
+    code, _, stderr = run_cli([command, *extra, "--names", "A,A", "--out", str(tmp_path / "d")], capsys)
+    one_line_error(code, stderr, "--names gives 'A' twice")
+    # a run with logits only: left out, with a warning naming it, by the commands that need features
+    Dump.from_arrays(torch.randn(60, 3), torch.arange(60) % 3, name="lo",
+                     meta={"dataset": {"root": str(tmp_path / "test.npz"), "split": None}}).save(runs / "lo" / "logits")
+    if command in ("separation", "collapse"):
+        with pytest.warns(RuntimeWarning, match=r"run\(s\) lo hold logits only and are left out"):
+            code, _, stderr = run_cli([command, *extra, "--out", str(tmp_path / "e")], capsys)
+        assert code == 0 and json.loads((tmp_path / "e" / out_file).read_text()) == want
     # a third run of another data set is not mixed in
     dump_of("cc", root=str(tmp_path / "train.npz"), seed=2).save(runs / "ms" / "features")
     code, _, stderr = run_cli([command, *extra, "--out", str(tmp_path / "c")], capsys)
@@ -254,6 +263,9 @@ def test_an_unusable_out_is_refused_before_any_work(argv, tmp_path, capsys):
     argv = [str(tmp_path / "missing") if a == "X" else a for a in argv]
     code, _, stderr = run_cli([*argv, "--out", str(tmp_path / "file.txt" / "o")], capsys)
     one_line_error(code, stderr, "Invalid value for '--out'", "file.txt is a file; expected a folder")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    code, _, stderr = run_cli([*argv, "--out", str(tmp_path / "dangling")], capsys)
+    one_line_error(code, stderr, "Invalid value for '--out'", "dangling is a broken symbolic link")
 
 
 def test_unusable_output_paths_and_settings_are_bad_input(tmp_path, capsys, monkeypatch):

@@ -686,3 +686,28 @@ def test_single_layouts_beside_other_files_are_still_detected(tmp_path, photos, 
     _write_mnist(tv / "MNIST" / "raw", digits, gz=True)
     (tv / "MNIST" / "processed").mkdir()
     assert detect_layout(tv) == "mnist" and open_dataset(tv).root == tv / "MNIST" / "raw"
+
+
+def test_a_stray_npz_beside_class_folders_is_not_a_second_data_set(tmp_path, photos, digits):
+    # an ImageFolder with, say, its normalisation statistics saved as an .npz: still an ImageFolder; an .npz of
+    # images and labels beside it is a second data set (see the test above)
+    root = tmp_path / "photos"
+    for cls in ("cat", "coffee"):
+        (root / cls).mkdir(parents=True)
+        Image.fromarray(_crops(photos[cls], 1)[0]).save(root / cls / "a.png")
+    np.savez(root / "mean_std.npz", mean=np.zeros(3), std=np.ones(3))
+    ds = open_dataset(root)
+    assert ds.layout == "imagefolder" and len(ds) == 2
+    x, y = digits
+    np.savez(root / "test.npz", images=x[:5], labels=y[:5].astype(np.int64))
+    with pytest.raises(DataError, match=r"holds data of 2 layouts: npz: 1 .npz file\(s\) \(test.npz\); imagefolder"):
+        open_dataset(root)
+
+
+def test_torchvision_root_with_mnist_and_fashion_mnist_asks_which(tmp_path, digits):
+    _write_mnist(tmp_path / "MNIST" / "raw", digits, False)
+    _write_mnist(tmp_path / "FashionMNIST" / "raw", digits, False)
+    with pytest.raises(DataError, match=r"holds MNIST IDX files in MNIST/raw and FashionMNIST/raw; pass --data "
+                                        r".*MNIST or --data .*FashionMNIST to choose one"):
+        open_dataset(tmp_path)
+    assert open_dataset(tmp_path / "FashionMNIST").class_names[0] == "T-shirt/top"

@@ -292,6 +292,11 @@ def test_features_cache_is_reused_only_for_the_same_run(tmp_path, real_checkpoin
     assert new.meta["checkpoint"]["sha256"] == ra.load_model(second).sha256
     np.testing.assert_allclose(new.features, real_dumps["LS"]["test"].features, atol=1e-4)
     np.testing.assert_allclose(new.logits, real_dumps["LS"]["test"].logits, atol=1e-4)
+    runs = []                                        # --overwrite extracts again even for this same run
+    real_run = runner._run
+    monkeypatch.setattr(runner, "_run", lambda *a, **k: runs.append(1) or real_run(*a, **k))
+    extract_features_cached(second, data, device="cpu", overwrite=True)
+    assert runs == [1]
 
 
 def test_features_of_a_folder_of_split_npz_files_rerun_reuses_the_cache(tmp_path, real_checkpoints, real_data,

@@ -541,3 +541,18 @@ def test_data_folder_of_two_layouts_is_refused_naming_both(tmp_path, capsys, rea
             np.testing.assert_array_equal(d.labels, want)
         else:
             assert all("/" in s for s in d.sample_names())        # the image files, not the npz rows
+
+
+def test_a_models_error_is_reported_by_its_cause_line():
+    # TorchScript: the real error is the last line; anything else (a CUDA error ends with a compile hint): the first
+    from repanalysis.extract.runner import _cause
+
+    scripted = RuntimeError("The following operation failed in the TorchScript interpreter.\nTraceback of "
+                            "TorchScript (most recent call last):\n  File \"code\", line 3\nRuntimeError: Given "
+                            "groups=1, weight of size [16, 1, 3, 3], expected input[1, 3, 224, 224] to have 1 "
+                            "channels, but got 3 channels instead\n")
+    assert _cause(scripted).startswith("Given groups=1") and _cause(scripted).endswith("3 channels instead")
+    cuda = RuntimeError("CUDA error: no kernel image is available for execution on the device\nCUDA kernel errors "
+                        "might be asynchronously reported\nCompile with `TORCH_USE_CUDA_DSA` to enable device-side "
+                        "assertions.\n")
+    assert _cause(cuda) == "CUDA error: no kernel image is available for execution on the device"

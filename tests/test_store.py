@@ -132,6 +132,13 @@ def test_overwrite_never_deletes_files_that_are_not_a_dumps(tmp_path):
     w.write(0, {"logits": logits + 1, "labels": labels})
     w.finalize()
     np.testing.assert_array_equal(load_dump(damaged).logits, logits + 1)
+    # what a file browser leaves in any folder (.DS_Store, AppleDouble "._x") does not make a Dump foreign
+    (damaged / ".DS_Store").write_bytes(b"\0")
+    (damaged / "._logits.npy").write_bytes(b"\0")
+    w = DumpWriter(damaged, 5, specs, {"fingerprint": "c"}, overwrite=True)
+    w.write(0, {"logits": logits + 2, "labels": labels})
+    w.finalize()
+    np.testing.assert_array_equal(load_dump(damaged).logits, logits + 2)
 
 
 def test_not_enough_disk_space_is_refused_before_writing(tmp_path, monkeypatch):

@@ -879,7 +879,8 @@ def fit_temperature(logits, labels, *, init: float = 1.5, max_iter: int = 100, n
         z, y = z[finite], y[finite]
         if z.shape[0] == 0:
             raise DataError("no finite logits rows to fit a temperature on")
-    if bool((z.argmax(1) == y).all()):
+    errorless = bool((z.argmax(1) == y).all())
+    if errorless:
         warnings.warn(f"every one of the {z.shape[0]} validation predictions is right: the NLL keeps falling as "
                       "T -> 0 and has no minimum, so the fitted temperature only sharpens the model; fit it on a "
                       "split with errors", RuntimeWarning, stacklevel=2)
@@ -904,9 +905,9 @@ def fit_temperature(logits, labels, *, init: float = 1.5, max_iter: int = 100, n
         t = float(log_t.exp())
         after = float(torch.nn.functional.cross_entropy(z / t, y))
         grad = log_t.grad.abs().item() if log_t.grad is not None else float("nan")
-    converged = bool(grad < 1e-5)
-    if not converged:
-        warnings.warn(f"the temperature fit stopped after {max_iter} iterations at T = {t:.4g} without reaching "
+    converged = bool(grad < 1e-5) and not errorless        # errorless: a vanishing gradient is no minimum
+    if not converged and not errorless:
+        warnings.warn(f"the temperature fit stopped after {max_iter} iteration(s) at T = {t:.4g} without reaching "
                       f"a minimum of the validation NLL (|d NLL / d log T| = {grad:.2g})", RuntimeWarning,
                       stacklevel=2)
     return TemperatureResult(temperature=t, nll_before=before, nll_after=after, num_samples=int(z.shape[0]),

@@ -50,9 +50,13 @@ def _vocabularies(num_classes: int, class_names: Sequence[str] | None, wnids: Se
 
 def resolve_class(name: str | int, num_classes: int, class_names: Sequence[str] | None = None,
                   wnids: Sequence[str] | None = None) -> int:
-    """One class name / WordNet id / index -> class index in [0, num_classes)."""
+    """One class name / WordNet id / index -> class index in [0, num_classes). Text that is exactly one class's
+    name is that class (a class named "-1" or "10"); other integer text ("-1", "+3") is an index."""
+    exact = [i for i, n in enumerate(list(class_names or ())[:num_classes]) if str(n) == str(name).strip()]
+    if not isinstance(name, (int, np.integer)) and len(exact) == 1:
+        return exact[0]
     if isinstance(name, (int, np.integer)) or _INTEGER.fullmatch(str(name).strip()):
-        index = int(str(name).strip())  # "-1" and "+3" are indices too, never names
+        index = int(str(name).strip())
         if not 0 <= index < num_classes:
             raise DataError(f"class index {index} is out of range; expected an index in 0..{num_classes - 1} "
                             f"(the model has {num_classes} classes)")

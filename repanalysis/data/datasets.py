@@ -370,9 +370,11 @@ def _layouts_found(path: Path) -> dict[str, str]:
     if idx is not None:
         found["mnist"] = "MNIST IDX files" + (f" in {idx.relative_to(path).as_posix()}" if idx != path else "")
     npz = [p.name for p in _visible(path) if p.suffix.lower() == ".npz" and p.is_file()]
+    top_images, class_dirs = _scan_top(path)
+    if npz and (found or class_dirs or top_images):       # beside other data: only .npz files of images count
+        npz = [n for n in npz if _npz_holds_data(path / n)]
     if npz:
         found["npz"] = f"{len(npz)} .npz file(s) ({_some(npz)})"
-    top_images, class_dirs = _scan_top(path)
     if class_dirs:
         found["imagefolder"] = f"{len(class_dirs)} sub-folders of images ({_some([d.name for d in class_dirs])})"
     if top_images:
@@ -808,10 +810,25 @@ def _open_cifar(path: Path, layout: str, split: str | None):
 
 
 def _find_idx_folder(path: Path) -> Path | None:
-    for candidate in (path, path / "raw", path / "MNIST" / "raw", path / "FashionMNIST" / "raw"):
-        if candidate.is_dir() and any(_IDX_NAME.match(p.name) for p in candidate.iterdir()):
-            return candidate
-    return None
+    """The folder of MNIST IDX files in ``path`` (itself, raw/, or torchvision's MNIST/raw or FashionMNIST/raw).
+    DataError when torchvision's root holds both MNIST and Fashion-MNIST: no --layout can choose between them."""
+    found = [c for c in (path, path / "raw", path / "MNIST" / "raw", path / "FashionMNIST" / "raw")
+             if c.is_dir() and any(_IDX_NAME.match(p.name) for p in c.iterdir())]
+    nested = [c for c in found if c.parent.name in ("MNIST", "FashionMNIST") and c.parent.parent == path]
+    if len(found) > 1 and len(nested) == len(found):
+        where = " and ".join(c.relative_to(path).as_posix() for c in nested)
+        raise DataError(f"{path} holds MNIST IDX files in {where}; pass --data {nested[0].parent} or --data "
+                        f"{nested[1].parent} to choose one")
+    return found[0] if found else None
+
+
+def _npz_holds_data(path: Path) -> bool:
+    """An .npz archive with ``images`` and ``labels`` arrays (not, say, a stray mean_std.npz)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return {"images.npy", "labels.npy"} <= set(zf.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _idx_file(folder: Path, prefix: str, kind: str) -> Path:

@@ -32,7 +32,8 @@ def extract_features_cached(checkpoint, data, *, layout=None, split=None, class_
     """Features Dump of a checkpoint in its run folder (runs/<stem>/features/), reused when it is a complete Dump
     of this same run (by the run fingerprint: the checkpoint's sha256, the data set's content, split, transform,
     precision), resumed when incomplete; a Dump of another run there (another checkpoint of the same file name,
-    other data) is replaced only with ``overwrite``, as any existing Dump."""
+    other data) is replaced only with ``overwrite``, as any existing Dump; ``overwrite`` extracts again in any
+    case (as ``features --overwrite`` says)."""
     import repanalysis as ra
     from repanalysis import config
     from repanalysis.paths import as_path
@@ -46,7 +47,7 @@ def extract_features_cached(checkpoint, data, *, layout=None, split=None, class_
         log(f"features of {checkpoint}: {output}")
     dump = ra.extract(checkpoint, data, output, features=True, layout=layout or "auto", split=split,
                       class_order=class_order, device=device, batch_size=batch_size, overwrite=overwrite,
-                      reuse=True, progress=log is not None, log=log)
+                      reuse=not overwrite, progress=log is not None, log=log)
     if name is not None:      # a display name of this call only: the cached Dump keeps its checkpoint's name
         dump.name = name
     return dump

@@ -24,7 +24,7 @@ import torch
 
 from repanalysis.analyze._arrays import check_number, pick_device
 from repanalysis.errors import DataError, DumpError, RepanalysisError, last_error_line
-from repanalysis.extract.store import Dump, DumpWriter, is_complete_run, load_dump, save_seed_pt
+from repanalysis.extract.store import Dump, DumpWriter, check_pt_output, is_complete_run, load_dump, save_seed_pt
 from repanalysis.models.features import FeatureTap
 from repanalysis.paths import as_path
 
@@ -126,7 +126,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
                         f"logits --output {output.name}` for logits only")
     want_features = not seed_pt if features is None else bool(features)   # False for a .pt (checked above)
     if seed_pt:
-        _check_pt_output(output)
+        check_pt_output(output)
     if seed_pt and output.exists() and not overwrite:
         raise DumpError(f"output {output} already exists; pass --overwrite to replace it")
     lm = model if isinstance(model, LoadedModel) else load_model(model, arch, trust=trust, device="cpu", log=log)
@@ -181,7 +181,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
                     z0 = net(x0)
             except RuntimeError as exc:
                 raise RepanalysisError(f"the model cannot run on this data (input {tuple(x0.shape[1:])}): "
-                                       f"{last_error_line(str(exc))[:200]}") from None
+                                       f"{_cause(exc)[:200]}") from None
         k = z0.shape[1]
         specs = {"logits": ((k,), np.float32), "labels": ((), np.int64), "ids": ((), np.int64)}
         if want_features:
@@ -236,12 +236,13 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             net.to(home)
 
 
-def _check_pt_output(output: Path) -> None:
-    """DumpError, before anything is loaded, when a ``.pt`` output path is an existing folder: the run would
-    extract everything and only then fail to write the file."""
-    if output.is_dir():
-        raise DumpError(f"output {output} is a directory; expected the path of a .pt file (choose another "
-                        "--output, or drop the .pt suffix to write a Dump folder)")
+def _cause(exc: RuntimeError) -> str:
+    """The line of a model's RuntimeError that says what went wrong: the first, except for TorchScript, whose
+    first line is "The following operation failed in the TorchScript interpreter." and whose last line, after
+    its traceback, is the real error (a CUDA error's last line is only a hint to compile with device asserts)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return last_error_line(text) if "TorchScript interpreter" in first else first
 
 
 def _finish_seed_pt(partial: Path, output: Path, overwrite: bool) -> Dump:

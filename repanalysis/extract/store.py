@@ -414,13 +414,19 @@ def _check_names(names, field: str, k: int, where: str, damaged: bool = False) -
     return [str(n) for n in names]
 
 
+def check_pt_output(output: Path) -> None:
+    """DumpError when a ``.pt`` output path is an existing folder (checked before any work is done)."""
+    if output.is_dir():
+        raise DumpError(f"output {output} is a directory; expected the path of a .pt file (choose another "
+                        "--output, or drop the .pt suffix to write a Dump folder)")
+
+
 def save_seed_pt(dump: Dump, path: str | os.PathLike, overwrite: bool = False) -> Dump:
     """Write the seed tool's format ``{'logits': FloatTensor[N, K], 'labels': LongTensor[N]}`` atomically."""
     import torch
 
     path = Path(path)
-    if path.is_dir():
-        raise DumpError(f"output {path} is a directory; expected the path of a .pt file")
+    check_pt_output(path)
     if path.exists() and not overwrite:
         raise DumpError(f"output {path} already exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -809,10 +815,14 @@ _RUN_FIELDS = (("checkpoint", "sha256", "checkpoint"), ("dataset", None, "data")
                ("feature_layer", None, "feature layer"), ("arch", None, "architecture"))
 
 
+_OS_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}   # what file browsers leave in any folder (and "._*")
+
+
 def _foreign_entries(folder: Path, names=()) -> list[str]:
     """Sorted names in ``folder`` that no Dump of ours makes (``names``: array names beyond ARRAY_NAMES)."""
-    ours = {f"{k}.npy" for k in (*ARRAY_NAMES, *names)} | {"meta.json", "samples.txt", LAYOUT_DIR}
-    return sorted(p.name for p in folder.iterdir() if p.name not in ours and not _TMP_META.match(p.name))
+    ours = {f"{k}.npy" for k in (*ARRAY_NAMES, *names)} | {"meta.json", "samples.txt", LAYOUT_DIR} | _OS_FILES
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name not in ours and not _TMP_META.match(p.name) and not p.name.startswith("._"))
 
 
 def _refuse_foreign(folder: Path, meta: dict | None, names, shown: str) -> None:
