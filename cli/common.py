@@ -48,9 +48,9 @@ def run_folder_dumps(name_list: list[str] | None, need_features: bool = False):
         have = {n for n, _ in found}
         logits_only = [n for n, _ in config.default_dumps() if n not in have] if have else []
         if logits_only:
-            warnings.warn(f"run(s) {', '.join(logits_only)} hold logits only and are left out (this command needs "
-                          "features; `repanalysis extract --checkpoint MODEL.pth` makes them)", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(f"run(s) {', '.join(logits_only)} have no complete features Dump and are left out (this "
+                          "command needs features; `repanalysis extract --checkpoint MODEL.pth` makes them)",
+                          RuntimeWarning, stacklevel=2)
     if name_list is not None and len(name_list) != len(found):
         raise RepanalysisError(f"--names has {len(name_list)} names but the run folder holds {len(found)} models "
                                f"({', '.join(n for n, _ in found)})")
@@ -88,8 +88,9 @@ def echo_json(obj) -> None:
 
 def _check_out(ctx, param, value: Path) -> Path:
     """--out must be a folder this user can make or write in: checked before any work, not after it."""
-    if value.is_symlink() and not value.exists():
-        raise click.BadParameter(f"{value} is a broken symbolic link; expected a folder (or a new path)")
+    broken = next((p for p in (value, *value.parents) if p.is_symlink() and not p.exists()), None)
+    if broken is not None:
+        raise click.BadParameter(f"{broken} is a broken symbolic link; expected a folder (or a new path)")
     folder = next(p for p in (value, *value.parents) if p.exists())       # "." at the latest
     if not folder.is_dir():
         raise click.BadParameter(f"{folder} is a file; expected a folder (or a new path) for the results")

@@ -70,6 +70,8 @@ def test_a_class_named_like_a_number_is_that_class():
     assert resolve_classes("2,1,+3", 4, names) == [2, 1, 3]
     with pytest.raises(DataError, match=r"^class index 40 is out of range"):
         resolve_classes("40,20,30", 4, names)
+    with pytest.raises(DataError, match=r"^class name '7' is shared by classes 2, 3; give the index"):
+        resolve_classes("7,0,1", 4, ["a", "b", "7", "7"])
 
 
 def _brute_triplet(conf):

@@ -191,7 +191,7 @@ def test_analysis_commands_without_inputs_take_the_run_folder(command, out_file,
     Dump.from_arrays(torch.randn(60, 3), torch.arange(60) % 3, name="lo",
                      meta={"dataset": {"root": str(tmp_path / "test.npz"), "split": None}}).save(runs / "lo" / "logits")
     if command in ("separation", "collapse"):
-        with pytest.warns(RuntimeWarning, match=r"run\(s\) lo hold logits only and are left out"):
+        with pytest.warns(RuntimeWarning, match=r"run\(s\) lo have no complete features Dump and are left out"):
             code, _, stderr = run_cli([command, *extra, "--out", str(tmp_path / "e")], capsys)
         assert code == 0 and json.loads((tmp_path / "e" / out_file).read_text()) == want
     # a third run of another data set is not mixed in
@@ -264,8 +264,9 @@ def test_an_unusable_out_is_refused_before_any_work(argv, tmp_path, capsys):
     code, _, stderr = run_cli([*argv, "--out", str(tmp_path / "file.txt" / "o")], capsys)
     one_line_error(code, stderr, "Invalid value for '--out'", "file.txt is a file; expected a folder")
     (tmp_path / "dangling").symlink_to(tmp_path / "gone")
-    code, _, stderr = run_cli([*argv, "--out", str(tmp_path / "dangling")], capsys)
-    one_line_error(code, stderr, "Invalid value for '--out'", "dangling is a broken symbolic link")
+    for out in (tmp_path / "dangling", tmp_path / "dangling" / "sub"):
+        code, _, stderr = run_cli([*argv, "--out", str(out)], capsys)
+        one_line_error(code, stderr, "Invalid value for '--out'", "dangling is a broken symbolic link")
 
 
 def test_unusable_output_paths_and_settings_are_bad_input(tmp_path, capsys, monkeypatch):

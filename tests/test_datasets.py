@@ -702,6 +702,13 @@ def test_a_stray_npz_beside_class_folders_is_not_a_second_data_set(tmp_path, pho
     np.savez(root / "test.npz", images=x[:5], labels=y[:5].astype(np.int64))
     with pytest.raises(DataError, match=r"holds data of 2 layouts: npz: 1 .npz file\(s\) \(test.npz\); imagefolder"):
         open_dataset(root)
+    # a folder of .npz files: the stray one is no split either
+    solo = tmp_path / "solo"
+    solo.mkdir()
+    np.savez(solo / "data.npz", images=x[:5], labels=y[:5].astype(np.int64))
+    np.savez(solo / "mean_std.npz", mean=np.zeros(3), std=np.ones(3))
+    ds = open_dataset(solo)
+    assert ds.split == "data" and len(ds) == 5
 
 
 def test_torchvision_root_with_mnist_and_fashion_mnist_asks_which(tmp_path, digits):

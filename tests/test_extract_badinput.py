@@ -556,3 +556,6 @@ def test_a_models_error_is_reported_by_its_cause_line():
                         "might be asynchronously reported\nCompile with `TORCH_USE_CUDA_DSA` to enable device-side "
                         "assertions.\n")
     assert _cause(cuda) == "CUDA error: no kernel image is available for execution on the device"
+    scripted_cuda = RuntimeError("The following operation failed in the TorchScript interpreter.\nTraceback of "
+                                 "TorchScript (most recent call last):\nRuntimeError: " + str(cuda))
+    assert _cause(scripted_cuda) == "CUDA error: no kernel image is available for execution on the device"

@@ -139,6 +139,13 @@ def test_overwrite_never_deletes_files_that_are_not_a_dumps(tmp_path):
     w.write(0, {"logits": logits + 2, "labels": labels})
     w.finalize()
     np.testing.assert_array_equal(load_dump(damaged).logits, logits + 2)
+    fresh = tmp_path / "fresh"                      # a new folder a file browser has already visited: empty
+    fresh.mkdir()
+    (fresh / ".DS_Store").write_bytes(b"\0")
+    w = DumpWriter(fresh, 5, specs, {"fingerprint": "d"})
+    w.write(0, {"logits": logits, "labels": labels})
+    w.finalize()
+    np.testing.assert_array_equal(load_dump(fresh).logits, logits)
 
 
 def test_not_enough_disk_space_is_refused_before_writing(tmp_path, monkeypatch):

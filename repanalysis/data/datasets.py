@@ -921,6 +921,8 @@ def _npz_split_file(path: Path, split: str | None) -> tuple[Path, str | None]:
         files = {p.stem: p for p in _visible(path) if p.suffix.lower() == ".npz"}
         if not files:
             raise DataError(f"no .npz file in {path}; expected <split>.npz files")
+        data = {s: p for s, p in files.items() if _npz_holds_data(p)}
+        files = data or files          # mean_std.npz beside data.npz is no split (one alone: its own message)
         if split is None:
             split = next((s for s in ("test", "val") if s in files), None)
             if split is None and len(files) == 1:

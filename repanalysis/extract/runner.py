@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from repanalysis.analyze._arrays import check_number, pick_device
-from repanalysis.errors import DataError, DumpError, RepanalysisError, last_error_line
+from repanalysis.errors import DataError, DumpError, RepanalysisError
 from repanalysis.extract.store import Dump, DumpWriter, check_pt_output, is_complete_run, load_dump, save_seed_pt
 from repanalysis.models.features import FeatureTap
 from repanalysis.paths import as_path
@@ -237,12 +237,18 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
 
 
 def _cause(exc: RuntimeError) -> str:
-    """The line of a model's RuntimeError that says what went wrong: the first, except for TorchScript, whose
-    first line is "The following operation failed in the TorchScript interpreter." and whose last line, after
-    its traceback, is the real error (a CUDA error's last line is only a hint to compile with device asserts)."""
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return last_error_line(text) if "TorchScript interpreter" in first else first
+    """The line of a model's RuntimeError that says what went wrong: its first line (a CUDA error ends with a
+    hint to compile with device asserts). A TorchScript error opens with "The following operation failed in
+    the TorchScript interpreter." and quotes, after its traceback, the original error from its last
+    ``SomeError: `` line on: the first line of that."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if "TorchScript interpreter" in lines[0]:
+        starts = [i for i, ln in enumerate(lines) if re.match(r"^[\w.]*Error: ", ln)]
+        if starts:
+            return lines[starts[-1]].partition(": ")[2]
+    return lines[0]
 
 
 def _finish_seed_pt(partial: Path, output: Path, overwrite: bool) -> Dump:

@@ -635,7 +635,8 @@ class DumpWriter:
         _recover_swap(self.target)
         if self.path.exists() and self.path.is_file():
             raise DumpError(f"output {self.path} exists and is a file; expected a Dump directory path")
-        if self.path.is_dir() and any(self.path.iterdir()) and self._take_existing(meta, overwrite):
+        if self.path.is_dir() and any(not _os_file(p) for p in self.path.iterdir()) and self._take_existing(
+                meta, overwrite):
             return          # resumed
         # The Dump is laid out in a hidden folder inside the output, its files moved up when all are made,
         # meta.json last: a run killed while laying out leaves no meta.json (readers see no Dump) and that
@@ -818,11 +819,16 @@ _RUN_FIELDS = (("checkpoint", "sha256", "checkpoint"), ("dataset", None, "data")
 _OS_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}   # what file browsers leave in any folder (and "._*")
 
 
+def _os_file(p: Path) -> bool:
+    """A file a file browser leaves in any folder (Finder's .DS_Store and AppleDouble ._x, Windows' Thumbs.db)."""
+    return (p.name in _OS_FILES or p.name.startswith("._")) and p.is_file() and not p.is_symlink()
+
+
 def _foreign_entries(folder: Path, names=()) -> list[str]:
     """Sorted names in ``folder`` that no Dump of ours makes (``names``: array names beyond ARRAY_NAMES)."""
-    ours = {f"{k}.npy" for k in (*ARRAY_NAMES, *names)} | {"meta.json", "samples.txt", LAYOUT_DIR} | _OS_FILES
+    ours = {f"{k}.npy" for k in (*ARRAY_NAMES, *names)} | {"meta.json", "samples.txt", LAYOUT_DIR}
     return sorted(p.name for p in folder.iterdir()
-                  if p.name not in ours and not _TMP_META.match(p.name) and not p.name.startswith("._"))
+                  if p.name not in ours and not _TMP_META.match(p.name) and not _os_file(p))
 
 
 def _refuse_foreign(folder: Path, meta: dict | None, names, shown: str) -> None:
