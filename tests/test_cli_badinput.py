@@ -142,14 +142,20 @@ def test_single_class_validation_set_warns():
 
 
 # --- run folders of different data sets ---------------------------------------------------------------
-def test_run_folder_dumps_of_different_data_sets_are_not_mixed(tmp_path, capsys, monkeypatch):
+def run_folder(tmp_path, monkeypatch, second_data: str):
+    """runs/ce and runs/ls features Dumps of test.npz and ``second_data``, as the configured run folder."""
     runs = tmp_path / "runs"
     dump_of("aa", root=str(tmp_path / "test.npz")).save(runs / "ce" / "features")
-    dump_of("bb", root=str(tmp_path / "train.npz"), seed=1).save(runs / "ls" / "features")
+    dump_of("bb", root=str(tmp_path / second_data), seed=1).save(runs / "ls" / "features")
     monkeypatch.setenv("REPANALYSIS_RUNS", str(runs))
     monkeypatch.setenv("REPANALYSIS_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.delenv("REPANALYSIS_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
+    return runs
+
+
+def test_run_folder_dumps_of_different_data_sets_are_not_mixed(tmp_path, capsys, monkeypatch):
+    runs = run_folder(tmp_path, monkeypatch, "train.npz")
     out = tmp_path / "o"
     code, _, stderr = run_cli(["features", "--classes", "0,1,2", "--method", "centroid", "--out", str(out)], capsys)
     one_line_error(code, stderr, "different data sets", "test.npz", "train.npz")
@@ -164,19 +170,11 @@ def test_run_folder_dumps_of_different_data_sets_are_not_mixed(tmp_path, capsys,
     assert code == 0, stderr
 
 
-@pytest.mark.parametrize("command, out_file, key", [("calibration", "calibration.json", "models"),
-                                                    ("analyze-logits", "logit_stats.json", "models"),
-                                                    ("separation", "separation.json", None),
-                                                    ("collapse", "collapse.json", None)])
-def test_analysis_commands_without_inputs_take_the_run_folder(command, out_file, key, tmp_path, capsys,
-                                                              monkeypatch):
-    runs = tmp_path / "runs"
-    dump_of("aa", root=str(tmp_path / "test.npz")).save(runs / "ce" / "features")
-    dump_of("bb", root=str(tmp_path / "test.npz"), seed=1).save(runs / "ls" / "features")
-    monkeypatch.setenv("REPANALYSIS_RUNS", str(runs))
-    monkeypatch.setenv("REPANALYSIS_CONFIG", str(tmp_path / "none.toml"))
-    monkeypatch.delenv("REPANALYSIS_DATA", raising=False)
-    monkeypatch.chdir(tmp_path)
+@pytest.mark.parametrize("command, out_file", [("calibration", "calibration.json"),
+                                               ("analyze-logits", "logit_stats.json"),
+                                               ("separation", "separation.json"), ("collapse", "collapse.json")])
+def test_analysis_commands_without_inputs_take_the_run_folder(command, out_file, tmp_path, capsys, monkeypatch):
+    runs = run_folder(tmp_path, monkeypatch, "test.npz")
     extra = ["--bootstrap", "0"] if command == "calibration" else []
     code, _, stderr = run_cli([command, *extra, "--out", str(tmp_path / "a")], capsys)
     assert code == 0, stderr
