@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from repanalysis.cli.common import device_option, echo_json, json_option, names_option, out_option, split_names
 from repanalysis.errors import RepanalysisError
@@ -79,6 +80,10 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
                                "file given twice?); expected distinct checkpoints, or distinct --names")
     if topk is not None and not 0 < topk <= 1:
         raise RepanalysisError(f"--topk must lie in (0, 1]; got {topk}")
+    explicit = click.get_current_context().get_parameter_source("threshold") == ParameterSource.COMMANDLINE
+    if topk is not None and explicit:
+        raise RepanalysisError(f"--topk {topk:g} and --threshold {threshold:g} both choose the CAM mask; expected "
+                               "one of them (--topk takes the top fraction of pixels, --threshold cuts at tau)")
     check_threshold(threshold, "--threshold")      # before any model is loaded
     if data is None:
         from repanalysis import config

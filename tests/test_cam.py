@@ -151,6 +151,11 @@ def test_layer_override_and_misses():
     assert out.layer.name == "layer3.1"
     with pytest.raises(ConfigError, match="layer 'layer5' not found.*candidates: .*layer"):
         C.resolve_cam_layer(model, "layer5")
+    # a name with no close match: the candidates are layers that give feature maps, not fc / avgpool
+    with pytest.raises(ConfigError, match=r"layer 'nosuch' not found in ResNet; candidates: layer4, ") as err:
+        C.resolve_cam_layer(model, "nosuch", example=torch.zeros(1, 3, 64, 64))
+    assert "fc" not in str(err.value).split("candidates: ")[1].split(", ")
+    assert "avgpool" not in str(err.value)
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     with pytest.raises(ConfigError, match="cannot find a CAM layer automatically"):
         C.resolve_cam_layer(mlp, example=torch.zeros(1, 3, 2, 2))

@@ -140,6 +140,17 @@ def test_cli_box_for_one_folder_scores_one_image(tiny, tmp_path, capsys):
                               capsys)
     assert code == 2 and "error: zero/0.png (boxes from" in stderr and "corners reversed" in stderr
     assert "one/0.png" not in stderr and not (tmp_path / "o3").exists()
+    code, _, stderr = run_cli(_args(tiny, _flat(tmp_path, "zero/0.png,4,4,24,nan\n", "nan.csv"), tmp_path / "o5"),
+                              capsys)
+    assert code == 2 and "(4, 4, 24, nan) has a non-finite coordinate; expected four finite numbers" in stderr
+    assert not (tmp_path / "o5").exists()
+    # --topk replaces --threshold: both given is refused, not silently half-ignored
+    code, _, stderr = run_cli(_args(tiny, _flat(tmp_path, "zero/0.png,4,4,24,24\n"), tmp_path / "o6", "--topk", "0.2",
+                                    "--threshold", "0.9"), capsys)
+    assert code == 2 and "--topk 0.2 and --threshold 0.9 both choose the CAM mask; expected one of them" in stderr
+    code, _, stderr = run_cli(_args(tiny, _flat(tmp_path, "zero/0.png,4,4,24,24\n"), tmp_path / "o7", "--topk", "0.2"),
+                              capsys)
+    assert code == 0, stderr
     code, _, stderr = run_cli(_args(tiny, _flat(tmp_path, "0.png,4,4,24,24\n", "bare.csv"), tmp_path / "o4"), capsys)
     assert code == 2 and "'0.png' fits 2 images (one/0.png, zero/0.png)" in stderr
     assert "Traceback" not in stderr and not (tmp_path / "o4").exists()

@@ -185,7 +185,7 @@ def resolve_cam_layer(model: nn.Module, layer: str | None = None,
         modules = dict(model.named_modules())
         if layer not in modules or not layer:
             close = difflib.get_close_matches(layer, list(modules), n=5, cutoff=0.4)
-            shown = close or layer_candidates(model, 8)
+            shown = close or _layers_with_maps(model, example, family_layer, channels_last) or layer_candidates(model, 8)
             raise ConfigError(f"layer {layer!r} not found in {type(model).__name__}; candidates: "
                               f"{', '.join(shown)}")
         transform = family_layer.reshape_transform if family_layer is not None else None
@@ -204,6 +204,14 @@ def resolve_cam_layer(model: nn.Module, layer: str | None = None,
     name = found[-1]
     return CamLayer(name, dict(model.named_modules())[name], "cnn",
                     _channels_last_to_first if channels_last else None)
+
+
+def _layers_with_maps(model: nn.Module, example, family_layer: CamLayer | None, channels_last: bool) -> list[str]:
+    """:func:`_suitable_layers` on the example input (none when no example can be made): a hint only."""
+    try:
+        return _suitable_layers(model, _example_input(model, example), family_layer, channels_last)
+    except ConfigError:
+        return []
 
 
 def _suitable_layers(model: nn.Module, example: torch.Tensor, family_layer: CamLayer | None,

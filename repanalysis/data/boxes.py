@@ -244,7 +244,10 @@ def check_boxes(boxes: np.ndarray, width: int, height: int, name: str = "image")
            | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]) | ~np.isfinite(b).all(1))
     if bad.any():
         x0, y0, x1, y1 = b[np.flatnonzero(bad)[0]]
-        if np.isfinite([x0, y0, x1, y1]).all() and (x1 <= x0 or y1 <= y0):
+        if not np.isfinite([x0, y0, x1, y1]).all():
+            raise DataError(f"{name}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) has a non-finite coordinate; expected "
+                            "four finite numbers x0, y0, x1, y1")
+        if x1 <= x0 or y1 <= y0:
             raise DataError(f"{name}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is empty or has its corners reversed; "
                             "expected (x0, y0, x1, y1) with x0 < x1 and y0 < y1")
         raise DataError(f"{name}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the {width}x{height} image; "
