@@ -34,7 +34,8 @@ def command(train, test, names, l2, seed, device, out, as_json):
         raise RepanalysisError(f"got {len(train)} --train and {len(test)} --test Dumps; expected one pair per model")
     name_list = split_names(names)
     if name_list is not None and len(name_list) != len(train):
-        raise RepanalysisError(f"--names has {len(name_list)} names for {len(train)} models")
+        raise RepanalysisError(f"--names has {len(name_list)} names for {len(train)} models; expected one name per "
+                               "--train/--test pair")
     trains, tests = load_dumps([str(p) for p in train]), load_dumps([str(p) for p in test])
     results = []
     for i, (tr, te) in enumerate(zip(trains, tests)):
