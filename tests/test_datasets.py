@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import warnings
 import pickle
 import struct
 
@@ -718,3 +719,27 @@ def test_torchvision_root_with_mnist_and_fashion_mnist_asks_which(tmp_path, digi
                                         r".*MNIST or --data .*FashionMNIST to choose one"):
         open_dataset(tmp_path)
     assert open_dataset(tmp_path / "FashionMNIST").class_names[0] == "T-shirt/top"
+
+
+def test_data_of_other_classes_than_the_models_is_warned_about(tmp_path, digits):
+    # digits named zero..nine through an ImageNet model: label 0 would be read as "tench" without a word
+    from repanalysis.data.datasets import label_for_model
+
+    x, y = digits
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    np.savez(tmp_path / "d.npz", images=x[:10], labels=y[:10].astype(np.int64), class_names=np.array(names))
+    ds = open_dataset(tmp_path / "d.npz")
+    with pytest.warns(RuntimeWarning, match=r"^the data's classes \(zero, one, two, ...\) are none of the model's "
+                                            r"classes at the same indices \(tench, goldfish, great white shark"):
+        label_for_model(ds, 1000, None)
+    with pytest.warns(RuntimeWarning, match=r"none of the model's classes at the same indices \(a, b, c, ...\)"):
+        label_for_model(ds, 10, list("abcdefghij"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert label_for_model(ds, 10, names) is ds                          # the model's own names
+        label_for_model(ds, 10, None)                                        # nothing to compare with
+        np.savez(tmp_path / "n.npz", images=x[:10], labels=y[:10].astype(np.int64))
+        label_for_model(open_dataset(tmp_path / "n.npz"), 1000, None)         # named 0..K-1: indices
+    # the model's names in another order: the npz's label i is not the model's class i either
+    with pytest.warns(RuntimeWarning, match=r"none of the model's classes at the same indices \(one, two, three"):
+        label_for_model(ds, 10, names[1:] + names[:1])

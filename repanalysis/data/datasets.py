@@ -31,6 +31,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -473,10 +474,33 @@ def label_for_model(dataset: "ImageDataset", num_classes: int | None, class_name
             log(f"labelled {folders} WordNet-id folders by their ImageNet-1k index")
     relabelled = label_by_model_classes(dataset, class_names)
     if relabelled is None:
+        _warn_other_classes(dataset, num_classes, class_names)
         return dataset
     if log:
         log(f"labelled {len(np.unique(relabelled.labels))} class folders by the model's class names")
     return relabelled
+
+
+def _warn_other_classes(dataset: "ImageDataset", num_classes: int | None, class_names: Sequence[str] | None) -> None:
+    """Warn when the data set's named classes are none of the model's classes at the same indices (MNIST digits
+    through an ImageNet model): its labels are then read as the model's class indices, and accuracy and the
+    'ground-truth' CAMs are about other classes. Data named 0..K-1, or opened with a class order, say nothing."""
+    from repanalysis.data.class_resolution import normalize_name
+
+    ours = list(getattr(dataset, "class_names", None) or [])
+    if dataset.class_order is not None or not ours or all(str(n) == str(i) for i, n in enumerate(ours)):
+        return
+    vocab = [list(class_names)] if class_names else []
+    if num_classes == 1000:
+        vocab += [imagenet_class_names(), imagenet_wnids()]
+    vocab = [v for v in vocab if len(v) >= len(ours)]
+    if not vocab or any(normalize_name(n) == normalize_name(v[i]) for v in vocab for i, n in enumerate(ours)):
+        return
+    theirs = vocab[0]
+    warnings.warn(f"the data's classes ({', '.join(map(str, ours[:3]))}, ...) are none of the model's classes at "
+                  f"the same indices ({', '.join(map(str, theirs[:3]))}, ...): its labels are read as the model's "
+                  "class indices; pass --class-order (class_order=) if the data is labelled otherwise",
+                  RuntimeWarning, stacklevel=3)
 
 
 def label_by_model_classes(dataset: "ImageDataset", model_class_names: Sequence[str] | None
