@@ -41,9 +41,9 @@ def run_folder_dumps(name_list: list[str] | None, need_features: bool = False):
     """The run folder's complete Dumps (``runs/<checkpoint>/{features,logits}``), all of one data set; with
     ``need_features``, runs that hold logits only are left out with a warning naming them."""
     from repanalysis import config
-    from repanalysis.extract.gather import check_one_data_set
+    from repanalysis.extract.gather import check_one_data_set, named_run_dumps
 
-    found = config.default_dumps(require_features=need_features)
+    found = named_run_dumps(name_list, require_features=need_features)
     if need_features:
         have = {n for n, _ in found}
         logits_only = [n for n, _ in config.default_dumps() if n not in have] if have else []
@@ -51,13 +51,7 @@ def run_folder_dumps(name_list: list[str] | None, need_features: bool = False):
             warnings.warn(f"run(s) {', '.join(logits_only)} have no complete features Dump and are left out (this "
                           "command needs features; `repanalysis extract --checkpoint MODEL.pth` makes them)",
                           RuntimeWarning, stacklevel=2)
-    if name_list is not None and len(name_list) != len(found):
-        raise RepanalysisError(f"--names has {len(name_list)} names but the run folder holds {len(found)} models "
-                               f"({', '.join(n for n, _ in found)})")
-    dumps = []
-    for i, (run_name, dump) in enumerate(found):
-        dump.name = name_list[i] if name_list else run_name
-        dumps.append(dump)
+    dumps = [dump for _, dump in found]
     check_distinct_names([d.name for d in dumps], [d.path for d in dumps], from_names=name_list is not None)
     check_one_data_set(dumps, None, None)
     return dumps

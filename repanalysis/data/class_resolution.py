@@ -52,12 +52,13 @@ def resolve_class(name: str | int, num_classes: int, class_names: Sequence[str] 
                   wnids: Sequence[str] | None = None) -> int:
     """One class name / WordNet id / index -> class index in [0, num_classes). Text that is exactly one class's
     name is that class (a class named "-1" or "10"); other integer text ("-1", "+3") is an index."""
-    exact = [i for i, n in enumerate(list(class_names or ())[:num_classes]) if str(n) == str(name).strip()]
-    if not isinstance(name, (int, np.integer)) and len(exact) == 1:
-        return exact[0]
-    if not isinstance(name, (int, np.integer)) and len(exact) > 1:
-        raise DataError(f"class name {str(name).strip()!r} is shared by classes {', '.join(map(str, exact))}; "
-                        "give the index of the one meant instead")
+    if not isinstance(name, (int, np.integer)):
+        exact = [i for i, n in enumerate(list(class_names or ())[:num_classes]) if str(n) == str(name).strip()]
+        if len(exact) == 1:
+            return exact[0]
+        if exact:
+            raise DataError(f"class name {str(name).strip()!r} is shared by classes {', '.join(map(str, exact))}; "
+                            "give the index of the one meant instead")
     if isinstance(name, (int, np.integer)) or _INTEGER.fullmatch(str(name).strip()):
         index = int(str(name).strip())
         if not 0 <= index < num_classes:

@@ -81,7 +81,6 @@ def gather_dumps(dumps, checkpoints, names, data=None, *, layout=None, split=Non
     recorded in its meta.json. Returns a list of Dumps named by --names when given.
     """
     import repanalysis as ra
-    from repanalysis import config
     from repanalysis.data.datasets import BY_MODEL_CLASS_NAMES
 
     inputs = [("dump", p) for p in dumps] + [("checkpoint", p) for p in checkpoints]
@@ -100,12 +99,8 @@ def gather_dumps(dumps, checkpoints, names, data=None, *, layout=None, split=Non
                                                    device=device, batch_size=batch_size, overwrite=overwrite,
                                                    log=log))
         return out
-    found = config.default_dumps()
-    if name_list is not None and len(name_list) != len(found):
-        raise RepanalysisError(f"--names has {len(name_list)} names but the run folder holds {len(found)} models "
-                               f"({', '.join(n for n, _ in found)})")
-    for i, (run_name, dump) in enumerate(found):
-        name = name_list[i] if name_list else run_name
+    for run_name, dump in named_run_dumps(name_list):
+        name = dump.name
         if dump.features is None and need_features:
             ckpt = (dump.meta.get("checkpoint") or {}).get("path")
             ds = dump.meta.get("dataset") or {}
@@ -117,11 +112,23 @@ def gather_dumps(dumps, checkpoints, names, data=None, *, layout=None, split=Non
             dump = extract_features_cached(ckpt, data or ds.get("root"), layout=layout or ds.get("layout"),
                                            split=split or ds.get("split"), class_order=order,
                                            name=name, device=device, batch_size=batch_size, log=log)
-        else:
-            dump.name = name
         out.append(dump)
     check_one_data_set(out, data, split)
     return out
+
+
+def named_run_dumps(name_list: list[str] | None, require_features: bool = False) -> list:
+    """The run folder's complete Dumps as [(run name, Dump)], each Dump named by --names (one per run, in run
+    order) or else by its run (see :func:`repanalysis.config.default_dumps`)."""
+    from repanalysis import config
+
+    found = config.default_dumps(require_features=require_features)
+    if name_list is not None and len(name_list) != len(found):
+        raise RepanalysisError(f"--names has {len(name_list)} names but the run folder holds {len(found)} models "
+                               f"({', '.join(n for n, _ in found)})")
+    for i, (run_name, dump) in enumerate(found):
+        dump.name = name_list[i] if name_list else run_name
+    return found
 
 
 def _resolved(path) -> str:
