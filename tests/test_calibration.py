@@ -625,3 +625,76 @@ def test_tensor_and_whole_float_options_and_any_seed():
     np.testing.assert_array_equal(C.apply_temperature(_Z, torch.tensor(2.0)), _Z / 2)
     with pytest.raises(DataError, match="n_boot must be an integer >= 0; got 2.5"):
         C.calibration_report(_Z, _Y, 2, n_boot=2.5)
+
+
+# --- the unshifted exp pass and its redone rows ---------------------------------------------------------
+@pytest.mark.parametrize("dtype, big", [(torch.float32, 150.0), (torch.float64, 800.0)])
+def test_rows_beyond_the_exp_range_agree_with_float64_brute_force(dtype, big):
+    # _scan takes exp(z) without the row max; rows whose sum overflows (logits above ~88 in float32, ~709 in
+    # float64) or is tiny (every logit below ~-41) are redone with the max subtracted. Mixed in one chunk with
+    # ordinary rows, every metric must equal the float64 softmax brute force.
+    z, y = random_logits(n=1200, k=7, seed=21)
+    z[0::4] += big                                      # overflow unshifted
+    z[1::4] -= 3 * big                                  # every exp(z) underflows
+    z[2::8] -= 45.0                                     # tiny but representable row sums
+    z = z.to(dtype)
+    zd = z.double()
+    p = torch.softmax(zd, 1)
+    conf, pred = p.max(1)
+    right = (pred == y).numpy()
+    res = C.calibration_report(z, y)
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    np.testing.assert_allclose(res.confidence, conf.numpy(), rtol=tol, atol=0)
+    np.testing.assert_array_equal(res.correct, right)
+    ece, o, u, mce = loop_ece(conf.numpy(), right, np.linspace(0, 1, 16))
+    assert (res.ece, res.oece, res.uece, res.mce) == pytest.approx((ece, o, u, mce), abs=tol)
+    assert res.classwise_ece == pytest.approx(loop_classwise(zd, y)[0], abs=tol)
+    nll = torch.nn.functional.cross_entropy(zd, y).item()
+    assert res.nll == pytest.approx(nll, rel=tol)
+    brier = ((p - torch.nn.functional.one_hot(y, 7)) ** 2).sum(1).mean().item()
+    assert res.brier == pytest.approx(brier, abs=tol)
+    assert res.n_excluded == 0
+    assert C.expected_calibration_error(z, y) == res.ece
+    assert C.negative_log_likelihood(z, y) == pytest.approx(res.nll, rel=1e-15)
+    assert C.brier_score(z, y) == pytest.approx(res.brier, rel=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_logits_a_few_ulps_apart_are_decided_by_the_logits(dtype):
+    # Two top logits 1 to 3 units in the last place apart: exp rounds them to equal or even swapped values;
+    # the prediction is still argmax_k z_k (REFERENCE.md "Notation")
+    g = torch.Generator().manual_seed(8)
+    n, k = 4000, 5
+    z = torch.randn(n, k, generator=g, dtype=torch.float64).to(dtype) - 20
+    top = (torch.rand(n, generator=g, dtype=torch.float64) * 40 - 20).to(dtype)
+    a = torch.randint(0, k, (n,), generator=g)
+    b = (a + torch.randint(1, k, (n,), generator=g)) % k
+    steps = torch.randint(1, 4, (n,), generator=g)
+    other = top.clone()
+    for _ in range(3):                                  # nextafter 1..3 times, per row
+        other = torch.where(steps > 0, torch.nextafter(other, torch.full_like(other, math.inf)), other)
+        steps -= 1
+    rows = torch.arange(n)
+    z[rows, a] = top
+    z[rows, b] = other
+    y = torch.where(torch.rand(n, generator=g) < 0.5, a, b)
+    expected = (z.argmax(1) == y).numpy()
+    assert 0.3 < expected.mean() < 0.7
+    res = C.calibration_report(z, y)
+    np.testing.assert_array_equal(res.correct, expected)
+    assert C.over_under_ece(z, y) == pytest.approx((res.oece, res.uece), abs=0)
+
+
+@pytest.mark.filterwarnings("ignore:only")
+def test_bootstrap_classwise_design_uses_the_scans_probabilities_bit_for_bit():
+    # the classwise bootstrap bins p from its own pass over the logits (_probabilities); with float32 logits,
+    # redone rows among them, each replicate must equal the report on that resample to the last bit of p
+    z, y = random_logits(n=300, k=6, seed=30)
+    z[::5] += 120.0
+    z = z.float()
+    res = C.calibration_report(z, y, n_bins=8, n_boot=3, seed=4)
+    gen = torch.Generator().manual_seed(4)
+    idx = torch.randint(300, (3, 300), generator=gen)
+    for r in range(3):
+        again = C.calibration_report(z[idx[r]], y[idx[r]], n_bins=8)
+        assert res.replicates["classwise_ece"][r] == pytest.approx(again.classwise_ece, abs=1e-13), r
