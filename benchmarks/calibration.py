@@ -9,7 +9,9 @@ What a user would otherwise run, each timed from logits to the number:
 - ECE: torchmetrics ``multiclass_calibration_error(logits, y, K, n_bins=15)`` (softmax inside); netcal
   ``ECE(bins=15).measure(softmax(logits), y)`` (netcal wants probabilities: the softmax is timed with it).
   Conventions: ours (lo, hi]; torchmetrics [lo, hi) with 1.0 in its own bin; netcal [lo, hi), last bin
-  closed. The values are identical when no confidence lies exactly on an edge j/15, which the script checks.
+  closed. The values agree up to float rounding of the probabilities (each takes float32 softmax values;
+  ours are exp(z) / sum exp(z), theirs torch.softmax) when no confidence lies exactly on an edge j/15,
+  which the script checks; |diff| is printed.
 - Adaptive ECE: the reference ``AdaptiveECELoss`` loop (Mukhoti et al. code used by MbLS/ACLS/FedLaS), which
   ours reproduces; netcal ``ECE(bins=15, equal_intervals=False)`` uses np.quantile edges with the outer
   edges at 0 and 1, a different rule (its value is printed, not compared).

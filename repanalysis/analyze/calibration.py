@@ -27,8 +27,9 @@ How this compares with the reference libraries (read from their source, torchmet
   largest probabilities equal in floating point (there they take the first argmax of p, we the argmax of z).
 - netcal ``ECE(bins=M)`` bins with ``numpy.histogramdd`` on ``linspace(0, 1, M + 1)``: ``[lo, hi)`` with the
   last bin closed, after clipping to ``[eps, 1 - eps]``. Same value as ours, up to float rounding of the
-  probabilities, when no confidence lies exactly on an inner edge ``j/M`` (1.0 is fine, up to the eps clip). netcal's ``equal_intervals=False`` uses
-  ``np.quantile`` edges with the outer edges forced to 0 and 1, a different rule from the adaptive ECE here.
+  probabilities, when no confidence lies exactly on an inner edge ``j/M`` (1.0 is fine, up to the eps clip).
+  netcal's ``equal_intervals=False`` uses ``np.quantile`` edges with the outer edges forced to 0 and 1, a
+  different rule from the adaptive ECE here.
 
 Speed: one chunked pass over the logits (cache-sized chunks, buffers reused, float32 inputs kept in float32
 for the per-entry work and promoted to float64 per sample) gives every per-sample quantity, on as many worker
@@ -345,6 +346,7 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
         # flat index of (i, y_i) inside the chunk buffer: row offsets i K (made once) + y_i, per chunk
         row_offset = torch.arange(buf.shape[0], device=dev).mul_(k)
         at_buf = torch.empty_like(row_offset)
+        zeros = torch.zeros(buf.shape[0], dtype=z.dtype, device=dev)
         redone = []
         if want_classwise:
             cw = torch.zeros(3, cells + k, dtype=f64, device=dev)    # counts, sum p, hits per (class, bin)
@@ -368,7 +370,7 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
             torch.index_select(flat, 0, at, out=ey_all[start:stop])
             if want_nll:
                 torch.index_select(c.reshape(-1), 0, at, out=zy_all[start:stop])
-            flat.index_fill_(0, at, 0.0)                                   # then the largest e_j over j != y
+            flat.index_copy_(0, at, zeros[:r])          # e_y = 0 (faster than index_fill_), then max_{j != y} e_j
             torch.amax(b, 1, out=other_all[start:stop])
         # the tail of this range: conf = max_k e_k / s, correct = (first argmax of z) == y, bin sums
         ey, other = ey_all[first:last], other_all[first:last]
