@@ -7,8 +7,6 @@ fits a temperature on VAL and adds a "+TS" row evaluated on the input.
 """
 from __future__ import annotations
 
-import warnings
-
 import click
 
 from repanalysis.cli.common import device_option, echo_json, json_option, load_dumps, load_inputs, names_option, out_option
@@ -38,7 +36,7 @@ def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_r
     from repanalysis.outputs import output_set
     from repanalysis.analyze._arrays import pick_device
     from repanalysis.analyze.calibration import TABLE_HEADERS, calibrate_dumps, comparison_rows
-    from repanalysis.analyze.confidence import misclassification_scores
+    from repanalysis.analyze.confidence import confidence_dumps
     from repanalysis.plot.calibration import save_calibration_figures
     from repanalysis.report import format_table, write_json_atomic
 
@@ -52,12 +50,7 @@ def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_r
     dev = pick_device(device)
     results = calibrate_dumps(dumps, n_bins=n_bins, n_boot=n_boot, seed=seed, ci_level=ci_level,
                               adaptive_rule=adaptive_rule, val_dumps=val_dumps, device=dev)
-    for d in dumps:
-        if d.features is None:
-            warnings.warn(f"{d.name} has no features (a logits-only Dump): its feature_l1 AUROC and NCI scatter are "
-                          "skipped", RuntimeWarning, stacklevel=1)
-    confidence = [misclassification_scores(d.logits, d.labels, d.features, num_classes=d.num_classes,
-                                           name=d.name, device=dev) for d in dumps]
+    confidence = confidence_dumps(dumps, device=dev)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"n_bins": n_bins, "n_boot": n_boot, "ci_level": ci_level, "seed": seed,
                "adaptive_rule": adaptive_rule, "models": [r.to_dict() for r in results],

@@ -28,9 +28,8 @@ MAX_DEFAULT_CLASSES = 20
 def command(inputs, names, classes, method, samples_per_class, seed, metric, out, as_json):
     """UMAP / t-SNE scatter of penultimate features per model."""
     from repanalysis.outputs import output_set
-    from repanalysis.analyze.embed import embed_dump
+    from repanalysis.analyze.embed import embed_dumps
     from repanalysis.report import write_csv_atomic
-    from repanalysis.data.class_resolution import resolve_for_dumps
     from repanalysis.plot.geometry import plot_embeddings
     from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table
@@ -40,11 +39,8 @@ def command(inputs, names, classes, method, samples_per_class, seed, metric, out
         k = dumps[0].num_classes
         if k > MAX_DEFAULT_CLASSES:
             raise RepanalysisError(f"the model has {k} classes; choose some with --classes a,b,c (or --classes auto)")
-        chosen = None
-    else:
-        chosen = resolve_for_dumps(classes, dumps, count=None)
-    results = [embed_dump(d, chosen, method=method, samples_per_class=samples_per_class, seed=seed, metric=metric)
-               for d in dumps]
+    results = embed_dumps(dumps, classes, method=method, samples_per_class=samples_per_class, seed=seed,
+                          metric=metric)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / f"embedding_{method}_coords.csv"
     with output_set():                       # the figure and the coordinates replace the last run's together

@@ -48,9 +48,8 @@ def command(dumps, checkpoints, data, layout, split, names, classes, samples_per
             decision_regions, device, batch_size, overwrite, out, as_json):
     """3-class projection of penultimate features, one panel per model (MaxSup Figures 4-5)."""
     from repanalysis.outputs import output_set
-    from repanalysis.analyze.projection import project_dump
+    from repanalysis.analyze.projection import project_dumps
     from repanalysis.cli.common import echo_json
-    from repanalysis.data.class_resolution import resolve_for_dumps
     from repanalysis.extract.gather import gather_dumps
     from repanalysis.plot.geometry import plot_projections
     from repanalysis.plot.style import save_figure
@@ -64,13 +63,7 @@ def command(dumps, checkpoints, data, layout, split, names, classes, samples_per
     models = gather_dumps(dumps, checkpoints, names, data, layout=layout, split=split, device=device,
                           batch_size=batch_size, overwrite=overwrite, log=log)
     check_distinct_names([d.name for d in models], [d.path or d.name for d in models], from_names=bool(names))
-    ks = {d.num_classes for d in models}
-    if len(ks) > 1:
-        raise RepanalysisError(f"the models have different numbers of classes ({sorted(ks)}); expected models "
-                               "of the same task")
-    chosen = resolve_for_dumps(classes, models)
-    results = [project_dump(d, chosen, method=method, samples_per_class=samples_per_class, seed=seed)
-               for d in models]
+    results = project_dumps(models, classes, method=method, samples_per_class=samples_per_class, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"projection_{method}"
     split_label = models[0].meta.get("split")

@@ -55,29 +55,14 @@ TABLE_COLUMNS = ["model", "images", "skipped", "accuracy", "precision", "recall"
 def command(checkpoints, names, arch, data, layout, split, class_order, boxes, synsets, target, method, layer,
             threshold, topk, limit, batch_size, strict, show, device, workers, trust_checkpoint, out, as_json):
     """Grad-CAM localisation: CAM precision/recall/F1/IoU on object boxes, per model, with overlay grids."""
-    import repanalysis as ra
     from repanalysis.outputs import output_set
     from repanalysis.analyze._arrays import pick_device
-    from repanalysis.analyze.cam import localise_dataset
+    from repanalysis.analyze.cam import localise_checkpoints
     from repanalysis.analyze.localisation import check_threshold
-    from repanalysis.text import display_text
-    from repanalysis.data.boxes import open_regions
-    from repanalysis.data.datasets import label_for_model
     from repanalysis.plot.cam import plot_cam_grid, plot_pr_curves
     from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table, write_csv_atomic, write_json_atomic
 
-    name_list = split_names(names)
-    if name_list is not None and len(name_list) != len(checkpoints):
-        raise RepanalysisError(f"--names has {len(name_list)} names but {len(checkpoints)} checkpoints were given; "
-                               "expected one name per checkpoint")
-    model_names = name_list or [display_text(Path(c).stem) for c in checkpoints]
-    dup = next((n for n in model_names if model_names.count(n) > 1), None)
-    if dup is not None and name_list:
-        raise RepanalysisError(f"--names gives {dup!r} twice; expected one distinct name per checkpoint")
-    if dup is not None:
-        raise RepanalysisError(f"model names must be distinct: two checkpoints are both named {dup!r} (the same "
-                               "file given twice?); expected distinct checkpoints, or distinct --names")
     if topk is not None and not 0 < topk <= 1:
         raise RepanalysisError(f"--topk must lie in (0, 1]; got {topk}")
     explicit = click.get_current_context().get_parameter_source("threshold") == ParameterSource.COMMANDLINE
@@ -95,24 +80,11 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     if workers is None:
         workers = max(0, min(8, (os.cpu_count() or 1) - 1))
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    results, class_names = [], None
-    for i, ckpt in enumerate(checkpoints):
-        lm = ra.load_model(ckpt, arch, trust=trust_checkpoint, device=dev)
-        ds = ra.open_dataset(data, layout=layout, transform=lm.transform, split=split, class_order=class_order,
-                             synsets_file=synsets)
-        if class_order is None:      # WordNet-id folders or folders named after its classes: the model's labels
-            ds = label_for_model(ds, lm.num_classes, lm.class_names, log=log)
-        box_source = boxes or _boxes_beside(ds)
-        regions = open_regions(box_source, lm.transform, synset_mapping=synsets, class_wnids=ds.wnids)
-        name = model_names[i]
-        log(f"{name}: {lm.arch}, {method} on {len(ds) if limit is None else min(limit, len(ds))} images ...")
-        result = localise_dataset(lm.model, ds, regions, lm.transform, method=method, layer=layer, target=target,
-                                  threshold=threshold, topk=topk, batch_size=batch_size, limit=limit,
-                                  strict=strict, keep=show, workers=workers, device=dev, name=name)
-        if result.skipped:
-            log(f"{name}: skipped {len(result.skipped)} images without a box (first: {result.skipped[0]})")
-        results.append(result)
-        class_names = class_names or ds.class_names
+    results, class_names = localise_checkpoints(
+        checkpoints, data, boxes, names=split_names(names), arch=arch, layout=layout, split=split,
+        class_order=class_order, synsets=synsets, trust_checkpoint=trust_checkpoint, device=dev, log=log,
+        method=method, layer=layer, target=target, threshold=threshold, topk=topk, batch_size=batch_size,
+        limit=limit, strict=strict, keep=show, workers=workers)
 
     out.mkdir(parents=True, exist_ok=True)
     payload = {"method": method, "target": target, "threshold": threshold, "topk": topk,
@@ -131,12 +103,3 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     for path in written:
         click.echo(f"wrote {path}", err=True)
 
-
-def _boxes_beside(ds) -> Path:
-    labels_file = (getattr(ds, "sources", None) or {}).get("labels_file")
-    if labels_file is not None and Path(labels_file).is_file():
-        with open(labels_file, "rb") as fh:
-            if fh.readline().lstrip(b"\xef\xbb\xbf").startswith(b"ImageId"):
-                return Path(labels_file)
-    raise RepanalysisError(f"no boxes for {ds.root}: pass --boxes (LOC_val_solution.csv, a VOC XML folder, a "
-                           "'path,x0,y0,x1,y1' list or a folder of PNG masks)")

@@ -25,8 +25,7 @@ def command(in_paths, ood_paths, names, device, out, as_json):
     """OOD AUROC and FPR@95%TPR of max softmax, max logit, energy and feature L1 norm (FedLaS Table 3)."""
     from repanalysis.outputs import output_set
     from repanalysis.analyze._arrays import pick_device
-    from repanalysis.analyze.confidence import ood_detection
-    from repanalysis.extract.pairs import check_different_data, check_same_model
+    from repanalysis.analyze.confidence import ood_dumps
     from repanalysis.plot.calibration import save_calibration_figures
     from repanalysis.report import format_table, write_json_atomic
 
@@ -35,15 +34,7 @@ def command(in_paths, ood_paths, names, device, out, as_json):
                                "per in-distribution Dump")
     ins = load_dumps(in_paths, names)
     oods = load_dumps(ood_paths, ",".join(d.name for d in ins))
-    dev = pick_device(device)
-    results = []
-    for i, o in zip(ins, oods):
-        check_same_model(o, i, "--ood")
-        check_different_data(i, o, "--ood")
-        if i.num_classes != o.num_classes:
-            raise RepanalysisError(f"{i.name}: the in-distribution Dump has {i.num_classes} classes and the OOD "
-                                   f"Dump {o.num_classes}; expected Dumps of the same model")
-        results.append(ood_detection(i.logits, o.logits, i.features, o.features, name=i.name, device=dev))
+    results = ood_dumps(ins, oods, device=pick_device(device))
     out.mkdir(parents=True, exist_ok=True)
     payload = {"models": [r.to_dict() for r in results]}
     with output_set():                       # the JSON and the figure replace the last run's together

@@ -199,7 +199,7 @@ def test_same_checkpoint_twice_is_refused(tiny, tmp_path, capsys):
     assert code == 2 and "error: model names must be distinct: two checkpoints are both named 'tiny'" in stderr
     assert not (tmp_path / "o").exists()
     code, _, stderr = run_cli(args + ["--names", "A,A"], capsys)
-    assert code == 2 and "error: --names gives 'A' twice" in stderr
+    assert code == 2 and "error: model names must be distinct: the names give 'A' twice" in stderr
     code, _, stderr = run_cli(args + ["--names", "A,B"], capsys)
     assert code == 0, stderr
     models = json.loads((tmp_path / "o" / "gradcam.json").read_text())["models"]

@@ -161,3 +161,29 @@ def check_number(value, what: str, *, integer: bool = False, minimum=None, maxim
         bounds = " and ".join(b for b in (lo, hi) if b)
         raise DataError(f"{what} must be {kind}{' ' + bounds if bounds else ''}; got {value!r}")
     return v
+
+
+def model_names(dumps, names=None) -> list[str]:
+    """One display name per Dump: ``names`` (a list, or 'a,b,c') or the Dumps' own names (see
+    :func:`distinct_names`)."""
+    return distinct_names([d.name for d in dumps], names)
+
+
+def distinct_names(defaults, names=None, what: str = "models") -> list[str]:
+    """``names`` (a list, or 'a,b,c'), one per model, or else ``defaults``; DataError unless they are distinct
+    (each names a model in tables, legends and JSON)."""
+    if names is None:
+        names = list(defaults)
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise DataError(f"model names must be distinct: two {what} are both named {dup!r} (the same one given "
+                            f"twice?); expected distinct {what}, or distinct names (--names)")
+        return names
+    names = [n.strip() for n in names.split(",")] if isinstance(names, str) else [str(n) for n in names]
+    if len(names) != len(defaults):
+        raise DataError(f"{len(names)} names for {len(defaults)} {what}; expected one name per model")
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise DataError(f"model names must be distinct: the names give {dup!r} twice; expected one distinct "
+                        "name per model")
+    return names

@@ -61,7 +61,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import as_tensor, check_logits_labels, check_number, refuse_probabilities
+from repanalysis.analyze._arrays import (as_tensor, check_logits_labels, check_number, model_names,
+                                         refuse_probabilities)
 from repanalysis.errors import DataError
 from repanalysis.extract.pairs import check_same_model
 
@@ -965,25 +966,29 @@ def fit_temperature(logits, labels, *, init: float = 1.5, max_iter: int = 100, n
 
 # --- several models ------------------------------------------------------------------------------------
 def calibrate_dumps(dumps, *, n_bins: int = 15, n_boot: int = 0, seed: int = 0, ci_level: float = 0.95,
-                    adaptive_rule: str = "reference", val_dumps=None, device=None) -> list[CalibrationResult]:
+                    adaptive_rule: str = "reference", val_dumps=None, names=None,
+                    device=None) -> list[CalibrationResult]:
     """:func:`calibration_report` for each Dump; with ``val_dumps`` (one per Dump, same model) also fit a
-    temperature on it and add the scaled result, named ``"<name> +TS"``, right after the unscaled one."""
+    temperature on it and add the scaled result, named ``"<name> +TS"``, right after the unscaled one.
+    ``names``: one per Dump (a list, or 'a,b,c'); default the Dumps' own names."""
     dumps = list(dumps)
+    names = model_names(dumps, names)
     if val_dumps is not None and len(val_dumps) != len(dumps):
         raise DataError(f"{len(val_dumps)} validation dumps for {len(dumps)} dumps; expected one per dump")
     out = []
     for i, d in enumerate(dumps):
         kw = {"n_bins": n_bins, "n_boot": n_boot, "seed": seed, "ci_level": ci_level,
               "adaptive_rule": adaptive_rule, "num_classes": d.num_classes, "device": device}
-        out.append(calibration_report(d.logits, d.labels, name=d.name, **kw))
+        out.append(calibration_report(d.logits, d.labels, name=names[i], **kw))
         if val_dumps is not None:
             v = val_dumps[i]
             check_same_model(v, d, "--fit-temperature (validation Dump)")
             if v.num_classes != d.num_classes:
-                raise DataError(f"validation dump {v.name} has {v.num_classes} classes but {d.name} has "
+                raise DataError(f"validation dump {v.name} has {v.num_classes} classes but {names[i]} has "
                                 f"{d.num_classes}; expected the same model")
             fit = fit_temperature(v.logits, v.labels, num_classes=v.num_classes, device=device)
-            scaled = calibration_report(d.logits, d.labels, name=f"{d.name} +TS", temperature=fit.temperature, **kw)
+            scaled = calibration_report(d.logits, d.labels, name=f"{names[i]} +TS", temperature=fit.temperature,
+                                        **kw)
             scaled.temperature_fit = {"validation": v.name, **fit.to_dict()}
             out.append(scaled)
     return out

@@ -32,7 +32,7 @@ from torch import nn
 
 import repanalysis  # noqa: F401  (applies the torchvision import fix before pytorch_grad_cam loads)
 from repanalysis.analyze import localisation as loc
-from repanalysis.analyze._arrays import as_labels, as_tensor, check_number, pick_device
+from repanalysis.analyze._arrays import as_labels, as_tensor, check_number, distinct_names, pick_device
 from repanalysis.errors import ConfigError, DataError, RepanalysisError
 
 METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "layercam")
@@ -644,3 +644,46 @@ class _MeanCurve:
             return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan)).numpy()
 
         return avg(self.p_sum, self.p_cnt), avg(self.r_sum, self.r_cnt)
+
+
+def localise_checkpoints(checkpoints, data, boxes=None, *, names=None, arch: str | None = None,
+                         layout: str = "auto", split: str | None = None, class_order=None, synsets=None,
+                         trust_checkpoint: bool = False, device=None, log: Callable[[str], None] | None = None,
+                         **kwargs) -> tuple[list[LocalisationResult], list[str] | None]:
+    """:func:`localise_dataset` for each checkpoint on one data set: what ``repanalysis gradcam`` runs.
+
+    checkpoints: paths (model names from ``names``, default the file stems, which must be distinct); data: a
+    data set path (any layout of :func:`repanalysis.open_dataset`); boxes: LOC_val_solution.csv, a VOC XML
+    folder, a 'path,x0,y0,x1,y1' list or a folder of PNG masks (default: the data set's own LOC file). Each
+    model gets its own eval transform; folders named by WordNet id or by the model's classes are labelled with
+    the model's indices unless ``class_order`` is given. ``kwargs`` go to :func:`localise_dataset` (method,
+    layer, target, threshold, topk, batch_size, limit, strict, keep, workers).
+    Returns (one result per checkpoint, the data set's class names).
+    """
+    from pathlib import Path
+
+    from repanalysis.data.boxes import boxes_beside, open_regions
+    from repanalysis.data.datasets import label_for_model, open_dataset
+    from repanalysis.models.loading import load_model
+    from repanalysis.text import display_text
+
+    checkpoints = list(checkpoints)
+    names = distinct_names([display_text(Path(c).stem) for c in checkpoints], names, "checkpoints")
+    log = log or (lambda message: None)
+    limit = kwargs.get("limit")
+    results, class_names = [], None
+    for ckpt, name in zip(checkpoints, names):
+        lm = load_model(ckpt, arch, trust=trust_checkpoint, device=device)
+        ds = open_dataset(data, layout=layout, transform=lm.transform, split=split, class_order=class_order,
+                          synsets_file=synsets)
+        if class_order is None:      # WordNet-id folders or folders named after its classes: the model's labels
+            ds = label_for_model(ds, lm.num_classes, lm.class_names, log=log)
+        regions = open_regions(boxes or boxes_beside(ds), lm.transform, synset_mapping=synsets, class_wnids=ds.wnids)
+        log(f"{name}: {lm.arch}, {kwargs.get('method', 'gradcam')} on "
+            f"{len(ds) if limit is None else min(limit, len(ds))} images ...")
+        result = localise_dataset(lm.model, ds, regions, lm.transform, device=device, name=name, **kwargs)
+        if result.skipped:
+            log(f"{name}: skipped {len(result.skipped)} images without a box (first: {result.skipped[0]})")
+        results.append(result)
+        class_names = class_names or ds.class_names
+    return results, class_names

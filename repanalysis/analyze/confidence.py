@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import as_tensor, check_logits_labels, refuse_probabilities
+from repanalysis.analyze._arrays import as_tensor, check_logits_labels, model_names, refuse_probabilities
 from repanalysis.errors import DataError
 
 SCORES = ("max_softmax", "max_logit", "energy", "feature_l1")
@@ -225,6 +225,9 @@ def ood_detection(in_logits, ood_logits, in_features=None, ood_features=None, *,
         raise DataError(f"OOD scores need at least 2 classes; the logits have {zi.shape[1]} column")
     for z, which in ((zi, "in-distribution"), (zo, "OOD")):
         refuse_probabilities(z, f"the {which} logits")
+    if zi.shape == zo.shape and torch.equal(zi, zo):
+        raise DataError(f"{name}: the OOD logits are the in-distribution logits themselves; expected the logits "
+                        "of out-of-distribution samples")
     if (in_features is None) != (ood_features is None):
         which = "in-distribution" if ood_features is None else "OOD"
         warnings.warn(f"{name}: features given for the {which} samples only; the feature_l1 score is skipped",
@@ -255,3 +258,44 @@ def ood_detection(in_logits, ood_logits, in_features=None, ood_features=None, *,
         roc[key] = (fpr, tpr)
     return OODResult(name=name, auroc=auroc, fpr_at_95_tpr=fpr95, roc=roc, num_in=int(oki.sum()),
                      num_ood=int(oko.sum()), n_excluded=n_bad)
+
+
+# --- Dumps ---------------------------------------------------------------------------------------------
+def confidence_dumps(dumps, *, names=None, device=None) -> list[MisclassificationResult]:
+    """:func:`misclassification_scores` of each Dump (its logits, labels, features and name, or ``names``).
+
+    A Dump without features (logits only) gets a warning: its feature_l1 AUROC and NCI are skipped."""
+    dumps = list(dumps)
+    names = model_names(dumps, names)
+    out = []
+    for d, name in zip(dumps, names):
+        if d.features is None:
+            warnings.warn(f"{name} has no features (a logits-only Dump): its feature_l1 AUROC and NCI scatter are "
+                          "skipped", RuntimeWarning, stacklevel=2)
+        out.append(misclassification_scores(d.logits, d.labels, d.features, num_classes=d.num_classes, name=name,
+                                            device=device))
+    return out
+
+
+def ood_dumps(in_dumps, ood_dumps, *, names=None, device=None) -> list[OODResult]:
+    """:func:`ood_detection` for pairs of Dumps (in-distribution, OOD), one pair per model, in order.
+
+    Each pair must come from the same checkpoint (the sha256 both Dumps record) and hold different samples
+    (not the same Dump, nor two Dumps of one extraction run); DataError otherwise."""
+    from repanalysis.extract.pairs import check_different_data, check_same_model
+
+    ins, oods = list(in_dumps), list(ood_dumps)
+    if len(ins) != len(oods):
+        raise DataError(f"{len(ins)} in-distribution but {len(oods)} OOD Dumps; expected one OOD Dump per "
+                        "in-distribution Dump")
+    names = model_names(ins, names)
+    out = []
+    for i, o, name in zip(ins, oods, names):
+        check_same_model(o, i, "--ood")
+        check_different_data(i, o, "--ood")
+        if i.num_classes != o.num_classes:
+            raise DataError(f"{name}: the in-distribution Dump has {i.num_classes} classes and the OOD Dump "
+                            f"{o.num_classes}; expected Dumps of the same model")
+        out.append(ood_detection(i.logits, o.logits, i.features, o.features, name=name, device=device))
+    return out
+

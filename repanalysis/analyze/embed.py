@@ -113,3 +113,19 @@ def embed_dump(dump, classes=None, **kwargs) -> EmbeddingResult:
         if dump.class_names or dump.num_classes == 1000 else None
     kwargs.setdefault("name", dump.name)
     return embed_features(dump.features, dump.labels, classes, class_names=names, **kwargs)
+
+
+def embed_dumps(dumps, classes=None, *, names=None, **kwargs) -> list[EmbeddingResult]:
+    """:func:`embed_dump` for several models on the same classes, one result (panel) per Dump.
+
+    ``classes`` (None: all) is resolved once for all the Dumps (``'auto'``: the triplet they confuse most
+    together). The Dumps must have the same number of classes and ``names`` (default: the Dumps' names) must
+    be distinct. ``kwargs`` go to :func:`embed_features` (method, samples_per_class, seed, metric, ...)."""
+    from repanalysis.analyze._arrays import model_names
+    from repanalysis.analyze.projection import _same_task
+    from repanalysis.data.class_resolution import resolve_for_dumps
+
+    dumps = _same_task(dumps)
+    names = model_names(dumps, names)
+    chosen = None if classes is None else resolve_for_dumps(classes, dumps, count=None)
+    return [embed_dump(d, chosen, name=n, **kwargs) for d, n in zip(dumps, names)]

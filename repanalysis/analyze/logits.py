@@ -31,7 +31,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import check_logits_labels, check_number, pick_device
+from repanalysis.analyze._arrays import check_logits_labels, check_number, model_names, pick_device
 from repanalysis.errors import DataError
 from repanalysis.extract.store import release_pages
 
@@ -391,12 +391,7 @@ def compare_logits(dumps: Sequence, names: Sequence[str] | None = None, **kwargs
     dumps = list(dumps)
     if not dumps:
         raise DataError("no models to compare; expected at least one Dump")
-    if names is not None and len(names) != len(dumps):
-        raise DataError(f"{len(names)} names for {len(dumps)} models; expected one name per model")
-    names = list(names) if names is not None else [d.name for d in dumps]
-    if len(set(names)) != len(names):
-        raise DataError(f"model names must be distinct; got {names} (pass names=...)")
-    return [logit_stats_dump(d, name=n, **kwargs) for d, n in zip(dumps, names)]
+    return [logit_stats_dump(d, name=n, **kwargs) for d, n in zip(dumps, model_names(dumps, names))]
 
 
 def comparison_table(results: Sequence[LogitStats]) -> list[dict]:

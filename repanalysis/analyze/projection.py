@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import as_labels, as_tensor, check_number
+from repanalysis.analyze._arrays import as_labels, as_tensor, check_number, model_names
 from repanalysis.errors import DataError
 
 METHODS = ("template", "centroid")
@@ -251,3 +251,29 @@ def project_dump(dump, classes, *, method: str = "template", samples_per_class: 
                            classifier_weight=dump.classifier_weight, classifier_bias=dump.classifier_bias,
                            samples_per_class=samples_per_class, seed=seed, class_names=names,
                            name=name or dump.name)
+
+
+def project_dumps(dumps, classes="auto", *, names=None, **kwargs) -> list[ProjectionResult]:
+    """:func:`project_dump` for several models on one class triplet, one result (panel) per Dump.
+
+    ``classes`` is resolved once for all the Dumps: ``'auto'`` picks the triplet they confuse most together
+    (their confusion matrices summed), so every panel shows the same three classes. The Dumps must have the
+    same number of classes, and ``names`` (default: the Dumps' names) must be distinct. ``kwargs`` go to
+    :func:`project_dump` (method, samples_per_class, seed)."""
+    from repanalysis.data.class_resolution import resolve_for_dumps
+
+    dumps = _same_task(dumps)
+    names = model_names(dumps, names)
+    chosen = resolve_for_dumps(classes, dumps)
+    return [project_dump(d, chosen, name=n, **kwargs) for d, n in zip(dumps, names)]
+
+
+def _same_task(dumps) -> list:
+    """The Dumps as a list; DataError when there are none or their numbers of classes differ."""
+    dumps = list(dumps)
+    if not dumps:
+        raise DataError("no models given; expected at least one Dump")
+    ks = sorted({d.num_classes for d in dumps})
+    if len(ks) > 1:
+        raise DataError(f"the models have different numbers of classes ({ks}); expected models of the same task")
+    return dumps

@@ -457,3 +457,15 @@ def foreground_boxes(images, names: Sequence[str], level: float = 0.3) -> dict[s
     keys = stems if len(set(stems)) == len(stems) else [clean_key(n) for n in names]  # the same name in two folders
     return {keys[i]: [(None, float(x0[i]), float(y0[i]), float(x1[i]), float(y1[i]))]
             for i in np.flatnonzero(present)}
+
+
+def boxes_beside(dataset) -> Path:
+    """The data set's own box file: the labels file it was opened with when that is a LOC_val_solution.csv
+    (first line starts with "ImageId"); DataError asking for boxes otherwise."""
+    labels_file = (getattr(dataset, "sources", None) or {}).get("labels_file")
+    if labels_file is not None and Path(labels_file).is_file():
+        with open(labels_file, "rb") as fh:
+            if fh.readline().lstrip(b"\xef\xbb\xbf").startswith(b"ImageId"):
+                return Path(labels_file)
+    raise DataError(f"no boxes for {dataset.root}: pass --boxes (LOC_val_solution.csv, a VOC XML folder, a "
+                    "'path,x0,y0,x1,y1' list or a folder of PNG masks)")

@@ -1,6 +1,22 @@
-"""Figures: functions that draw a Result on a matplotlib Axes (``ax=None``) and return the Axes."""
+"""Figures: functions that draw a Result on a matplotlib Axes (``ax=None``) and return the Axes.
+
+Each family lives in its own module (logits, geometry, calibration, cam), reachable as an attribute too:
+``ra.plot.calibration.reliability_figure(...)``.
+"""
+import importlib as _importlib
+
 from repanalysis.plot.style import (CLASS_COLORS, MODEL_COLORS, OKABE_ITO, apply_style, class_styles, get_ax,
                                     model_colors, save_figure, subplots)
 
 __all__ = ["CLASS_COLORS", "MODEL_COLORS", "OKABE_ITO", "apply_style", "class_styles", "get_ax", "model_colors",
            "save_figure", "subplots"]
+
+_MODULES = ("logits", "geometry", "calibration", "cam", "style")
+
+
+def __getattr__(name):
+    if name in _MODULES:
+        module = _importlib.import_module(f"repanalysis.plot.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'repanalysis.plot' has no attribute {name!r}")
