@@ -14,6 +14,7 @@ import repanalysis
 from repanalysis.errors import RepanalysisError, last_error_line
 
 _NOT_COMMANDS = {"main", "common"}
+INTERRUPTED = "interrupted; re-run the same command to finish (an extraction resumes where it stopped)"
 _PATH_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST,
                 errno.ENAMETOOLONG, errno.ELOOP}
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="repanalysis", standalone_mode=False)
     except click.exceptions.Abort:
-        _fail("interrupted; re-run the same command to resume where it stopped", 130)
+        _fail(INTERRUPTED, 130)
     except click.ClickException as exc:       # bad usage: one line, like every other error
         if debug:
             exc.show()
@@ -83,20 +84,40 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         if debug:
             raise
-        _fail("interrupted; re-run the same command to resume where it stopped", 130)
+        _fail(INTERRUPTED, 130)
     except OSError as exc:
         if debug:
             raise
-        if exc.errno == errno.ENOSPC:
-            _fail(f"disk full while writing {exc.filename or 'output'}; free space and re-run to resume", 1)
-        if exc.filename and exc.errno in _PATH_ERRNOS:      # a path the user gave that cannot be used: bad input
-            _fail(f"cannot use {exc.filename}: {exc.strerror}; expected a path that exists / can be written", 2)
-        _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
+        _os_error(exc)
     except Exception as exc:  # a bug, not bad input: still one line unless --debug
         if debug:
             raise
+        cause = _os_error_behind(exc)
+        if cause is not None:          # e.g. matplotlib's PDF writer failing on ENOSPC, then in its own cleanup
+            _os_error(cause)
         _fail(f"internal error ({type(exc).__name__}: {str(exc).strip()[:200]}); re-run with --debug for the "
               "traceback and report it", 1)
+
+
+def _os_error(exc: OSError) -> None:
+    if exc.errno == errno.ENOSPC:
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        _fail(f"disk full{where} (no space left on device); nothing was replaced: free space and re-run the "
+              "command", 1)
+    if exc.filename and exc.errno in _PATH_ERRNOS:      # a path the user gave that cannot be used: bad input
+        _fail(f"cannot use {exc.filename}: {exc.strerror}; expected a path that exists / can be written", 2)
+    _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
+
+
+def _os_error_behind(exc: BaseException) -> OSError | None:
+    """The OSError an exception was raised while handling (its __cause__ / __context__ chain), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _fail(message: str, code: int) -> None:

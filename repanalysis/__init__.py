@@ -10,7 +10,27 @@ Flow: load -> extract -> Dump -> analyze (pure functions on arrays) -> Result ->
 """
 from __future__ import annotations
 
-from repanalysis import _compat
+import os as _os
+import sys as _sys
+
+
+def _interrupted_at_start(kind, value, tb, _default=_sys.excepthook):
+    """The command line's Ctrl-C before its own handler is running (while torch is imported): one line."""
+    if issubclass(kind, KeyboardInterrupt) and _os.environ.get("REPANALYSIS_DEBUG") != "1" \
+            and "--debug" not in _sys.argv:
+        _sys.stderr.write("error: interrupted; re-run the same command to finish (an extraction resumes where it "
+                          "stopped)\n")
+        _sys.stderr.flush()
+        _os._exit(130)
+    _default(kind, value, tb)
+
+
+# The `repanalysis` console script or `python -m repanalysis` (argv[0] is "-m" while the package is located):
+# nothing of the command runs before this package's imports, which take a second or two.
+if _sys.argv and (_os.path.basename(_sys.argv[0]) == "repanalysis" or _sys.argv[0] == "-m"):
+    _sys.excepthook = _interrupted_at_start
+
+from repanalysis import _compat  # noqa: E402
 
 _compat.apply()  # must run before anything imports torchvision (a no-op where it loads normally)
 

@@ -348,3 +348,39 @@ def test_a_seed_pt_in_a_pair_is_named_as_unchecked(tmp_path, capsys):
         warnings.simplefilter("error")         # arrays wrapped in memory: nothing to warn about
         from repanalysis.extract.pairs import check_same_model
         check_same_model(d, Dump.from_arrays(torch.randn(4, 3), torch.arange(4) % 3), "pair")
+
+
+# --- interrupts and full disks, whatever raises them -----------------------------------------------------
+def test_ctrl_c_while_the_command_line_is_still_importing_is_one_line(tmp_path):
+    # the console script imports repanalysis (and torch) before main() runs: a Ctrl-C there printed a traceback
+    import subprocess
+    import sys
+
+    code = "import sys; sys.argv = ['/venv/bin/repanalysis', 'separation']; import repanalysis; raise KeyboardInterrupt"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 130
+    assert done.stderr.splitlines() == ["error: interrupted; re-run the same command to finish (an extraction "
+                                        "resumes where it stopped)"]
+    # any other program importing the library keeps Python's own handling
+    other = code.replace("/venv/bin/repanalysis", "/venv/bin/my-notebook-script")
+    done = subprocess.run([sys.executable, "-c", other], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode != 130 and "Traceback" in done.stderr      # (killed by SIGINT, as Python does)
+
+
+def test_a_full_disk_hidden_behind_a_writers_own_error_is_named(monkeypatch, capsys):
+    # matplotlib's PDF writer hit ENOSPC, then failed in its cleanup with an AttributeError: say disk full
+    import errno
+
+    from repanalysis.cli import main as main_mod
+
+    def fails(*args, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise AttributeError("'Stream' object has no attribute 'pos'")
+
+    monkeypatch.setattr(main_mod.cli, "main", fails)
+    code, _, stderr = run_cli(["separation", "x"], capsys)
+    assert code == 1
+    assert stderr.strip() == ("error: disk full (no space left on device); nothing was replaced: free space and "
+                              "re-run the command")
