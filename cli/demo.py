@@ -16,11 +16,11 @@ from repanalysis.cli.common import device_option, split_names
 @click.option("--only", default=None, help="Comma-separated demo steps to run (e.g. logits,calibration).")
 def command(out, epochs, device, only):
     """Run the demo on real data shipped with the packages (CE vs LS vs MaxSup)."""
-    from repanalysis.demo import check_steps, run_steps
+    from repanalysis.demo import check_steps, run_steps, step_names
     from repanalysis.demo.build import build_context, summary_rows
     from repanalysis.report import format_table
 
-    steps = check_steps(split_names(only))       # an unknown step name stops here, before any training
+    steps = check_steps(split_names(only, "--only", f"some of {', '.join(step_names())}"))   # before any training
     ctx = build_context(out, epochs=epochs, device=device, log=click.echo)
     click.echo("\n== Models and Dumps ==")
     click.echo(format_table(summary_rows(ctx)))

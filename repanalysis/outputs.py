@@ -15,7 +15,9 @@ Example::
 """
 from __future__ import annotations
 
+import glob
 import os
+import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,6 +57,8 @@ class OutputSet:
                 raise DataError(f"cannot write {target}: {err.strerror or err}") from None
         placed = {target for _, target in moves}
         remove_files(p for p in self._stale if p not in placed)
+        for target in placed:
+            sweep_stale_temps(target)
 
     def _savepoint(self) -> tuple[int, int]:
         return len(self._moves), len(self._stale)
@@ -105,5 +109,34 @@ def place(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
     active = getattr(_ACTIVE, "set", None)
     if active is None:
         os.replace(tmp, target)
+        sweep_stale_temps(target)
     else:
         active.place(tmp, target)
+
+
+def temp_file(target: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, str]:
+    """(fd, path) of a new temporary file beside ``target``: ``.<name>.<pid>-<random><suffix>``. The process id
+    lets a later run remove what a killed one left (:func:`sweep_stale_temps`)."""
+    target = Path(target)
+    return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}-", suffix=suffix)
+
+
+def sweep_stale_temps(target: str | os.PathLike) -> None:
+    """Remove the temporary files of ``target`` (see :func:`temp_file`) left by processes that no longer run
+    (a run killed before it could clean up); those of running processes, this one included, are kept."""
+    target = Path(target)
+    prefix = f".{target.name}."
+    for path in glob.glob(os.path.join(glob.escape(os.fspath(target.parent)), glob.escape(prefix) + "*-*")):
+        pid = os.path.basename(path)[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            remove_files([path])
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:                  # EPERM: it runs, under another user
+        return True
+    return True

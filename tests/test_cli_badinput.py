@@ -65,6 +65,10 @@ def test_demo_checks_steps_and_device_before_training(tmp_path, capsys):
     one_line_error(code, stderr, "unknown demo step(s) bogus", "logits, geometry, calibration, gradcam")
     code, _, stderr = run_cli(["demo", "--device", "npu", "--out", str(tmp_path / "d")], capsys)
     one_line_error(code, stderr, "unknown device 'npu'")
+    for only in ("", "logits,"):                          # named as --only, not --names
+        code, _, stderr = run_cli(["demo", "--only", only, "--out", str(tmp_path / "d")], capsys)
+        one_line_error(code, stderr, f"--only {only!r} has an empty entry; expected some of logits, geometry, "
+                       "calibration, gradcam")
     assert not (tmp_path / "d").exists()                   # nothing trained, nothing written
 
 

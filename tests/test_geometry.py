@@ -351,3 +351,12 @@ def test_long_names_on_the_callers_axes_are_rotated_apart():
     assert {t.get_rotation() for t in ax.get_xticklabels()} == {45.0}
     _assert_labels_apart(ax)
     plt.close("all")
+
+
+def test_features_all_pointing_one_way_give_nan_r2_with_a_warning():
+    # identical (or positively scaled) features: d_within = d_total = 0 up to rounding; R^2 is undefined
+    x = np.tile([[1.0, 2.0, 3.0]], (40, 1)) * np.linspace(1, 2, 40)[:, None]
+    y = np.arange(40) % 4
+    with pytest.warns(RuntimeWarning, match=r"m: the features of all classes point the same way \(d_total = "):
+        res = class_separation(x, y, name="m")
+    assert abs(res.d_total) < 1e-12 and abs(res.d_within) < 1e-12 and np.isnan(res.r2)

@@ -284,3 +284,15 @@ def test_numpy_scalar_threshold_is_a_number_and_an_empty_comparison_is_refused()
     from repanalysis.analyze.logits import comparison_dict
     with pytest.raises(DataError, match="no LogitStats to compare"):
         comparison_dict([])
+
+
+def test_text_tables_show_every_rows_columns_and_format_numpy_numbers():
+    # a logits-only model first used to hide the feature_l1 column of the models after it
+    from repanalysis.report.tables import format_table
+
+    text = format_table([{"model": "nofeat", "softmax": np.float32(0.123456789)},
+                         {"model": "base", "softmax": -0.00001, "feature_l1": 0.3759}])
+    assert text.splitlines() == ["model   softmax  feature_l1",
+                                 "------  -------  ----------",
+                                 "nofeat   0.1235           -",
+                                 "base     0.0000      0.3759"]

@@ -64,3 +64,67 @@ def test_a_dumps_meta_json_is_in_place_at_once_inside_a_set(tmp_path):
     with output_set():
         Dump.from_arrays(torch.zeros(4, 3), torch.arange(4) % 3, name="d").save(tmp_path / "d")
         assert load_dump(tmp_path / "d").num_samples == 4
+
+
+def test_a_later_run_removes_the_temporary_files_of_a_killed_run(tmp_path):
+    # kill -9 during a write leaves `.<name>.<pid>-<random>` files that no cleanup ran for; the next run that
+    # writes the same file removes them, but never those of a process still running (a concurrent writer)
+    import subprocess
+    import sys
+
+    from matplotlib.figure import Figure
+
+    from repanalysis.plot.style import save_figure
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        left = [tmp_path / f".r.json.{dead_pid}-abc123.tmp", tmp_path / f".fig.png.{dead_pid}-x9.png",
+                tmp_path / f".fig.pdf.{dead_pid}-x9.pdf"]
+        running = tmp_path / f".r.json.{live.pid}-def456.tmp"
+        other = tmp_path / f".other.json.{dead_pid}-q.tmp"          # another target's: not this run's business
+        for p in (*left, running, other):
+            p.write_text("partial")
+        with output_set():
+            write_json_atomic(tmp_path / "r.json", {"run": 2})
+            save_figure(Figure(), tmp_path / "fig")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["r.json", "fig.png", "fig.pdf", running.name, other.name])
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_demo_step_that_fails_part_way_keeps_the_last_runs_files(tmp_path, monkeypatch):
+    # the demo's steps write as one set each: killed or failing in its third figure, the step's folder holds the
+    # previous run's files only, never a mix of two runs
+    import types
+
+    import repanalysis.demo as demo
+    from matplotlib.figure import Figure
+
+    from repanalysis.plot.style import save_figure
+
+    out = tmp_path / "geometry"
+
+    def run(ctx, size, fail=False):
+        out.mkdir(exist_ok=True)
+        write_json_atomic(out / "separation.json", {"size": size})
+        save_figure(Figure(figsize=(size, size)), out / "separation")
+        if fail:
+            raise KeyboardInterrupt
+        save_figure(Figure(figsize=(size, size)), out / "collapse")
+
+    step = types.ModuleType("repanalysis.demo.steps.geometry")
+    monkeypatch.setattr(demo, "discover_steps", lambda: [step])
+    ctx = demo.DemoContext(out=tmp_path, checkpoints={}, dumps={}, data={}, class_names=None, device="cpu",
+                           log=lambda m: None)
+    step.run = lambda c: run(c, 2)
+    demo.run_steps(ctx)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["collapse.pdf", "collapse.png", "separation.json", "separation.pdf", "separation.png"]
+    step.run = lambda c: run(c, 3, fail=True)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_steps(ctx)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

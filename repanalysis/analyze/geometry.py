@@ -168,11 +168,20 @@ class SeparationAccumulator:
             shown = ", ".join(str(s) for s in single[:10]) + (" ..." if len(single) > 10 else "")
             warnings.warn(f"{len(single)} class(es) have a single sample ({shown}): their d_within term is 0 "
                           f"by definition (only the self-pair); they are kept", RuntimeWarning, stacklevel=3)
-        r2 = r2_from_distances(d_within, d_total) if d_total > 0 else float("nan")
+        if d_total > _D_TOTAL_FLOOR:
+            r2 = r2_from_distances(d_within, d_total)
+        else:                  # every feature points the same way (up to rounding): nothing to separate
+            r2 = float("nan")
+            warnings.warn(f"{name + ': ' if name else ''}the features of all classes point the same way (d_total = "
+                          f"{d_total:.1e}): R^2 = 1 - d_within / d_total is undefined and reported as NaN",
+                          RuntimeWarning, stacklevel=3)
         return SeparationResult(d_within=d_within, d_total=d_total, r2=float(r2),
                                 per_class_d_within=per_class.cpu().numpy(), classes=classes.cpu().numpy(),
                                 counts=counts.cpu().numpy(), n_samples=int(counts.sum()),
                                 n_excluded=self.n_excluded, single_sample_classes=single, name=name, split=split)
+
+
+_D_TOTAL_FLOOR = 1e-12      # d_total at or below this is rounding noise of identical directions (R^2 undefined)
 
 
 def _read_only_tensor(x) -> torch.Tensor:

@@ -14,6 +14,7 @@ from typing import Callable
 
 from repanalysis.extract.store import Dump
 from repanalysis.errors import DataError
+from repanalysis.outputs import output_set
 
 
 @dataclass
@@ -58,11 +59,16 @@ def discover_steps() -> list:
     return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
+def step_names() -> list[str]:
+    """The demo's steps, in the order they run."""
+    return [step.__name__.rsplit(".", 1)[-1] for step in discover_steps()]
+
+
 def check_steps(only: list[str] | None) -> list[str] | None:
     """The step names asked for, checked against the demo's steps (DataError naming the valid ones)."""
     if not only:
         return None
-    known = [step.__name__.rsplit(".", 1)[-1] for step in discover_steps()]
+    known = step_names()
     unknown = [name for name in only if name not in known]
     if unknown:
         raise DataError(f"unknown demo step(s) {', '.join(unknown)}; expected some of {', '.join(known)}")
@@ -75,4 +81,5 @@ def run_steps(ctx: DemoContext, only: list[str] | None = None) -> None:
         if only and short not in only:
             continue
         ctx.log(f"\n== {getattr(step, 'TITLE', short)} ==")
-        step.run(ctx)
+        with output_set():          # a step's JSON, CSV and figures replace the last run's together, or none
+            step.run(ctx)

@@ -14,16 +14,16 @@ from repanalysis.errors import RepanalysisError
 from repanalysis.text import display_text
 
 
-def split_names(value) -> list[str] | None:
-    """'a,b , c' (or a list) -> ['a', 'b', 'c']; None stays None."""
+def split_names(value, option: str = "--names", expected: str = "one non-empty name per input") -> list[str] | None:
+    """'a,b , c' (or a list) -> ['a', 'b', 'c']; None stays None. ``option`` and ``expected`` word the
+    error for an empty entry."""
     if value is None:
         return None
     if not isinstance(value, str):
         return [display_text(v) for v in value]
     parts = [part.strip() for part in display_text(value).split(",")]
     if not all(parts):
-        raise RepanalysisError(f"--names {value!r} has an empty entry; expected one non-empty name per input, "
-                               "separated by commas")
+        raise RepanalysisError(f"{option} {value!r} has an empty entry; expected {expected}, separated by commas")
     return parts
 
 

@@ -23,7 +23,6 @@ import mmap
 import os
 import re
 import shutil
-import tempfile
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from repanalysis.errors import DataError, DumpError
-from repanalysis.outputs import place
+from repanalysis.outputs import place, temp_file
 from repanalysis.paths import as_path
 from repanalysis.text import display_text
 
@@ -52,7 +51,7 @@ def _write_atomic(path: str | os.PathLike, write, newline: str | None = None, *,
     """Write a text file through a temporary file in the same folder and a rename: a reader never sees half
     a file, and an interrupted or failed write (a full disk) leaves the previous file untouched."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
             write(fh)
@@ -432,7 +431,7 @@ def save_seed_pt(dump: Dump, path: str | os.PathLike, overwrite: bool = False) -
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"logits": torch.from_numpy(np.array(dump.logits, dtype=np.float32)),  # copies: memmaps are read-only
                "labels": torch.from_numpy(np.array(dump.labels, dtype=np.int64))}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file(path)
     os.close(fd)
     try:
         try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +17,7 @@ from matplotlib.figure import Figure
 
 from repanalysis.errors import DataError
 from repanalysis.extract.store import umask_mode
-from repanalysis.outputs import output_set, place, remove_files
+from repanalysis.outputs import output_set, place, remove_files, temp_file
 
 if not os.environ.get("DISPLAY") and os.environ.get("MPLBACKEND") is None:
     matplotlib.use("Agg")
@@ -212,7 +211,7 @@ def save_figure(fig, path_stem: str | os.PathLike, formats: Sequence[str] = ("pn
             for fmt, target in zip(formats, targets):
                 if target.is_dir():
                     raise IsADirectoryError(errno.EISDIR, "a folder of that name is in the way")
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".{fmt}")
+                fd, tmp = temp_file(target, f".{fmt}")
                 os.close(fd)
                 temps.append(tmp)
                 # no creation date in the PDF: the same figure gives the same bytes (diffable, cacheable)

@@ -2,18 +2,25 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Mapping, Sequence
 
 from repanalysis.extract.store import write_csv_atomic, write_json_atomic  # noqa: F401  (re-exported: one writer)
 
 
 def format_value(value, digits: int = 4) -> str:
+    """A cell: None as "-", real numbers (numpy and 0-d arrays included) with ``digits`` decimals and no
+    negative zero, anything else as its text."""
     if value is None:
         return "-"
-    if isinstance(value, float):
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)) or \
+            getattr(value, "ndim", None) == 0 and getattr(value, "dtype", None) is not None \
+            and value.dtype.kind == "f":
+        value = float(value)
         if math.isnan(value):
             return "nan"
-        return f"{value:.{digits}f}"
+        text = f"{value:.{digits}f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text     # -0.0000 -> 0.0000
     return str(value)
 
 
@@ -22,7 +29,9 @@ def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None, 
     """Render rows (dicts) as an aligned text table; ``headers`` renames columns for display."""
     if not rows:
         return "(no rows)"
-    columns = list(columns or rows[0].keys())
+    if columns is None:              # every row's keys, in order of first appearance (rows may differ)
+        columns = list(dict.fromkeys(key for r in rows for key in r))
+    columns = list(columns)
     headers = dict(headers or {})
     cells = [[headers.get(c, c) for c in columns]]
     cells += [[format_value(r.get(c), digits) for c in columns] for r in rows]
