@@ -15,7 +15,7 @@ from repanalysis.analyze import calibration as C
 from repanalysis.analyze._arrays import pick_device
 from repanalysis.analyze.projection import project_classes
 from repanalysis.analyze.transfer import linear_probe, probe_dumps
-from repanalysis.errors import DataError, DumpError
+from repanalysis.errors import DataError, DumpError, RepanalysisError
 from repanalysis.extract.store import Dump, json_text, write_json_atomic
 
 from _cli import run_cli
@@ -388,3 +388,17 @@ def test_a_full_disk_hidden_behind_a_writers_own_error_is_named(monkeypatch, cap
     assert code == 1
     assert stderr.strip() == ("error: disk full (no space left on device); nothing was replaced: free space and "
                               "re-run the command")
+
+
+def test_a_cut_short_cached_demo_checkpoint_says_to_delete_it(tmp_path, demo_folder):
+    import shutil
+
+    from repanalysis.demo.build import build_context
+
+    folder, checkpoints, _ = demo_folder
+    shutil.copytree(folder, tmp_path / "demo")
+    ce = tmp_path / "demo" / "checkpoints" / checkpoints["CE"].name
+    ce.write_bytes(ce.read_bytes()[:1000])                  # a killed run's half-written file
+    with pytest.raises(RepanalysisError, match=f"{ce.name}.*; it is the demo's cached checkpoint: delete it and "
+                                               "the demo trains it again"):
+        build_context(tmp_path / "demo", epochs=5, n_train=2000, log=lambda m: None, device="cpu")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from repanalysis.demo import DemoContext
+from repanalysis.errors import RepanalysisError
 
 
 def ood_patches(n: int = 1000, seed: int = 0) -> np.ndarray:
@@ -60,7 +61,11 @@ def build_context(out: str | Path, *, epochs: int = 8, n_train: int = 4000, seed
     dumps: dict = {}
     ood_dumps: dict = {}
     for name, ckpt in checkpoints.items():
-        lm = ra.load_model(ckpt)
+        try:
+            lm = ra.load_model(ckpt)
+        except RepanalysisError as err:       # a cached checkpoint cut short (a killed run, a full disk)
+            raise type(err)(f"{err}; it is the demo's cached checkpoint: delete it and the demo trains it "
+                            "again") from None
         dumps[name] = {}
         for split, path in list(data.items()) + [("ood", ood)]:
             target = out / "dumps" / f"{ckpt.stem}_{split}"      # reused when it is a Dump of this same run
