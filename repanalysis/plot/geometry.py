@@ -13,7 +13,7 @@ from matplotlib.patches import Patch
 from repanalysis.analyze._arrays import check_number
 from repanalysis.analyze.collapse import CollapseResult
 from repanalysis.analyze.embed import EmbeddingResult
-from repanalysis.analyze.geometry import SeparationResult
+from repanalysis.analyze.geometry import SeparationResult, separation_models
 from repanalysis.analyze.projection import ProjectionResult
 from repanalysis.errors import DataError
 from repanalysis.plot.style import (ANNOTATION_FONTSIZE, check_result, check_results, class_styles, describe, finite,
@@ -265,7 +265,8 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
                          colors: dict[str, str] | None = None):
     """Bars of d_within and R^2 per model, train and val side by side (val hatched).
 
-    results: SeparationResults with ``name`` (model) and ``split`` ("train", "val"/"test"). axes: a
+    results: SeparationResults with ``name`` (model) and ``split`` ("train", "val"/"test"); a second result of
+    the same name and split is drawn as the model "<name> (2)", as in the table (:func:`separation_models`). axes: a
     sequence of one Axes per metric (None: a new figure). colors: the run's model colours. Returns the list
     of Axes.
     """
@@ -286,7 +287,8 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
     if own:
         fig, grid = subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8))
         axes = list(grid[0])
-    models = list(dict.fromkeys(r.name or "model" for r in results))
+    shown = separation_models(results)     # the table's names: the same name and split twice is two models
+    models = list(dict.fromkeys(shown))
     rank = {"train": 0, "val": 1, "test": 2}
     splits = sorted(dict.fromkeys(_split_label(r.split) for r in results), key=lambda s: rank.get(s, 3))
     colors = model_colors(models, colors)
@@ -295,11 +297,11 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
     titles = {"d_within": r"Within-class distance $d_{within}$", "d_total": r"Total distance $d_{total}$",
               "r2": r"Class separation $R^2$"}
     for metric, ax in zip(metrics, axes):
-        for r in results:
-            i, j = models.index(r.name or "model"), splits.index(_split_label(r.split))
+        for r, m in zip(results, shown):
+            i, j = models.index(m), splits.index(_split_label(r.split))
             x = i + (j - (len(splits) - 1) / 2) * width
             value = getattr(r, metric)
-            ax.bar(x, value, width=width * 0.95, color=colors[r.name or "model"], edgecolor="black", linewidth=0.6,
+            ax.bar(x, value, width=width * 0.95, color=colors[m], edgecolor="black", linewidth=0.6,
                    hatch="//" if j else None, alpha=1.0 if j == 0 else 0.7)
             ax.annotate(f"{value:.3f}", (x, value), ha="center", va="bottom", fontsize=ANNOTATION_FONTSIZE,
                         xytext=(0, 1), textcoords="offset points")
