@@ -44,3 +44,49 @@ def test_separation_figure_draws_two_models_of_the_same_name_apart():
     assert mcolors.to_hex(bars[0].get_facecolor()) != mcolors.to_hex(bars[1].get_facecolor())
     assert [b.get_height() for b in bars] == pytest.approx([0.2, 0.6])
     plt.close("all")
+
+
+# --- 2. the split named in titles is every Dump's, by split_of --------------------------------------------
+CLASS_NAMES = ["zero", "one", "two", "three", "four", "five"]
+
+
+def _saved_dump(path, seed, meta, name, n=180, d=8, k=6):
+    from repanalysis.extract.store import Dump
+
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(k), n // k)
+    h = np.maximum(rng.normal(size=(k, d))[y] * 2 + rng.normal(size=(n, d)), 0).astype(np.float32)
+    w, b = rng.normal(size=(k, d)).astype(np.float32), rng.normal(size=k).astype(np.float32)
+    return str(Dump.from_arrays(h @ w.T + b, y, h, class_names=CLASS_NAMES, name=name, meta=meta,
+                                classifier_weight=w, classifier_bias=b).save(path).path)
+
+
+def _titles(fig) -> str:
+    return " | ".join([fig.get_suptitle()] + [ax.get_title() for ax in fig.axes])
+
+
+@pytest.mark.parametrize("command, args", [
+    ("features", ["--classes", "zero,one,two", "--samples-per-class", "10"]),
+    ("embed", ["--classes", "zero,one,two", "--method", "tsne", "--samples-per-class", "10"]),
+    ("collapse", ["--device", "cpu"]),
+])
+def test_titles_name_the_split_all_dumps_share_and_no_split_when_they_differ(tmp_path, capsys, monkeypatch,
+                                                                              command, args):
+    from _cli import run_cli
+
+    from repanalysis.plot import style
+
+    figures = []
+    monkeypatch.setattr(style, "save_figure", lambda fig, stem: figures.append(fig) or [])
+    # the split recorded only in the data set's meta (as split_of reads it): both Dumps are of "test"
+    same = [_saved_dump(tmp_path / f"{n}_a", i, {"dataset": {"split": "test"}}, n) for i, n in enumerate(("CE", "LS"))]
+    # mixed: the first Dump of "train", the second of "test"; before, the title said "train" for both
+    mixed = [_saved_dump(tmp_path / f"{n}_b", i, {"split": s}, n) for i, (n, s) in enumerate((("CE", "train"),
+                                                                                               ("LS", "test")))]
+    for paths in (same, mixed):
+        flag = ["--dump", paths[0], "--dump", paths[1]] if command == "features" else paths
+        code, _, stderr = run_cli([command, *flag, *args, "--out", str(tmp_path / "o")], capsys)
+        assert code == 0, stderr
+    assert "test" in _titles(figures[0])
+    assert "train" not in _titles(figures[1]) and "test" not in _titles(figures[1])
+    plt.close("all")

@@ -267,6 +267,13 @@ def split_of(dump) -> str | None:
     return None
 
 
+def common_split(dumps) -> str | None:
+    """The split every Dump of ``dumps`` is of (:func:`split_of`), to name in a figure's title; None when any
+    Dump's split is unknown or they differ (a title then names no split rather than the first Dump's)."""
+    splits = {split_of(d) for d in dumps}
+    return splits.pop() if len(splits) == 1 else None
+
+
 def separation_models(results: Iterable[SeparationResult]) -> list[str]:
     """The model each result is shown under, in the table and in the figure alike: its ``name`` ("model" when
     None); a second result of the same name and split is another model, "<name> (2)", then "<name> (3)", ..."""
