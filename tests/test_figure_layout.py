@@ -90,3 +90,91 @@ def test_titles_name_the_split_all_dumps_share_and_no_split_when_they_differ(tmp
     assert "test" in _titles(figures[0])
     assert "train" not in _titles(figures[1]) and "test" not in _titles(figures[1])
     plt.close("all")
+
+
+# --- 4. feature norms read at any number of classes -------------------------------------------------------
+def _label_outlines(ax):
+    """Each visible x tick label's outline in pixels: its unrotated box turned about its anchor by its rotation."""
+    from matplotlib.path import Path
+
+    renderer = _renderer(ax.figure)
+    outlines = []
+    for t in ax.get_xticklabels():
+        if not t.get_text() or not t.get_visible():
+            continue
+        angle = np.radians(t.get_rotation())
+        t.set_rotation(0)
+        box = t.get_window_extent(renderer)
+        t.set_rotation(np.degrees(angle))
+        ax0, ay0 = t.get_transform().transform(t.get_position())
+        corners = np.array([[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1]]) - (ax0, ay0)
+        turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        outlines.append(Path(corners @ turn.T + (ax0, ay0), closed=True))
+    return outlines
+
+
+def _assert_tick_labels_apart(ax, gap_px: float = 2.0):
+    outlines = _label_outlines(ax)
+    assert len(outlines) >= 2
+    for i, a in enumerate(outlines):
+        for b in outlines[i + 1:]:
+            assert not a.intersects_path(b, filled=True), [t.get_text() for t in ax.get_xticklabels()]
+    if gap_px:   # level labels: their boxes stand at least gap_px apart
+        level = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text() and not t.get_rotation()]
+        level.sort(key=lambda b: b.x0)
+        assert all(b.x0 - a.x1 >= gap_px for a, b in zip(level[:-1], level[1:]))
+
+
+def _collapse(name, k, seed=0, names=None):
+    from repanalysis.analyze.collapse import CollapseResult
+
+    rng = np.random.default_rng(seed)
+    mean = rng.uniform(5, 8, k)
+    return CollapseResult(nc1=0.1, nc2_equinorm=0.1, nc2_equiangular=0.1, nc2_max_angle=0.1, nc3=None, nc4=None,
+                          vci=0.1, rank_sb=k - 1, classes=np.arange(k), counts=np.full(k, 10),
+                          norm_l1_mean=mean * 3, norm_l1_std=np.full(k, 0.5), norm_l2_mean=mean,
+                          norm_l2_std=np.full(k, 0.3), n_samples=10 * k, name=name)
+
+
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.mark.parametrize("models", [1, 3])
+def test_feature_norm_class_names_never_touch(models):
+    from repanalysis.plot.geometry import plot_feature_norms
+
+    # before: one model, 10 digits on a 5-inch figure printed "seveneight" (labels touching)
+    ax = plot_feature_norms([_collapse(f"m{i}", 10, i) for i in range(models)], class_names=DIGITS)
+    assert [t.get_text() for t in ax.get_xticklabels()] == DIGITS     # every class named
+    _assert_tick_labels_apart(ax)
+    plt.close("all")
+
+
+def test_feature_norms_on_a_small_caller_axes_slant_and_thin_the_class_names():
+    from repanalysis.plot.geometry import plot_feature_norms
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    names = [f"class_{i:03d}_name" for i in range(20)]
+    plot_feature_norms([_collapse("CE", 20)], ax=ax, class_names=names)
+    assert tuple(fig.get_size_inches()) == (4.0, 3.0)                  # the caller's figure keeps its size
+    shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert shown and shown[0] == names[0] and set(shown) <= set(names)
+    _assert_tick_labels_apart(ax, gap_px=0)
+    plt.close("all")
+
+
+def test_feature_norms_of_many_classes_draw_one_sorted_curve_per_model():
+    from repanalysis.plot.geometry import plot_feature_norms
+
+    results = [_collapse(n, 100, i) for i, n in enumerate(("CE", "LS", "MaxSup"))]
+    ax = plot_feature_norms(results, class_names=[f"class_{i:03d}_name" for i in range(100)])
+    # before: 300 bars and 100 overprinted class names
+    assert len(ax.patches) == 0 and len(ax.get_lines()) == 3
+    for line, r in zip(ax.get_lines(), results):
+        assert np.allclose(line.get_ydata(), np.sort(r.norm_l2_mean)[::-1])     # largest class mean first
+        assert np.array_equal(line.get_xdata(), np.arange(1, 101))
+    assert len({mcolors.to_hex(line.get_color()) for line in ax.get_lines()}) == 3
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["CE", "LS", "MaxSup"]
+    assert "Class rank" in ax.get_xlabel() and "feature units" in ax.get_ylabel()
+    _assert_tick_labels_apart(ax)
+    plt.close("all")

@@ -16,8 +16,8 @@ from repanalysis.analyze.embed import EmbeddingResult
 from repanalysis.analyze.geometry import SeparationResult, separation_models
 from repanalysis.analyze.projection import ProjectionResult
 from repanalysis.errors import DataError
-from repanalysis.plot.style import (ANNOTATION_FONTSIZE, check_result, check_results, class_styles, describe, finite,
-                                    get_ax, literal, model_colors, subplots)
+from repanalysis.plot.style import (ANNOTATION_FONTSIZE, check_ax, check_result, check_results, class_styles, describe,
+                                    finite, get_ax, literal, model_colors, subplots)
 
 UNKNOWN_SPLIT = "unknown split"   # the key label of results whose split is None (not recorded)
 WRAP_CHARS = 12                   # model tick labels longer than this wrap at "_", "-", "/" and spaces
@@ -25,6 +25,9 @@ MAX_PANEL_INCHES = 7.0            # a separation panel widens up to this for lev
 ROTATION = 45                     # degrees of rotated model tick labels
 LEGEND_MARGIN_INCHES = 1.6        # figure height beyond a separation legend's (titles, axis labels)
 NORMS = ("l2", "l1")
+MAX_BAR_CLASSES = 20              # feature norms: bars per class up to this many classes, sorted curves beyond
+MAX_NORM_INCHES = 11.0            # a feature-norm bar chart widens up to this for level class names
+MODEL_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 _METRIC_LABELS = {"d_within": r"$d_{within}$ (mean cosine distance)", "d_total": r"$d_{total}$ (mean cosine distance)",
                   "r2": r"$R^2 = 1 - d_{within}\,/\,d_{total}$ (unitless)"}
 
@@ -326,8 +329,11 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
 
 def plot_feature_norms(results, ax=None, norm: str = "l2", class_names: Sequence[str] | None = None,
                        split: str | None = None, colors: dict[str, str] | None = None):
-    """Mean (+/- std) feature norm per class, one bar colour per model, from CollapseResults; returns the Axes.
+    """Feature norm per class of each model (colour per model), from CollapseResults; returns the Axes.
 
+    Up to MAX_BAR_CLASSES classes: mean (+/- std) bars per class, the class names level, or slanted and
+    thinned where they would touch. More classes: per model its class means sorted from largest to smallest
+    (a curve over the class rank, +/- std shaded), which reads the same at K = 100 or 1000.
     norm: "l2" or "l1". class_names: labels of the class indices (default: the indices). split: the data
     split, named in the title when given. colors: the run's model colours.
     """
@@ -336,28 +342,82 @@ def plot_feature_norms(results, ax=None, norm: str = "l2", class_names: Sequence
         raise DataError(f"plot_feature_norms: norm must be 'l2' or 'l1'; got {describe(norm)}")
     if isinstance(class_names, str):
         raise DataError(f"plot_feature_norms: class_names must be a list of names; got {describe(class_names)}")
-    ax = get_ax(ax, figsize=(min(11.0, max(5.0, 0.3 * len(results[0].classes) * len(results) + 2)), 3.8))
+    classes = sorted(set().union(*(r.classes.tolist() for r in results)))
+    bars = len(classes) <= MAX_BAR_CLASSES
+    own = check_ax(ax) is None
+    size = (min(MAX_NORM_INCHES, max(5.0, 0.3 * len(classes) * len(results) + 2)), 3.8) if bars else (8.0, 3.8)
+    ax = get_ax(ax, figsize=size)
     models = [r.name or f"model {i}" for i, r in enumerate(results)]
     colors = model_colors(models, colors)
-    width = 0.8 / len(results)
-    classes = sorted(set().union(*(r.classes.tolist() for r in results)))
-    pos = {c: i for i, c in enumerate(classes)}
-    for j, (r, m) in enumerate(zip(results, models)):
-        mean, std = (r.norm_l2_mean, r.norm_l2_std) if norm == "l2" else (r.norm_l1_mean, r.norm_l1_std)
-        x = np.array([pos[c] for c in r.classes.tolist()]) + (j - (len(results) - 1) / 2) * width
-        ax.bar(x, mean, width=width * 0.95, yerr=std, color=colors[m], edgecolor="black", linewidth=0.5,
-               error_kw={"elinewidth": 0.8, "capsize": 2}, label=literal(m))
-    ax.set_xticks(range(len(classes)))
-    ax.set_xticklabels([literal(class_names[c]) if class_names and c < len(class_names) else str(c) for c in classes],
-                       rotation=45 if len(classes) > 10 else 0)
-    ax.set_xlabel("Class")
-    ax.set_ylabel(f"{norm.upper()} feature norm (feature units)")
+    stats = [(r.norm_l2_mean, r.norm_l2_std) if norm == "l2" else (r.norm_l1_mean, r.norm_l1_std) for r in results]
     sizes = sorted({r.n_samples for r in results})
     where = f"{literal(split)} split, " if split else ""
-    ax.set_title(f"{norm.upper()} norm of penultimate features per class (mean ± std; {where}"
-                 f"N = {', '.join(map(str, sizes))} samples)")
+    if bars:
+        width = 0.8 / len(results)
+        pos = {c: i for i, c in enumerate(classes)}
+        for j, (r, m, (mean, std)) in enumerate(zip(results, models, stats)):
+            x = np.array([pos[c] for c in r.classes.tolist()]) + (j - (len(results) - 1) / 2) * width
+            ax.bar(x, mean, width=width * 0.95, yerr=std, color=colors[m], edgecolor="black", linewidth=0.5,
+                   error_kw={"elinewidth": 0.8, "capsize": 2}, label=literal(m))
+        ax.set_xticks(range(len(classes)))
+        ax.set_xticklabels([literal(class_names[c]) if class_names and c < len(class_names) else str(c)
+                            for c in classes])
+        ax.set_xlabel("Class")
+        ax.set_title(f"{norm.upper()} norm of penultimate features per class (mean ± std; {where}"
+                     f"N = {', '.join(map(str, sizes))} samples)")
+    else:
+        for j, (m, (mean, std)) in enumerate(zip(models, stats)):
+            mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+            order = np.argsort(-mean, kind="stable")
+            rank = np.arange(1, mean.size + 1)
+            ax.fill_between(rank, (mean - std)[order], (mean + std)[order], color=colors[m], alpha=0.12,
+                            linewidth=0)
+            ax.plot(rank, mean[order], color=colors[m], linewidth=1.6, label=literal(m),
+                    marker=MODEL_MARKERS[j % len(MODEL_MARKERS)], markevery=max(1, mean.size // 10), markersize=4)
+        ax.set_xlim(1, max(len(r.classes) for r in results))
+        ax.set_xlabel(f"Class rank (classes sorted by mean {norm.upper()} norm, per model)")
+        ax.set_title(f"{norm.upper()} norm of penultimate features, {len(classes)} classes sorted per model "
+                     f"(mean ± std shaded; {where}N = {', '.join(map(str, sizes))} samples)")
+    ax.set_ylabel(f"{norm.upper()} feature norm (feature units)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if bars:
+        _fit_class_ticks(ax, own)
     return ax
+
+
+def _fit_class_ticks(ax, own: bool) -> None:
+    """Keep the class tick labels of a feature-norm bar chart apart: level when they fit (a figure made here
+    widening up to MAX_NORM_INCHES for them), else slanted by ROTATION degrees, every n-th one shown when
+    even slanted neighbours would touch."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else fig._get_renderer()
+    dpi, gap = fig.dpi, 4.0 * fig.dpi / 72
+    labels = [t for t in ax.get_xticklabels() if t.get_text()]
+    if len(labels) < 2:
+        return
+
+    def lacking() -> float:       # pixels by which the closest two level labels overlap (with the gap)
+        fig.draw_without_rendering()                       # tick labels placed for the current size
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+        return max(a.x1 + gap - b.x0 for a, b in zip(boxes[:-1], boxes[1:]))
+
+    for _ in range(4):            # the axes take a share of the figure's width: widen, re-measure
+        need = lacking()
+        if need <= 0:
+            return
+        width, height = fig.get_size_inches()
+        grow = need * len(labels) / (dpi * ax.get_position().width)
+        if not own or width + grow > MAX_NORM_INCHES:
+            break
+        fig.set_size_inches(width + grow + 0.1, height)
+    fig.draw_without_rendering()
+    ticks = list(ax.get_xticks())
+    texts = [t.get_text() for t in ax.get_xticklabels()]
+    per_tick = ax.get_window_extent(renderer).width / abs(np.diff(ax.get_xlim())[0])
+    line = 1.2 * max(t.get_fontsize() for t in labels) * dpi / 72
+    step = max(1, int(np.ceil((line + gap) / (per_tick * np.sin(np.radians(ROTATION))))))
+    ax.set_xticks(ticks[::step])
+    ax.set_xticklabels(texts[::step], rotation=ROTATION, ha="right", rotation_mode="anchor")
 
 
 __all__ = ["plot_feature_norms", "plot_projection", "plot_projections", "plot_embedding", "plot_embeddings",
