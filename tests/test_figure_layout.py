@@ -178,3 +178,26 @@ def test_feature_norms_of_many_classes_draw_one_sorted_curve_per_model():
     assert "Class rank" in ax.get_xlabel() and "feature units" in ax.get_ylabel()
     _assert_tick_labels_apart(ax)
     plt.close("all")
+
+
+# --- 5. distinct model colours beyond seven models ----------------------------------------------------------
+def test_eight_to_thirteen_models_get_distinct_colours_and_only_more_warn():
+    from repanalysis.analyze.geometry import class_separation
+    from repanalysis.plot.geometry import plot_separation_bars
+    from repanalysis.plot.style import CLASS_COLORS, OKABE_ITO, model_colors
+
+    names = [f"M{i}" for i in range(13)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # 13 models: no warning
+        colours = model_colors(names)
+    assert len({c.lower() for c in colours.values()}) == 13   # before: M7 got M0's blue
+    assert not {c.lower() for c in colours.values()} & {c.lower() for c in CLASS_COLORS + [OKABE_ITO[3]]}
+    with pytest.warns(RuntimeWarning, match="14 models but 13 distinct model colours"):
+        model_colors(names + ["M13"])
+    rng = np.random.default_rng(0)
+    h, y = rng.normal(size=(60, 4)), np.repeat(np.arange(3), 20)
+    base = class_separation(h, y)
+    axes = plot_separation_bars([dataclasses.replace(base, name=f"model{i}", split="test") for i in range(8)])
+    bars = {mcolors.to_hex(p.get_facecolor()) for p in axes[0].patches}
+    assert len(bars) == 8
+    plt.close("all")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -26,8 +27,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 # Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-# Models cycle through Okabe-Ito without vermillion, which is kept for "over-confident" / "wrong" marks.
-MODEL_COLORS = [c for c in OKABE_ITO if c != "#D55E00"]
+# Models take Okabe-Ito without vermillion, which is kept for "over-confident" / "wrong" marks; from the 8th
+# model on, Paul Tol's vibrant magenta and his "dark" scheme (colour-blind-safe, darker than every Okabe-Ito colour
+# but black, so lightness alone tells them apart; none is a class colour or a mark's). 13 distinct model colours;
+# past that, model_colors warns that colours repeat.
+EXTRA_MODEL_COLORS = ["#EE3377", "#222255", "#663333", "#225522", "#666633", "#225555"]
+MODEL_COLORS = [c for c in OKABE_ITO if c != "#D55E00"] + EXTRA_MODEL_COLORS
 # Classes: Paul Tol's "muted" scheme (colour-blind-safe, no colour shared with MODEL_COLORS; the pale sand
 # moved back so that 3-class plots get strong colours) plus a dark grey, and a marker per class so that classes
 # stay distinguishable without colour. 10 colours x 11 markers: the (colour, marker) pair is unique for up to
@@ -69,8 +74,12 @@ def model_colors(names: Sequence[str], colors: dict[str, str] | None = None) -> 
     """A colour per model name, in order of appearance. ``colors``: a map already made for the whole run
     (figure savers compute it once from every model), kept as is; names it lacks get the next free colours."""
     out = dict(colors or {})
-    free = [c for c in MODEL_COLORS if c not in out.values()] or MODEL_COLORS
+    free = [c for c in MODEL_COLORS if c not in out.values()]
     new = [name for name in dict.fromkeys(names) if name not in out]
+    if len(new) > len(free):     # only here can two models share a colour
+        warnings.warn(f"{len(out) + len(new)} models but {len(MODEL_COLORS)} distinct model colours: some models "
+                      "share a colour (their names tell them apart)", RuntimeWarning, stacklevel=2)
+        free = free + MODEL_COLORS
     out.update({name: free[i % len(free)] for i, name in enumerate(new)})
     return out
 
