@@ -201,3 +201,39 @@ def test_eight_to_thirteen_models_get_distinct_colours_and_only_more_warn():
     bars = {mcolors.to_hex(p.get_facecolor()) for p in axes[0].patches}
     assert len(bars) == 8
     plt.close("all")
+
+
+# --- 8. one set of classes per projection / embedding figure --------------------------------------------------
+def test_projection_and_embedding_figures_refuse_panels_of_different_classes():
+    from repanalysis.analyze.embed import EmbeddingResult
+    from repanalysis.analyze.projection import project_classes
+    from repanalysis.plot.geometry import plot_embeddings, plot_projections
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(5), 30)
+    h = rng.normal(size=(5, 9))[y] * 2 + rng.normal(size=(150, 9))
+    w, b = rng.normal(size=(5, 9)), rng.normal(size=5)
+    names = ["a", "b", "c", "d", "e"]
+
+    def proj(classes, name):
+        return project_classes(h, y, classes, classifier_weight=w, classifier_bias=b, class_names=names, name=name)
+
+    # before: titled "a, b, c" (the first panel's) with the legend of "a, b, d" (the last panel's)
+    with pytest.raises(DataError) as err:
+        plot_projections([proj([0, 1, 2], "CE"), proj([0, 1, 3], "LS")])
+    assert str(err.value) == ("plot_projections: the panels show different classes (CE: a, b, c; LS: a, b, d); "
+                              "expected the same classes for every model (choose them once for all models)")
+    fig = plot_projections([proj([0, 1, 2], "CE"), proj([0, 1, 2], "LS")])            # the same: drawn
+    assert "template method: a, b, c" in fig.get_suptitle()
+
+    def emb(classes, name):
+        keep = np.isin(y, classes)
+        return EmbeddingResult(coords=rng.normal(size=(keep.sum(), 2)), labels=y[keep],
+                               sample_index=np.arange(keep.sum()), classes=list(classes), class_names=[names[c] for c in classes], method="tsne", seed=0,
+                               name=name)
+
+    with pytest.raises(DataError, match=r"plot_embeddings: the panels show different classes \(CE: a, b, c; "
+                                        r"LS: b, c, e\)") as err:
+        plot_embeddings([emb([0, 1, 2], "CE"), emb([1, 2, 4], "LS")])
+    assert "\n" not in str(err.value)
+    plt.close("all")

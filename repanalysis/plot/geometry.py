@@ -105,9 +105,23 @@ def plot_projection(result, ax=None, *, limits=None, decision_regions: bool = Fa
     return ax
 
 
+def _same_classes(results, what: str) -> None:
+    """DataError (one line) unless every result shows the same classes in the same order: a figure titles and
+    keys its panels with one set of classes (resolve the classes once for all models, not per model)."""
+    def shown(i, r) -> str:
+        return f"{r.name or f'result {i}'}: {', '.join(str(n) for n in r.class_names)}"
+
+    first = [int(c) for c in results[0].classes]
+    for i, r in enumerate(results[1:], 1):
+        if [int(c) for c in r.classes] != first:
+            raise DataError(f"{what}: the panels show different classes ({shown(0, results[0])}; {shown(i, r)}); "
+                            "expected the same classes for every model (choose them once for all models)")
+
+
 def plot_projections(results, *, decision_regions: bool = False, split: str | None = None, panel_size=(4.2, 4.0)):
     """One panel per model with the same axis limits; returns the Figure."""
     results = check_results(results, ProjectionResult, "plot_projections")
+    _same_classes(results, "plot_projections")
     limits = shared_limits(results)
     fig, axes = subplots(1, len(results), figsize=(panel_size[0] * len(results), panel_size[1]),
                          sharex=True, sharey=True, layout="constrained")
@@ -144,6 +158,7 @@ def plot_embeddings(results, panel_size=(4.2, 4.0), split: str | None = None):
     """One embedding panel per model (each with its own axes: UMAP/t-SNE scales are not comparable).
     split: the data split, named in the title when given."""
     results = check_results(results, EmbeddingResult, "plot_embeddings")
+    _same_classes(results, "plot_embeddings")
     for r in results:
         _points(r)
     fig, axes = subplots(1, len(results), figsize=(panel_size[0] * len(results), panel_size[1]),
