@@ -237,3 +237,36 @@ def test_projection_and_embedding_figures_refuse_panels_of_different_classes():
         plot_embeddings([emb([0, 1, 2], "CE"), emb([1, 2, 4], "LS")])
     assert "\n" not in str(err.value)
     plt.close("all")
+
+
+# --- 6. an embedding of many classes keeps its panels' size ---------------------------------------------------
+def _embedding(k, name, seed=0, n=8):
+    from repanalysis.analyze.embed import EmbeddingResult
+
+    labels = np.repeat(np.arange(k), n)
+    return EmbeddingResult(coords=np.random.default_rng(seed).normal(size=(k * n, 2)), labels=labels,
+                           sample_index=np.arange(k * n), classes=list(range(k)),
+                           class_names=[f"class_{i:03d}_name" for i in range(k)], method="tsne", seed=0, name=name)
+
+
+def test_embedding_of_25_classes_keys_them_under_panels_of_full_size():
+    from repanalysis.plot.geometry import plot_embeddings
+
+    def panel_heights(fig):
+        renderer = _renderer(fig)
+        return [ax.get_window_extent(renderer).height / fig.dpi for ax in fig.axes]
+
+    few = plot_embeddings([_embedding(3, "CE"), _embedding(3, "LS", 1)])
+    reference = min(panel_heights(few))
+    fig = plot_embeddings([_embedding(25, "CE"), _embedding(25, "LS", 1)])
+    heights = panel_heights(fig)
+    # before: the 25-row legend beside the last panel squeezed both panels to a fraction of their height
+    assert min(heights) >= 0.9 * reference
+    legend = fig.legends[0] if fig.legends else fig.axes[-1].get_legend()
+    renderer = fig.canvas.get_renderer()
+    box = legend.get_window_extent(renderer)
+    assert len(legend.get_texts()) == 25 and legend.get_texts()[0].get_text() == "class_000_name (n=8)"
+    for ax in fig.axes:
+        assert not _overlap(box, ax.get_tightbbox(renderer))           # the key never on a panel or its labels
+    assert box.height / fig.dpi < min(heights)                          # in columns: shorter than a panel
+    plt.close("all")

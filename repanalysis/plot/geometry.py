@@ -25,6 +25,8 @@ MAX_PANEL_INCHES = 7.0            # a separation panel widens up to this for lev
 ROTATION = 45                     # degrees of rotated model tick labels
 LEGEND_MARGIN_INCHES = 1.6        # figure height beyond a separation legend's (titles, axis labels)
 NORMS = ("l2", "l1")
+MAX_SIDE_LEGEND_CLASSES = 12      # an embedding keys more classes than this under its panels, not beside them
+LEGEND_COLUMN_INCHES = 1.8        # width of a column of that key
 MAX_BAR_CLASSES = 20              # feature norms: bars per class up to this many classes, sorted curves beyond
 MAX_NORM_INCHES = 11.0            # a feature-norm bar chart widens up to this for level class names
 MODEL_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -161,10 +163,20 @@ def plot_embeddings(results, panel_size=(4.2, 4.0), split: str | None = None):
     _same_classes(results, "plot_embeddings")
     for r in results:
         _points(r)
+    below = len(results[0].classes) > MAX_SIDE_LEGEND_CLASSES
     fig, axes = subplots(1, len(results), figsize=(panel_size[0] * len(results), panel_size[1]),
                          layout="constrained")
     for i, (r, ax) in enumerate(zip(results, axes[0])):
-        plot_embedding(r, ax, legend=(i == len(results) - 1))
+        plot_embedding(r, ax, legend=not below and i == len(results) - 1)
+    if below:   # many classes: the key in columns under the panels, which keep their size
+        handles = axes[0, 0].collections
+        counts = [[int((r.labels == k).sum()) for k in r.classes] for r in results]
+        labels = [f"{literal(name)} (n={', '.join(dict.fromkeys(str(c[j]) for c in counts))})"
+                  for j, name in enumerate(results[0].class_names)]
+        ncols = max(1, min(len(labels), int(panel_size[0] * len(results) // LEGEND_COLUMN_INCHES)))
+        fig.legend(handles, labels, loc="outside lower center", ncols=ncols, markerscale=1.5)
+        fig.set_size_inches(fig.get_size_inches()[0],
+                            panel_size[1] + 0.2 * -(-len(labels) // ncols) + 0.3)   # room for the key's rows
     name = "UMAP" if results[0].method == "umap" else "t-SNE"
     where = f" ({literal(split)})" if split else ""
     fig.suptitle(f"{name} of penultimate features{where}, {len(results[0].labels)} samples of "
