@@ -270,3 +270,30 @@ def test_embedding_of_25_classes_keys_them_under_panels_of_full_size():
         assert not _overlap(box, ax.get_tightbbox(renderer))           # the key never on a panel or its labels
     assert box.height / fig.dpi < min(heights)                          # in columns: shorter than a panel
     plt.close("all")
+
+
+# --- 7. a near-zero panel with no near-zero logits says so ----------------------------------------------------
+def test_near_zero_panel_without_near_zero_logits_says_so_on_full_axes():
+    from repanalysis.analyze.logits import logit_stats
+    from repanalysis.plot.logits import comparison_figure
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    results = []
+    for name in ("A", "B"):       # K = 2, every |z| >= 0.5: no logit within the 0.01 band
+        z = rng.choice([-1.0, 1.0], size=(200, 2)) * rng.uniform(0.5, 3.0, size=(200, 2))
+        results.append(logit_stats(z.astype(np.float32), y, name=name))
+    assert all(float(np.max(r.near_zero_fraction)) == 0.0 for r in results)
+    fig = comparison_figure(results)
+    ax = fig.axes[0]
+    renderer = _renderer(fig)
+    notes = [t for t in ax.texts if "No logits with |z| < 0.01" in t.get_text()]
+    # before: a bare frame with the single tick "0" and nothing saying why
+    assert len(notes) == 1
+    assert list(ax.get_xticks()) == pytest.approx([0.0, 0.5, 1.0])           # every value j/K in view
+    lo, hi = ax.get_xlim()
+    assert lo < 0.0 and hi > 1.0
+    note = notes[0].get_window_extent(renderer)
+    assert ax.get_window_extent(renderer).contains(note.x0, note.y0)
+    assert not _overlap(note, ax.get_legend().get_window_extent(renderer))
+    plt.close("all")
