@@ -297,3 +297,64 @@ def test_near_zero_panel_without_near_zero_logits_says_so_on_full_axes():
     assert ax.get_window_extent(renderer).contains(note.x0, note.y0)
     assert not _overlap(note, ax.get_legend().get_window_extent(renderer))
     plt.close("all")
+
+
+# --- 3. long model names never run into a neighbour ---------------------------------------------------------
+LN = "label_smoothing_alpha0.1_resnet50_seed0_epoch90_final"
+
+
+def _figure(kind):
+    import torch
+
+    from repanalysis.analyze.calibration import calibration_report
+    from repanalysis.analyze.confidence import misclassification_scores
+    from repanalysis.analyze.logits import logit_stats
+    from repanalysis.plot import calibration as C, logits as L
+    from repanalysis.plot.cam import plot_cam_grid
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(300, 4, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, 4, (300,), generator=g)
+    h = torch.rand(300, 6, generator=g, dtype=torch.float64)
+    names = ["CE", LN]
+    if kind == "reliability":
+        return C.reliability_figure([calibration_report(z * s, y, name=n) for n, s in zip(names, (1.0, 0.5))])
+    if kind == "nci":
+        return C.nci_figure([misclassification_scores(z * s, y, h, num_classes=4, name=n)
+                             for n, s in zip(names, (1.0, 0.5))])
+    if kind == "logit_analysis":
+        return L.logit_analysis_figure([logit_stats(z.float() * s, y, name=n) for n, s in zip(names, (1.0, 0.5))])
+    from test_plot_badinput import _loc
+
+    return plot_cam_grid([_loc(n, i) for i, n in enumerate(["CE", LN, "maxsup_e8_n4000_s0_with_long_suffix"])])
+
+
+def _texts_apart(boxes):
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not _overlap(a, b)
+
+
+@pytest.mark.parametrize("kind", ["reliability", "nci", "logit_analysis", "cam_grid"])
+def test_long_model_names_never_overlap_titles_legends_or_row_labels(kind):
+    fig = _figure(kind)
+    renderer = _renderer(fig)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    titles = [ax.title.get_window_extent(renderer) for ax in shown if ax.get_title()]
+    _texts_apart(titles)           # before: "label_smoothing_..._final (15 equal-width bins ...)" ran into CE's
+    for ax, box in zip([ax for ax in shown if ax.get_title()], titles):
+        assert box.width <= 1.3 * ax.get_window_extent(renderer).width      # a title about as wide as its panel
+    legends = [ax.get_legend().get_window_extent(renderer) for ax in shown if ax.get_legend()]
+    _texts_apart(legends)
+    if kind == "cam_grid":         # row labels: within their row, never into the next one's
+        rows = [ax for ax in shown if ax.get_ylabel() and ax.get_label() != "<colorbar>"]
+        assert len(rows) == 3
+        boxes = [ax.yaxis.label.get_window_extent(renderer) for ax in rows]
+        _texts_apart(boxes)
+        for ax, box in zip(rows, boxes):
+            assert box.height <= ax.get_window_extent(renderer).height
+        assert "\n" in rows[1].get_ylabel() and rows[0].get_ylabel() == "CE"
+    text = " ".join(t.get_text() for ax in shown for t in [ax.title, ax.yaxis.label] +
+                    (ax.get_legend().get_texts() if ax.get_legend() else []))
+    assert "label_smoothing_" in text and "epoch90_final" in text           # the name is still all there
+    plt.close("all")

@@ -2,7 +2,6 @@
 d_within / R^2 bars per model with train and val side by side (MaxSup Table 2 as a figure)."""
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 import numpy as np
@@ -17,10 +16,9 @@ from repanalysis.analyze.geometry import SeparationResult, separation_models
 from repanalysis.analyze.projection import ProjectionResult
 from repanalysis.errors import DataError
 from repanalysis.plot.style import (ANNOTATION_FONTSIZE, check_ax, check_result, check_results, class_styles, describe,
-                                    finite, get_ax, literal, model_colors, subplots)
+                                    finite, get_ax, literal, model_colors, subplots, wrap_name)
 
 UNKNOWN_SPLIT = "unknown split"   # the key label of results whose split is None (not recorded)
-WRAP_CHARS = 12                   # model tick labels longer than this wrap at "_", "-", "/" and spaces
 MAX_PANEL_INCHES = 7.0            # a separation panel widens up to this for level model labels, then rotates them
 ROTATION = 45                     # degrees of rotated model tick labels
 LEGEND_MARGIN_INCHES = 1.6        # figure height beyond a separation legend's (titles, axis labels)
@@ -195,23 +193,6 @@ def _separation_title(splits: Sequence[str]) -> str:
     if len(splits) > 1:
         return head + ": " + " vs ".join(f"{literal(s)} ({'hatched' if j else 'plain'})" for j, s in enumerate(splits))
     return head if splits[0] == UNKNOWN_SPLIT else f"{head}: {literal(splits[0])} split"
-
-
-def wrap_name(name: str, width: int = WRAP_CHARS) -> str:
-    """A long model name on balanced lines of about ``width`` characters, broken after "_", "-", "/" or a
-    space ("ce_e8_n4000_s0_train" -> "ce_e8_n4000_\ns0_train"); a name without such breaks stays whole."""
-    name = str(name)
-    tokens = [t for t in re.split(r"(?<=[_\-/ ])", name) if t]
-    if len(name) <= width or len(tokens) < 2:
-        return name
-    n_lines = -(-len(name) // width)
-    for limit in range(-(-len(name) // n_lines), len(name) + 1):   # the narrowest greedy wrap into n_lines
-        lines = [""]
-        for t in tokens:
-            lines[-1:] = [lines[-1] + t] if not lines[-1] or len(lines[-1] + t) <= limit else [lines[-1], t]
-        if len(lines) <= n_lines:
-            return "\n".join(line.rstrip() for line in lines)
-    return name
 
 
 def _spacing_need(ax, renderer, rotated: bool) -> float:

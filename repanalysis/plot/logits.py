@@ -16,7 +16,7 @@ from repanalysis.analyze._arrays import check_number
 from repanalysis.analyze.logits import LogitStats
 from repanalysis.outputs import output_set
 from repanalysis.plot.style import (ANNOTATION_FONTSIZE, check_result, check_results, finite, get_ax,
-                                    literal, model_colors, save_figure, subplots)
+                                    literal, model_colors, name_title, save_figure, subplots)
 
 _FIGURE_STEMS = ("logit_analysis", "logit_comparison", "ls_split")
 
@@ -44,7 +44,7 @@ def plot_near_zero_hist(result, ax=None, bins=50, color: str | None = None, titl
     color = color or model_colors([result.name])[result.name]
     ax.hist(values, bins=bins, edgecolor="black", color=color, label=literal(result.name))
     if title:
-        ax.set_title(f"{literal(result.name)}: {_near_zero(result)} (N={values.size})")
+        ax.set_title(name_title(result.name, f"{_near_zero(result)} (N={values.size})"))
     ax.set_xlabel(f"{_near_zero(result)} (of K={result.num_classes})")
     ax.set_ylabel("Count (samples)")
     return ax
@@ -59,7 +59,7 @@ def plot_top1_vs_near_zero(result, ax=None, color: str | None = None, alpha: flo
     ax.scatter(result.top1_prob, result.near_zero_fraction, alpha=alpha, color=color, s=size,
                rasterized=result.num_samples > 5_000, label=literal(result.name))
     if title:
-        ax.set_title(f"{literal(result.name)}: top-1 probability vs near-zero logits")
+        ax.set_title(name_title(result.name, "top-1 probability vs near-zero logits"))
     ax.set_xlabel("Top-1 probability (max softmax)")
     ax.set_ylabel(_near_zero(result))
     ax.grid(True)

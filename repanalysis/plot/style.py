@@ -10,6 +10,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+import re
 from typing import Sequence
 
 import matplotlib
@@ -42,6 +43,8 @@ CLASS_COLORS = ["#CC6677", "#332288", "#117733", "#88CCEE", "#882255", "#44AA99"
 CLASS_MARKERS = ["o", "s", "^", "D", "v", "P", "<", ">", "p", "h", "*"]
 NEUTRAL = "#7F7F7F"
 ANNOTATION_FONTSIZE = 8   # numbers printed on bars and under images
+WRAP_CHARS = 12           # model tick labels longer than this wrap at "_", "-", "/" and spaces
+TITLE_CHARS = 30          # a model name in a panel title or row label longer than this gets lines of its own
 
 STYLE = {
     "figure.dpi": 100,
@@ -155,6 +158,33 @@ def literal(text):
     """User text (a model, class, image or split name) for a title, legend or tick label: "$" escaped so that
     matplotlib draws it as written, never as mathtext. None stays None."""
     return None if text is None else str(text).replace("$", r"\$")
+
+
+def wrap_name(name: str, width: int = WRAP_CHARS) -> str:
+    """A long model name on balanced lines of about ``width`` characters, broken after "_", "-", "/" or a
+    space ("ce_e8_n4000_s0_train" -> "ce_e8_n4000_\ns0_train"); a name without such breaks stays whole."""
+    name = str(name)
+    tokens = [t for t in re.split(r"(?<=[_\-/ ])", name) if t]
+    if len(name) <= width or len(tokens) < 2:
+        return name
+    n_lines = -(-len(name) // width)
+    for limit in range(-(-len(name) // n_lines), len(name) + 1):   # the narrowest greedy wrap into n_lines
+        lines = [""]
+        for t in tokens:
+            lines[-1:] = [lines[-1] + t] if not lines[-1] or len(lines[-1] + t) <= limit else [lines[-1], t]
+        if len(lines) <= n_lines:
+            return "\n".join(line.rstrip() for line in lines)
+    return name
+
+
+def name_title(name, rest: str, width: int = TITLE_CHARS) -> str:
+    """A panel title naming a model: "<name>: <rest>" when the name is short, else the name wrapped
+    (:func:`wrap_name`, lines of about ``width`` characters) over ``rest`` on a line of its own, so that a long
+    name never runs into the next panel's title. ``name`` is drawn literally."""
+    name = str(name)
+    if len(name) <= width:
+        return f"{literal(name)}: {rest}"
+    return f"{literal(wrap_name(name, width))}\n{rest}"
 
 
 def get_ax(ax=None, figsize=(5.0, 4.0)):
