@@ -20,6 +20,7 @@ def command(inputs, names, device, out, as_json):
     """Neural-collapse metrics NC1-NC4, VCI and per-class feature norms of each Dump."""
     from repanalysis.outputs import output_set
     from repanalysis.analyze.collapse import neural_collapse
+    from repanalysis.analyze.geometry import common_split
     from repanalysis.plot.geometry import plot_feature_norms
     from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table, write_json_atomic
@@ -31,7 +32,7 @@ def command(inputs, names, device, out, as_json):
     with output_set():                       # the JSON and the figure replace the last run's together
         write_json_atomic(out / "collapse.json", payload)
         written = save_figure(plot_feature_norms(results, class_names=dumps[0].class_names,
-                                                 split=dumps[0].meta.get("split")).figure, out / "feature_norms")
+                                                 split=common_split(dumps)).figure, out / "feature_norms")
     if as_json:
         echo_json(payload)
     else:

@@ -29,6 +29,7 @@ def command(inputs, names, classes, method, samples_per_class, seed, metric, out
     """UMAP / t-SNE scatter of penultimate features per model."""
     from repanalysis.outputs import output_set
     from repanalysis.analyze.embed import embed_dumps
+    from repanalysis.analyze.geometry import common_split
     from repanalysis.report import write_csv_atomic
     from repanalysis.plot.geometry import plot_embeddings
     from repanalysis.plot.style import save_figure
@@ -44,7 +45,7 @@ def command(inputs, names, classes, method, samples_per_class, seed, metric, out
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / f"embedding_{method}_coords.csv"
     with output_set():                       # the figure and the coordinates replace the last run's together
-        written = save_figure(plot_embeddings(results, split=dumps[0].meta.get("split")), out / f"embedding_{method}")
+        written = save_figure(plot_embeddings(results, split=common_split(dumps)), out / f"embedding_{method}")
         write_csv_atomic(csv_path, [row for r in results for row in r.to_rows()])
     if as_json:
         echo_json([r.to_dict() for r in results])

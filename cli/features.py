@@ -49,6 +49,7 @@ def command(dumps, checkpoints, data, layout, split, names, classes, samples_per
     """3-class projection of penultimate features, one panel per model (MaxSup Figures 4-5)."""
     from repanalysis.outputs import output_set
     from repanalysis.analyze.projection import project_dumps
+    from repanalysis.analyze.geometry import common_split
     from repanalysis.cli.common import echo_json
     from repanalysis.extract.gather import gather_dumps
     from repanalysis.plot.geometry import plot_projections
@@ -66,7 +67,7 @@ def command(dumps, checkpoints, data, layout, split, names, classes, samples_per
     results = project_dumps(models, classes, method=method, samples_per_class=samples_per_class, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"projection_{method}"
-    split_label = models[0].meta.get("split")
+    split_label = common_split(models)
     csv_path = out / f"projection_{method}_coords.csv"
     with output_set():                       # the figure and the coordinates replace the last run's together
         written = save_figure(plot_projections(results, decision_regions=decision_regions, split=split_label), stem)

@@ -276,19 +276,39 @@ def split_of(dump) -> str | None:
     return None
 
 
+def common_split(dumps) -> str | None:
+    """The split every Dump of ``dumps`` is of (:func:`split_of`), to name in a figure's title; None when any
+    Dump's split is unknown or they differ (a title then names no split rather than the first Dump's)."""
+    splits = {split_of(d) for d in dumps}
+    return splits.pop() if len(splits) == 1 else None
+
+
+def separation_models(results: Iterable[SeparationResult]) -> list[str]:
+    """The model each result is shown under, in the table and in the figure alike: its ``name`` ("model" when
+    None); a second result of the same name and split is another model, "<name> (2)", then "<name> (3)", ..."""
+    seen: dict[str, set] = {}
+    out = []
+    for r in results:
+        split = r.split or None
+        key, copy = r.name or "model", 1
+        while split in seen.get(key, ()):          # same model and split twice: a model of its own
+            copy += 1
+            key = f"{r.name or 'model'} ({copy})"
+        seen.setdefault(key, set()).add(split)
+        out.append(key)
+    return out
+
+
 def separation_table(results: Iterable[SeparationResult]) -> list[dict]:
     """Rows like MaxSup Table 2: one per model, train and val columns side by side when both are given.
 
     Results with the same ``name`` are merged; ``split`` ("train", "val", "test") picks the column suffix;
-    columns run train, val, test.
+    columns run train, val, test; the same name and split twice makes a new row (:func:`separation_models`).
     """
+    results = list(results)
     rows: dict[str, dict] = {}
-    for r in results:
+    for r, key in zip(results, separation_models(results)):
         suffix = f" {r.split}" if r.split else ""
-        key, copy = r.name or "model", 1
-        while key in rows and f"d_within{suffix}" in rows[key]:  # same model and split twice: a new row
-            copy += 1
-            key = f"{r.name or 'model'} ({copy})"
         row = rows.setdefault(key, {"model": key})
         row[f"d_within{suffix}"] = r.d_within
         row[f"d_total{suffix}"] = r.d_total

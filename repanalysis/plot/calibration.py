@@ -21,8 +21,8 @@ from repanalysis.analyze.calibration import CalibrationResult
 from repanalysis.analyze.confidence import MisclassificationResult, OODResult
 from repanalysis.errors import DataError
 from repanalysis.outputs import output_set
-from repanalysis.plot.style import (NEUTRAL, check_ax, check_result, check_results, get_ax,
-                                    literal, model_colors, save_figure, subplots)
+from repanalysis.plot.style import (NEUTRAL, TITLE_CHARS, check_ax, check_result, check_results, get_ax,
+                                    literal, model_colors, name_title, save_figure, subplots, wrap_name)
 
 OVER_COLOR = "#D55E00"    # vermillion (not a model colour), hatched "//": confidence above accuracy
 CORRECT_COLOR = NEUTRAL   # NCI scatter: right predictions grey dots, wrong ones vermillion crosses
@@ -100,8 +100,8 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
         ax.plot([], [], ls="--", color="black", label="perfect calibration")
     which = "AECE" if adaptive else "ECE"
     value = result.aece if adaptive else result.ece
-    handles = [Patch(facecolor=color, edgecolor="black", label=f"{literal(result.name)}: accuracy ({which} "
-                     f"{100 * value:.2f}%)"),
+    handles = [Patch(facecolor=color, edgecolor="black", label=name_title(result.name, f"accuracy ({which} "
+                     f"{100 * value:.2f}%)")),
                Patch(**OVER_STYLE, label=f"over-confident gap (O-ECE {100 * result.oece:.2f}%)"),
                Patch(**{**_under_style(color), "facecolor": color},
                      label=f"under-confident gap (U-ECE {100 * result.uece:.2f}%)")]
@@ -116,7 +116,10 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
     ax.set_ylabel("Accuracy in bin (fraction)")
     if title:
         kind = "adaptive bins" if adaptive else f"{result.n_bins} equal-width bins"
-        ax.set_title(f"{literal(result.name)} ({kind}, N={result.num_samples})", pad=_height_pt(legend) + 8)
+        name = str(result.name)
+        title = (f"{literal(name)} ({kind}, N={result.num_samples})" if len(name) <= TITLE_CHARS else
+                 f"{literal(wrap_name(name, TITLE_CHARS))}\n({kind}, N={result.num_samples})")
+        ax.set_title(title, pad=_height_pt(legend) + 8)
     xlabel = "Share of samples, ranked by confidence" if adaptive else "Confidence (max softmax)"
     if count_ax is not None:
         if adaptive:       # where each equal-mass bin lies in confidence
@@ -227,8 +230,8 @@ def plot_nci_scatter(result, ax=None, max_points: int = 20_000, seed: int = 0, t
     ax.set_ylabel("Max softmax probability")
     ax.set_ylim(-0.02, 1.02)
     if title:
-        ax.set_title(f"{literal(result.name)}: AUROC(norm) {auc:.3f}, AUROC(softmax) "
-                     f"{result.auroc['max_softmax']:.3f}")
+        ax.set_title(name_title(result.name, f"AUROC(norm) {auc:.3f}, AUROC(softmax) "
+                                            f"{result.auroc['max_softmax']:.3f}"))
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2, markerscale=1.5)
     return ax
 

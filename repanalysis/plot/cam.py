@@ -21,7 +21,9 @@ from repanalysis.analyze._arrays import check_number
 from repanalysis.analyze.cam import CamExample, LocalisationResult
 from repanalysis.errors import DataError
 from repanalysis.plot.style import (ANNOTATION_FONTSIZE, NEUTRAL, check_result, check_results, get_ax, literal,
-                                    model_colors, subplots)
+                                    model_colors, subplots, wrap_name)
+
+ROW_LABEL_CHARS = 18      # a model's row label wraps at this many characters (a 2.3-inch row holds about 25)
 
 CAM_CMAP = "inferno"  # perceptually uniform and colour-blind-safe (jet is neither)
 BOX_COLOR = "white"
@@ -101,7 +103,8 @@ def plot_cam_grid(results: Sequence, max_images: int = 6, *, class_names: Sequen
                 title = f"{literal(_short(image_name))}\n{literal(label)}"
             ax = plot_cam_overlay(ex, axes[i, j], class_names=class_names, title=title)
             if j == 0:
-                ax.set_ylabel(literal(result.name), color=colors[result.name], fontweight="bold")
+                ax.set_ylabel(literal(wrap_name(result.name, ROW_LABEL_CHARS)), color=colors[result.name],
+                              fontweight="bold")   # a long name on lines no longer than the row is tall
     mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=CAM_CMAP)  # opaque colours, not the overlay's
     cbar = fig.colorbar(mappable, ax=axes, fraction=0.025, pad=0.02)
     cbar.set_label("CAM (min-max normalised, 0-1)")

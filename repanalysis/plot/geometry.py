@@ -2,7 +2,6 @@
 d_within / R^2 bars per model with train and val side by side (MaxSup Table 2 as a figure)."""
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 import numpy as np
@@ -13,18 +12,22 @@ from matplotlib.patches import Patch
 from repanalysis.analyze._arrays import check_number
 from repanalysis.analyze.collapse import CollapseResult
 from repanalysis.analyze.embed import EmbeddingResult
-from repanalysis.analyze.geometry import SeparationResult
+from repanalysis.analyze.geometry import SeparationResult, separation_models
 from repanalysis.analyze.projection import ProjectionResult
 from repanalysis.errors import DataError
-from repanalysis.plot.style import (ANNOTATION_FONTSIZE, check_result, check_results, class_styles, describe, finite,
-                                    get_ax, literal, model_colors, subplots)
+from repanalysis.plot.style import (ANNOTATION_FONTSIZE, check_ax, check_result, check_results, class_styles, describe,
+                                    finite, get_ax, literal, model_colors, subplots, wrap_name)
 
 UNKNOWN_SPLIT = "unknown split"   # the key label of results whose split is None (not recorded)
-WRAP_CHARS = 12                   # model tick labels longer than this wrap at "_", "-", "/" and spaces
 MAX_PANEL_INCHES = 7.0            # a separation panel widens up to this for level model labels, then rotates them
 ROTATION = 45                     # degrees of rotated model tick labels
 LEGEND_MARGIN_INCHES = 1.6        # figure height beyond a separation legend's (titles, axis labels)
 NORMS = ("l2", "l1")
+MAX_SIDE_LEGEND_CLASSES = 12      # an embedding keys more classes than this under its panels, not beside them
+LEGEND_COLUMN_INCHES = 1.8        # width of a column of that key
+MAX_BAR_CLASSES = 20              # feature norms: bars per class up to this many classes, sorted curves beyond
+MAX_NORM_INCHES = 11.0            # a feature-norm bar chart widens up to this for level class names
+MODEL_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 _METRIC_LABELS = {"d_within": r"$d_{within}$ (mean cosine distance)", "d_total": r"$d_{total}$ (mean cosine distance)",
                   "r2": r"$R^2 = 1 - d_{within}\,/\,d_{total}$ (unitless)"}
 
@@ -102,9 +105,23 @@ def plot_projection(result, ax=None, *, limits=None, decision_regions: bool = Fa
     return ax
 
 
+def _same_classes(results, what: str) -> None:
+    """DataError (one line) unless every result shows the same classes in the same order: a figure titles and
+    keys its panels with one set of classes (resolve the classes once for all models, not per model)."""
+    def shown(i, r) -> str:
+        return f"{r.name or f'result {i}'}: {', '.join(str(n) for n in r.class_names)}"
+
+    first = [int(c) for c in results[0].classes]
+    for i, r in enumerate(results[1:], 1):
+        if [int(c) for c in r.classes] != first:
+            raise DataError(f"{what}: the panels show different classes ({shown(0, results[0])}; {shown(i, r)}); "
+                            "expected the same classes for every model (choose them once for all models)")
+
+
 def plot_projections(results, *, decision_regions: bool = False, split: str | None = None, panel_size=(4.2, 4.0)):
     """One panel per model with the same axis limits; returns the Figure."""
     results = check_results(results, ProjectionResult, "plot_projections")
+    _same_classes(results, "plot_projections")
     limits = shared_limits(results)
     fig, axes = subplots(1, len(results), figsize=(panel_size[0] * len(results), panel_size[1]),
                          sharex=True, sharey=True, layout="constrained")
@@ -141,12 +158,23 @@ def plot_embeddings(results, panel_size=(4.2, 4.0), split: str | None = None):
     """One embedding panel per model (each with its own axes: UMAP/t-SNE scales are not comparable).
     split: the data split, named in the title when given."""
     results = check_results(results, EmbeddingResult, "plot_embeddings")
+    _same_classes(results, "plot_embeddings")
     for r in results:
         _points(r)
+    below = len(results[0].classes) > MAX_SIDE_LEGEND_CLASSES
     fig, axes = subplots(1, len(results), figsize=(panel_size[0] * len(results), panel_size[1]),
                          layout="constrained")
     for i, (r, ax) in enumerate(zip(results, axes[0])):
-        plot_embedding(r, ax, legend=(i == len(results) - 1))
+        plot_embedding(r, ax, legend=not below and i == len(results) - 1)
+    if below:   # many classes: the key in columns under the panels, which keep their size
+        handles = axes[0, 0].collections
+        counts = [[int((r.labels == k).sum()) for k in r.classes] for r in results]
+        labels = [f"{literal(name)} (n={', '.join(dict.fromkeys(str(c[j]) for c in counts))})"
+                  for j, name in enumerate(results[0].class_names)]
+        ncols = max(1, min(len(labels), int(panel_size[0] * len(results) // LEGEND_COLUMN_INCHES)))
+        fig.legend(handles, labels, loc="outside lower center", ncols=ncols, markerscale=1.5)
+        fig.set_size_inches(fig.get_size_inches()[0],
+                            panel_size[1] + 0.2 * -(-len(labels) // ncols) + 0.3)   # room for the key's rows
     name = "UMAP" if results[0].method == "umap" else "t-SNE"
     where = f" ({literal(split)})" if split else ""
     fig.suptitle(f"{name} of penultimate features{where}, {len(results[0].labels)} samples of "
@@ -165,23 +193,6 @@ def _separation_title(splits: Sequence[str]) -> str:
     if len(splits) > 1:
         return head + ": " + " vs ".join(f"{literal(s)} ({'hatched' if j else 'plain'})" for j, s in enumerate(splits))
     return head if splits[0] == UNKNOWN_SPLIT else f"{head}: {literal(splits[0])} split"
-
-
-def wrap_name(name: str, width: int = WRAP_CHARS) -> str:
-    """A long model name on balanced lines of about ``width`` characters, broken after "_", "-", "/" or a
-    space ("ce_e8_n4000_s0_train" -> "ce_e8_n4000_\ns0_train"); a name without such breaks stays whole."""
-    name = str(name)
-    tokens = [t for t in re.split(r"(?<=[_\-/ ])", name) if t]
-    if len(name) <= width or len(tokens) < 2:
-        return name
-    n_lines = -(-len(name) // width)
-    for limit in range(-(-len(name) // n_lines), len(name) + 1):   # the narrowest greedy wrap into n_lines
-        lines = [""]
-        for t in tokens:
-            lines[-1:] = [lines[-1] + t] if not lines[-1] or len(lines[-1] + t) <= limit else [lines[-1], t]
-        if len(lines) <= n_lines:
-            return "\n".join(line.rstrip() for line in lines)
-    return name
 
 
 def _spacing_need(ax, renderer, rotated: bool) -> float:
@@ -265,7 +276,8 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
                          colors: dict[str, str] | None = None):
     """Bars of d_within and R^2 per model, train and val side by side (val hatched).
 
-    results: SeparationResults with ``name`` (model) and ``split`` ("train", "val"/"test"). axes: a
+    results: SeparationResults with ``name`` (model) and ``split`` ("train", "val"/"test"); a second result of
+    the same name and split is drawn as the model "<name> (2)", as in the table (:func:`separation_models`). axes: a
     sequence of one Axes per metric (None: a new figure). colors: the run's model colours. Returns the list
     of Axes.
     """
@@ -286,7 +298,8 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
     if own:
         fig, grid = subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8))
         axes = list(grid[0])
-    models = list(dict.fromkeys(r.name or "model" for r in results))
+    shown = separation_models(results)     # the table's names: the same name and split twice is two models
+    models = list(dict.fromkeys(shown))
     rank = {"train": 0, "val": 1, "test": 2}
     splits = sorted(dict.fromkeys(_split_label(r.split) for r in results), key=lambda s: rank.get(s, 3))
     colors = model_colors(models, colors)
@@ -295,11 +308,11 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
     titles = {"d_within": r"Within-class distance $d_{within}$", "d_total": r"Total distance $d_{total}$",
               "r2": r"Class separation $R^2$"}
     for metric, ax in zip(metrics, axes):
-        for r in results:
-            i, j = models.index(r.name or "model"), splits.index(_split_label(r.split))
+        for r, m in zip(results, shown):
+            i, j = models.index(m), splits.index(_split_label(r.split))
             x = i + (j - (len(splits) - 1) / 2) * width
             value = getattr(r, metric)
-            ax.bar(x, value, width=width * 0.95, color=colors[r.name or "model"], edgecolor="black", linewidth=0.6,
+            ax.bar(x, value, width=width * 0.95, color=colors[m], edgecolor="black", linewidth=0.6,
                    hatch="//" if j else None, alpha=1.0 if j == 0 else 0.7)
             ax.annotate(f"{value:.3f}", (x, value), ha="center", va="bottom", fontsize=ANNOTATION_FONTSIZE,
                         xytext=(0, 1), textcoords="offset points")
@@ -324,8 +337,11 @@ def plot_separation_bars(results, axes=None, metrics: Sequence[str] = ("d_within
 
 def plot_feature_norms(results, ax=None, norm: str = "l2", class_names: Sequence[str] | None = None,
                        split: str | None = None, colors: dict[str, str] | None = None):
-    """Mean (+/- std) feature norm per class, one bar colour per model, from CollapseResults; returns the Axes.
+    """Feature norm per class of each model (colour per model), from CollapseResults; returns the Axes.
 
+    Up to MAX_BAR_CLASSES classes: mean (+/- std) bars per class, the class names level, or slanted and
+    thinned where they would touch. More classes: per model its class means sorted from largest to smallest
+    (a curve over the class rank, +/- std shaded), which reads the same at K = 100 or 1000.
     norm: "l2" or "l1". class_names: labels of the class indices (default: the indices). split: the data
     split, named in the title when given. colors: the run's model colours.
     """
@@ -334,28 +350,82 @@ def plot_feature_norms(results, ax=None, norm: str = "l2", class_names: Sequence
         raise DataError(f"plot_feature_norms: norm must be 'l2' or 'l1'; got {describe(norm)}")
     if isinstance(class_names, str):
         raise DataError(f"plot_feature_norms: class_names must be a list of names; got {describe(class_names)}")
-    ax = get_ax(ax, figsize=(min(11.0, max(5.0, 0.3 * len(results[0].classes) * len(results) + 2)), 3.8))
+    classes = sorted(set().union(*(r.classes.tolist() for r in results)))
+    bars = len(classes) <= MAX_BAR_CLASSES
+    own = check_ax(ax) is None
+    size = (min(MAX_NORM_INCHES, max(5.0, 0.3 * len(classes) * len(results) + 2)), 3.8) if bars else (8.0, 3.8)
+    ax = get_ax(ax, figsize=size)
     models = [r.name or f"model {i}" for i, r in enumerate(results)]
     colors = model_colors(models, colors)
-    width = 0.8 / len(results)
-    classes = sorted(set().union(*(r.classes.tolist() for r in results)))
-    pos = {c: i for i, c in enumerate(classes)}
-    for j, (r, m) in enumerate(zip(results, models)):
-        mean, std = (r.norm_l2_mean, r.norm_l2_std) if norm == "l2" else (r.norm_l1_mean, r.norm_l1_std)
-        x = np.array([pos[c] for c in r.classes.tolist()]) + (j - (len(results) - 1) / 2) * width
-        ax.bar(x, mean, width=width * 0.95, yerr=std, color=colors[m], edgecolor="black", linewidth=0.5,
-               error_kw={"elinewidth": 0.8, "capsize": 2}, label=literal(m))
-    ax.set_xticks(range(len(classes)))
-    ax.set_xticklabels([literal(class_names[c]) if class_names and c < len(class_names) else str(c) for c in classes],
-                       rotation=45 if len(classes) > 10 else 0)
-    ax.set_xlabel("Class")
-    ax.set_ylabel(f"{norm.upper()} feature norm (feature units)")
+    stats = [(r.norm_l2_mean, r.norm_l2_std) if norm == "l2" else (r.norm_l1_mean, r.norm_l1_std) for r in results]
     sizes = sorted({r.n_samples for r in results})
     where = f"{literal(split)} split, " if split else ""
-    ax.set_title(f"{norm.upper()} norm of penultimate features per class (mean ± std; {where}"
-                 f"N = {', '.join(map(str, sizes))} samples)")
+    if bars:
+        width = 0.8 / len(results)
+        pos = {c: i for i, c in enumerate(classes)}
+        for j, (r, m, (mean, std)) in enumerate(zip(results, models, stats)):
+            x = np.array([pos[c] for c in r.classes.tolist()]) + (j - (len(results) - 1) / 2) * width
+            ax.bar(x, mean, width=width * 0.95, yerr=std, color=colors[m], edgecolor="black", linewidth=0.5,
+                   error_kw={"elinewidth": 0.8, "capsize": 2}, label=literal(m))
+        ax.set_xticks(range(len(classes)))
+        ax.set_xticklabels([literal(class_names[c]) if class_names and c < len(class_names) else str(c)
+                            for c in classes])
+        ax.set_xlabel("Class")
+        ax.set_title(f"{norm.upper()} norm of penultimate features per class (mean ± std; {where}"
+                     f"N = {', '.join(map(str, sizes))} samples)")
+    else:
+        for j, (m, (mean, std)) in enumerate(zip(models, stats)):
+            mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+            order = np.argsort(-mean, kind="stable")
+            rank = np.arange(1, mean.size + 1)
+            ax.fill_between(rank, (mean - std)[order], (mean + std)[order], color=colors[m], alpha=0.12,
+                            linewidth=0)
+            ax.plot(rank, mean[order], color=colors[m], linewidth=1.6, label=literal(m),
+                    marker=MODEL_MARKERS[j % len(MODEL_MARKERS)], markevery=max(1, mean.size // 10), markersize=4)
+        ax.set_xlim(1, max(len(r.classes) for r in results))
+        ax.set_xlabel(f"Class rank (classes sorted by mean {norm.upper()} norm, per model)")
+        ax.set_title(f"{norm.upper()} norm of penultimate features, {len(classes)} classes sorted per model "
+                     f"(mean ± std shaded; {where}N = {', '.join(map(str, sizes))} samples)")
+    ax.set_ylabel(f"{norm.upper()} feature norm (feature units)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if bars:
+        _fit_class_ticks(ax, own)
     return ax
+
+
+def _fit_class_ticks(ax, own: bool) -> None:
+    """Keep the class tick labels of a feature-norm bar chart apart: level when they fit (a figure made here
+    widening up to MAX_NORM_INCHES for them), else slanted by ROTATION degrees, every n-th one shown when
+    even slanted neighbours would touch."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else fig._get_renderer()
+    dpi, gap = fig.dpi, 4.0 * fig.dpi / 72
+    labels = [t for t in ax.get_xticklabels() if t.get_text()]
+    if len(labels) < 2:
+        return
+
+    def lacking() -> float:       # pixels by which the closest two level labels overlap (with the gap)
+        fig.draw_without_rendering()                       # tick labels placed for the current size
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+        return max(a.x1 + gap - b.x0 for a, b in zip(boxes[:-1], boxes[1:]))
+
+    for _ in range(4):            # the axes take a share of the figure's width: widen, re-measure
+        need = lacking()
+        if need <= 0:
+            return
+        width, height = fig.get_size_inches()
+        grow = need * len(labels) / (dpi * ax.get_position().width)
+        if not own or width + grow > MAX_NORM_INCHES:
+            break
+        fig.set_size_inches(width + grow + 0.1, height)
+    fig.draw_without_rendering()
+    ticks = list(ax.get_xticks())
+    texts = [t.get_text() for t in ax.get_xticklabels()]
+    per_tick = ax.get_window_extent(renderer).width / abs(np.diff(ax.get_xlim())[0])
+    line = 1.2 * max(t.get_fontsize() for t in labels) * dpi / 72
+    step = max(1, int(np.ceil((line + gap) / (per_tick * np.sin(np.radians(ROTATION))))))
+    ax.set_xticks(ticks[::step])
+    ax.set_xticklabels(texts[::step], rotation=ROTATION, ha="right", rotation_mode="anchor")
 
 
 __all__ = ["plot_feature_norms", "plot_projection", "plot_projections", "plot_embedding", "plot_embeddings",

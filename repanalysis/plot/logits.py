@@ -16,7 +16,7 @@ from repanalysis.analyze._arrays import check_number
 from repanalysis.analyze.logits import LogitStats
 from repanalysis.outputs import output_set
 from repanalysis.plot.style import (ANNOTATION_FONTSIZE, check_result, check_results, finite, get_ax,
-                                    literal, model_colors, save_figure, subplots)
+                                    literal, model_colors, name_title, save_figure, subplots)
 
 _FIGURE_STEMS = ("logit_analysis", "logit_comparison", "ls_split")
 
@@ -44,7 +44,7 @@ def plot_near_zero_hist(result, ax=None, bins=50, color: str | None = None, titl
     color = color or model_colors([result.name])[result.name]
     ax.hist(values, bins=bins, edgecolor="black", color=color, label=literal(result.name))
     if title:
-        ax.set_title(f"{literal(result.name)}: {_near_zero(result)} (N={values.size})")
+        ax.set_title(name_title(result.name, f"{_near_zero(result)} (N={values.size})"))
     ax.set_xlabel(f"{_near_zero(result)} (of K={result.num_classes})")
     ax.set_ylabel("Count (samples)")
     return ax
@@ -59,7 +59,7 @@ def plot_top1_vs_near_zero(result, ax=None, color: str | None = None, alpha: flo
     ax.scatter(result.top1_prob, result.near_zero_fraction, alpha=alpha, color=color, s=size,
                rasterized=result.num_samples > 5_000, label=literal(result.name))
     if title:
-        ax.set_title(f"{literal(result.name)}: top-1 probability vs near-zero logits")
+        ax.set_title(name_title(result.name, "top-1 probability vs near-zero logits"))
     ax.set_xlabel("Top-1 probability (max softmax)")
     ax.set_ylabel(_near_zero(result))
     ax.grid(True)
@@ -101,8 +101,10 @@ def plot_near_zero_comparison(results, ax=None, bins: int = 50, colors: dict[str
     k = max(r.num_classes for r in results)
     top = max(float(v.max()) for v in values)
     discrete = all(r.num_classes == k for r in results) and k + 1 <= bins
-    if discrete:     # a bin centred on each value j/K (edges half-way between, so rounding cannot move a value)
-        edges = (np.arange(int(round(top * k)) + 2) - 0.5) / k
+    none = top == 0.0       # no logit of any sample in the band: every fraction is 0
+    if discrete:     # a bin centred on each value j/K (edges half-way between, so rounding cannot move a value);
+        last = k if none else int(round(top * k))          # all of 0..K in view when nothing but 0 occurs
+        edges = (np.arange(last + 2) - 0.5) / k
     else:
         edges = np.linspace(0.0, max(top, 1.0 / k), bins + 1)
     for r, v in zip(results, values):
@@ -120,7 +122,12 @@ def plot_near_zero_comparison(results, ax=None, bins: int = 50, colors: dict[str
         ax.set_xticks(centres[::-(-centres.size // 10)])
     else:
         ax.set_xlim(left=0.0)
-    ax.legend()
+    if none:
+        ax.set_ylim(0.0, 1.05)
+        ax.text(0.5, 0.55, f"No logits with |z| < {', '.join(thresholds)} in any sample:\n"
+                f"every sample's fraction is 0", transform=ax.transAxes, ha="center", va="center",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.9})
+    ax.legend(loc="upper right" if none else "best")
     return ax
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -25,8 +27,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 # Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-# Models cycle through Okabe-Ito without vermillion, which is kept for "over-confident" / "wrong" marks.
-MODEL_COLORS = [c for c in OKABE_ITO if c != "#D55E00"]
+# Models take Okabe-Ito without vermillion, which is kept for "over-confident" / "wrong" marks; from the 8th
+# model on, Paul Tol's vibrant magenta and his "dark" scheme (colour-blind-safe, darker than every Okabe-Ito colour
+# but black, so lightness alone tells them apart; none is a class colour or a mark's). 13 distinct model colours;
+# past that, model_colors warns that colours repeat.
+EXTRA_MODEL_COLORS = ["#EE3377", "#222255", "#663333", "#225522", "#666633", "#225555"]
+MODEL_COLORS = [c for c in OKABE_ITO if c != "#D55E00"] + EXTRA_MODEL_COLORS
 # Classes: Paul Tol's "muted" scheme (colour-blind-safe, no colour shared with MODEL_COLORS; the pale sand
 # moved back so that 3-class plots get strong colours) plus a dark grey, and a marker per class so that classes
 # stay distinguishable without colour. 10 colours x 11 markers: the (colour, marker) pair is unique for up to
@@ -36,6 +42,8 @@ CLASS_COLORS = ["#CC6677", "#332288", "#117733", "#88CCEE", "#882255", "#44AA99"
 CLASS_MARKERS = ["o", "s", "^", "D", "v", "P", "<", ">", "p", "h", "*"]
 NEUTRAL = "#7F7F7F"
 ANNOTATION_FONTSIZE = 8   # numbers printed on bars and under images
+WRAP_CHARS = 12           # model tick labels longer than this wrap at "_", "-", "/" and spaces
+TITLE_CHARS = 30          # a model name in a panel title or row label longer than this gets lines of its own
 
 STYLE = {
     "figure.dpi": 100,
@@ -68,8 +76,12 @@ def model_colors(names: Sequence[str], colors: dict[str, str] | None = None) -> 
     """A colour per model name, in order of appearance. ``colors``: a map already made for the whole run
     (figure savers compute it once from every model), kept as is; names it lacks get the next free colours."""
     out = dict(colors or {})
-    free = [c for c in MODEL_COLORS if c not in out.values()] or MODEL_COLORS
+    free = [c for c in MODEL_COLORS if c not in out.values()]
     new = [name for name in dict.fromkeys(names) if name not in out]
+    if len(new) > len(free):     # only here can two models share a colour
+        warnings.warn(f"{len(out) + len(new)} models but {len(MODEL_COLORS)} distinct model colours: some models "
+                      "share a colour (their names tell them apart)", RuntimeWarning, stacklevel=2)
+        free = free + MODEL_COLORS
     out.update({name: free[i % len(free)] for i, name in enumerate(new)})
     return out
 
@@ -145,6 +157,33 @@ def literal(text):
     """User text (a model, class, image or split name) for a title, legend or tick label: "$" escaped so that
     matplotlib draws it as written, never as mathtext. None stays None."""
     return None if text is None else str(text).replace("$", r"\$")
+
+
+def wrap_name(name: str, width: int = WRAP_CHARS) -> str:
+    """A long model name on balanced lines of about ``width`` characters, broken after "_", "-", "/" or a
+    space ("ce_e8_n4000_s0_train" -> "ce_e8_n4000_\ns0_train"); a name without such breaks stays whole."""
+    name = str(name)
+    tokens = [t for t in re.split(r"(?<=[_\-/ ])", name) if t]
+    if len(name) <= width or len(tokens) < 2:
+        return name
+    n_lines = -(-len(name) // width)
+    for limit in range(-(-len(name) // n_lines), len(name) + 1):   # the narrowest greedy wrap into n_lines
+        lines = [""]
+        for t in tokens:
+            lines[-1:] = [lines[-1] + t] if not lines[-1] or len(lines[-1] + t) <= limit else [lines[-1], t]
+        if len(lines) <= n_lines:
+            return "\n".join(line.rstrip() for line in lines)
+    return name
+
+
+def name_title(name, rest: str, width: int = TITLE_CHARS) -> str:
+    """A panel title naming a model: "<name>: <rest>" when the name is short, else the name wrapped
+    (:func:`wrap_name`, lines of about ``width`` characters) over ``rest`` on a line of its own, so that a long
+    name never runs into the next panel's title. ``name`` is drawn literally."""
+    name = str(name)
+    if len(name) <= width:
+        return f"{literal(name)}: {rest}"
+    return f"{literal(wrap_name(name, width))}\n{rest}"
 
 
 def get_ax(ax=None, figsize=(5.0, 4.0)):
