@@ -23,7 +23,7 @@ def command(inputs, names, chunk_size, device, out, as_json):
     """d_within, d_total and R^2 of penultimate features per model (MaxSup Table 2)."""
     from repanalysis.outputs import output_set
     from repanalysis.analyze._arrays import pick_device
-    from repanalysis.analyze.geometry import class_separation, separation_table
+    from repanalysis.analyze.geometry import class_separation, separation_models, separation_table
     from repanalysis.plot.geometry import plot_separation_bars
     from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table, write_json_atomic
@@ -32,7 +32,9 @@ def command(inputs, names, chunk_size, device, out, as_json):
     dev = pick_device(device)
     results = [class_separation(d, chunk_size=chunk_size, device=dev) for d in dumps]
     out.mkdir(parents=True, exist_ok=True)
-    payload = [r.to_dict() for r in results]
+    # each entry names its model as the table and the figure do, and the input it was computed from
+    payload = [{**r.to_dict(), "model": model, "source": str(d.path) if d.path is not None else None}
+               for r, model, d in zip(results, separation_models(results), dumps)]
     with output_set():                       # the JSON and the figure replace the last run's together
         write_json_atomic(out / "separation.json", payload)
         written = save_figure(plot_separation_bars(results)[0].figure, out / "separation")

@@ -193,3 +193,15 @@ def test_demo_step(tmp_path, monkeypatch):
         assert (tmp_path / "geometry" / f"{stem}.png").read_bytes()[:8] == PNG_MAGIC, stem
     assert calls == [tmp_path / "geometry"]
     assert any("R^2 train" in line for line in logs)
+
+
+def test_separation_json_names_two_models_of_one_name_apart_with_their_sources(tmp_path, capsys):
+    # two different Dumps both named M, both train: the table said "M" and "M (2)" but the JSON said "M" twice
+    a, b = tmp_path / "a" / "M", tmp_path / "b" / "M"
+    _dump(1, name="M").save(a)
+    _dump(2, name="M", spread=2.0).save(b)
+    code, _, stderr = _cli(["separation", str(a), str(b), "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, stderr
+    payload = json.loads((tmp_path / "o" / "separation.json").read_text())
+    assert [(e["name"], e["model"], e["source"]) for e in payload] == [("M", "M", str(a)), ("M", "M (2)", str(b))]
+    assert payload[1]["r2"] == pytest.approx(class_separation(load_dump(b)).r2, abs=1e-12)
