@@ -48,11 +48,11 @@ def test_training_is_deterministic_under_a_seed_and_learns():
 
 
 def test_demo_data_files_are_keyed_by_n_train_and_seed(tmp_path):
-    from repanalysis.train import make_demo_checkpoints
+    from repanalysis.train import make_demo_data
 
-    _, small = make_demo_checkpoints(tmp_path, losses=(), n_train=100)
-    _, full = make_demo_checkpoints(tmp_path, losses=(), n_train=4000)
-    _, other_seed = make_demo_checkpoints(tmp_path, losses=(), n_train=4000, seed=1)
+    small = make_demo_data(tmp_path, n_train=100)
+    full = make_demo_data(tmp_path, n_train=4000)
+    other_seed = make_demo_data(tmp_path, n_train=4000, seed=1)
     assert small["train"].name == "mnist_train_n100_s0.npz" and full["test"].name == "mnist_test_n4000_s0.npz"
     for data, (n_train, seed) in ((small, (100, 0)), (full, (4000, 0)), (other_seed, (4000, 1))):
         want = mnist_digits(n_train=n_train, seed=seed)
@@ -86,7 +86,7 @@ def test_demo_folder_must_be_a_path(value, kind):
     from repanalysis.train import make_demo_checkpoints
 
     with pytest.raises(DataError, match=rf"^folder: expected a file path \(str or os.PathLike\); got {kind}$"):
-        make_demo_checkpoints(value, losses=())
+        make_demo_checkpoints(value, losses=("ce",))
 
 
 @pytest.mark.parametrize("kw,pattern", [({"epochs": 0}, "epochs must be an integer >= 1"),
@@ -121,3 +121,112 @@ def test_demo_reuses_a_dump_only_when_it_is_of_the_same_run(tmp_path, real_check
     new = ra.extract(ra.load_model(ck), real_data["test"], tmp_path / "d", **kw)
     assert new.meta["checkpoint"]["sha256"] != first.meta["checkpoint"]["sha256"]
     assert not np.array_equal(np.asarray(new.logits), np.asarray(first.logits))
+
+
+# bad input to the trainer: one DataError naming what is wrong, before any training or writing
+
+from repanalysis.errors import DataError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits64():
+    images, labels = mnist_digits(n_train=64)["train"]
+    return images, labels
+
+
+def _same_weights(a, b) -> bool:
+    return all(ka == kb and torch.equal(va, vb) for (ka, va), (kb, vb) in zip(a.state_dict().items(),
+                                                                             b.state_dict().items()))
+
+
+def test_float_images_in_0_1_are_not_divided_by_255_again(digits64):
+    images, labels = digits64
+    kw = {"epochs": 1, "batch_size": 32, "width": 4, "seed": 1}
+    ref = train_small_cnn(images, labels, **kw)
+    as_unit = train_small_cnn(images.astype(np.float32) / np.float32(255), labels, **kw)
+    as_255 = train_small_cnn(images.astype(np.float64), labels, **kw)
+    assert _same_weights(ref, as_unit) and _same_weights(ref, as_255)
+    other = train_small_cnn(images.astype(np.float32) / np.float32(255 * 255), labels, **kw)
+    assert not _same_weights(ref, other)         # what the old code made of [0, 1] images: near-black input
+
+
+@pytest.mark.parametrize("make,pattern", [
+    (lambda x, y: (x[:50], y[:40]), r"^labels must have one entry per sample \(50\); got 40$"),
+    (lambda x, y: (x, np.where(y == 3, 10, y)), r"^labels must lie in \[0, 9\] for 10 classes; found values in "
+                                                r"\[0, 10\]$"),
+    (lambda x, y: (x, y - 1), r"^labels must lie in \[0, 9\] for 10 classes; found values in \[-1, 8\]$"),
+    (lambda x, y: (x, y + 0.5), r"^labels must be integer class indices; got non-integer values$"),
+    (lambda x, y: (x[:0], y[:0]), r"^images is empty; expected at least one image$"),
+    (lambda x, y: (x.astype(np.float32) * 2, y), r"^image values must lie in 0..255 \(integers\) or \[0, 1\] "
+                                                 r"\(floats\); found values in \[0.0, 510.0\]$"),
+    (lambda x, y: (x.astype(np.float32) - 1, y), r"^image values must lie in 0..255 .* found values in \[-1.0, "),
+    (lambda x, y: (np.where(x > 0, np.nan, 0.0), y), r"^images hold NaN or infinite values"),
+    (lambda x, y: (x.astype(np.int16) * 2, y), r"^image values .* found values in \[0, 510\]$"),
+    (lambda x, y: (x[..., None], y), r"^images must be grayscale \[N, H, W\]; got shape \(64, 28, 28, 1\)$"),
+    (lambda x, y: (x[:, :3, :3], y), r"^images must be at least 4x4 pixels; got 3x3$"),
+    (lambda x, y: (x > 0, y), r"^images must be integers 0..255 or floats .* got dtype bool$"),
+])
+def test_train_small_cnn_refuses_bad_data(digits64, make, pattern):
+    images, labels = make(*digits64)
+    with pytest.raises(DataError, match=pattern):
+        train_small_cnn(images, labels, epochs=1, width=4)
+
+
+@pytest.mark.parametrize("kw,pattern", [
+    ({"loss": "ls", "loss_kwargs": {"alpha": 2}}, r"^ls loss option alpha must be a finite number >= 0 and <= 1; "
+                                                  r"got 2$"),
+    ({"loss": "ls", "loss_kwargs": {"alpha": "0.1"}}, r"^ls loss option alpha .* got '0.1'$"),
+    ({"loss": "ls", "loss_kwargs": {"beta": 1}}, r"^loss 'ls' takes no option 'beta'; expected alpha$"),
+    ({"loss": "ls", "loss_kwargs": {"name": "ce"}}, r"^loss 'ls' takes no option 'name'; expected alpha$"),
+    ({"loss": "ce", "loss_kwargs": {"alpha": 0.1}}, r"^loss 'ce' takes no options; got 'alpha'$"),
+    ({"loss": "maxsup", "loss_kwargs": [0.1]}, r"^loss_kwargs must be a dict of the loss's options; got list$"),
+    ({"num_classes": 1}, r"^num_classes must be an integer >= 2; got 1$"),
+    ({"width": 0}, r"^width must be an integer >= 1; got 0$"),
+])
+def test_train_small_cnn_refuses_bad_loss_options(digits64, kw, pattern):
+    with pytest.raises(DataError, match=pattern):
+        train_small_cnn(*digits64, epochs=1, **kw)
+
+
+def test_a_diverging_run_stops_naming_the_epoch_and_step(digits64):
+    with pytest.raises(DataError, match=r"^training diverged: the ce loss became (nan|inf) at epoch [12]/2, step "
+                                        r"[1-4]/4 \(lr=100000000.0\); expected a finite loss: use a lower lr$"):
+        train_small_cnn(*digits64, lr=1e8, epochs=2, batch_size=32, width=4)
+
+
+@pytest.mark.parametrize("losses,pattern", [
+    ((), r"^losses is empty; expected a loss name or a sequence of them \(ce, ls, maxsup, logit_penalty\)"),
+    (None, r"^losses: expected a loss name or a sequence of them .*; got None$"),
+    (5, r"^losses: expected .*; got int$"),
+    (("ce", "CE"), r"^losses names 'ce' more than once; expected distinct losses$"),
+])
+def test_demo_losses_must_name_at_least_one_loss(tmp_path, losses, pattern):
+    from repanalysis.train import make_demo_checkpoints
+
+    with pytest.raises(DataError, match=pattern):
+        make_demo_checkpoints(tmp_path / "out", losses=losses)
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_folder_that_is_a_file_is_refused(tmp_path):
+    from repanalysis.train import make_demo_checkpoints, make_demo_data
+
+    file = tmp_path / "notes.txt"
+    file.write_text("keep me")
+    for call in (lambda: make_demo_checkpoints(file, losses=("ce",)), lambda: make_demo_data(file)):
+        with pytest.raises(DataError, match=rf"^folder {file} is a file; expected a folder for the demo's data"):
+            call()
+    assert file.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_failed_data_write_is_one_error_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from repanalysis.train import make_demo_data
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    with pytest.raises(DataError, match=r"^cannot write .*mnist_train_n100_s0.npz: No space left on device; "
+                                        r"expected a writable folder$"):
+        make_demo_data(tmp_path, n_train=100)
+    assert list((tmp_path / "data").iterdir()) == []

@@ -5,7 +5,7 @@ schedules (MaxSup's alpha rises linearly 0.1 -> 0.2 over training).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch.nn.functional as F
 
@@ -59,11 +59,26 @@ class LogitPenalty:
 LOSSES = {"ce": CrossEntropy, "ls": LabelSmoothing, "maxsup": MaxSup, "logit_penalty": LogitPenalty}
 
 
-def make_loss(name: str, **kwargs):
-    """Loss by name: ce, ls, maxsup, logit_penalty."""
+# bounds of each loss's options (all are finite real numbers)
+OPTION_BOUNDS = {("ls", "alpha"): {"minimum": 0, "maximum": 1}, ("logit_penalty", "beta"): {"minimum": 0}}
+
+
+def make_loss(name: str, /, **kwargs):
+    """Loss by name: ce, ls, maxsup, logit_penalty; ``kwargs`` are its options (``alpha`` of ls, ``alpha_start`` /
+    ``alpha_end`` of maxsup, ``beta`` of logit_penalty). DataError for an unknown name, an option the loss does
+    not take, or a value that is not a finite number in range (ls alpha in [0, 1], beta >= 0)."""
+    from repanalysis.analyze._arrays import check_number
     from repanalysis.errors import DataError
 
     key = name.lower().replace("-", "_") if isinstance(name, str) else None
     if key not in LOSSES:
         raise DataError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")
+    options = [f.name for f in fields(LOSSES[key]) if f.name != "name"]
+    for option in kwargs:
+        if option not in options:
+            if not options:
+                raise DataError(f"loss {key!r} takes no options; got {option!r}")
+            raise DataError(f"loss {key!r} takes no option {option!r}; expected {', '.join(options)}")
+    kwargs = {option: check_number(value, f"{key} loss option {option}", **OPTION_BOUNDS.get((key, option), {}))
+              for option, value in kwargs.items()}
     return LOSSES[key](**kwargs)

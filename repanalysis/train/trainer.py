@@ -7,16 +7,18 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import check_number
+from repanalysis.analyze._arrays import as_labels, check_number
 from repanalysis.data.transforms import EvalTransform
+from repanalysis.errors import DataError
 from repanalysis.extract.store import umask_mode
 from repanalysis.paths import as_path
-from repanalysis.train.losses import make_loss
+from repanalysis.train.losses import LOSSES, make_loss
 from repanalysis.train.nets import SmallCNN
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -53,29 +55,75 @@ def write_npz(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray,
     extra = {"class_names": np.array(class_names)} if class_names is not None else {}
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     os.close(fd)
-    np.savez(tmp, images=images, labels=labels, **extra)
-    umask_mode(tmp)
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, images=images, labels=labels, **extra)
+        umask_mode(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path
 
 
-def _to_input(images: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(images).float().div_(255.0)
+def _to_input(images) -> torch.Tensor:
+    """Images [N, H, W] -> the normalised network input [N, 1, H, W] float32.
+
+    Accepted: integer images (uint8 or another integer type) with values 0..255, divided by 255; float images
+    with values in [0, 1], taken as they are (not divided again); float images with values above 1 and up to
+    255, read as 0..255 and divided by 255 (so an all-dark 0..255 float image whose maximum is <= 1 would be read
+    as [0, 1]: pass uint8 to be unambiguous). DataError for anything else: another shape, no images, images
+    under 4x4 pixels, non-finite values, values below 0 or above 255, booleans or non-numeric arrays.
+    """
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    try:
+        images = np.asarray(images)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"images must be an array [N, H, W]; could not read them as one ({exc})") from None
+    if images.dtype.kind not in "uif":
+        raise DataError(f"images must be integers 0..255 or floats in [0, 1] (or 0..255); got dtype "
+                        f"{images.dtype}")
+    if images.ndim != 3:
+        raise DataError(f"images must be grayscale [N, H, W]; got shape {images.shape}")
+    if images.shape[0] == 0:
+        raise DataError("images is empty; expected at least one image")
+    if min(images.shape[1:]) < 4:
+        raise DataError(f"images must be at least 4x4 pixels; got {images.shape[1]}x{images.shape[2]}")
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        raise DataError("images hold NaN or infinite values; expected values in [0, 1] or 0..255")
+    lo, hi = images.min(), images.max()
+    if lo < 0 or hi > 255:
+        raise DataError(f"image values must lie in 0..255 (integers) or [0, 1] (floats); found values in "
+                        f"[{lo}, {hi}]")
+    x = torch.from_numpy(np.ascontiguousarray(images)).float()
+    if images.dtype.kind != "f" or hi > 1:
+        x = x.div_(255.0)
     return ((x - MNIST_MEAN) / MNIST_STD).unsqueeze(1)
 
 
 def train_small_cnn(images: np.ndarray, labels: np.ndarray, loss: str = "ce", *, epochs: int = 4,
                     batch_size: int = 64, lr: float = 0.1, width: int = 16, seed: int = 0,
                     num_classes: int = 10, loss_kwargs: dict | None = None, log=None) -> SmallCNN:
-    """Train a SmallCNN with SGD + cosine schedule under a fixed seed (same seed -> same weights)."""
+    """Train a SmallCNN with SGD + cosine schedule under a fixed seed (same seed -> same weights).
+
+    ``images`` [N, H, W]: uint8 (or integer) 0..255, or float in [0, 1] (used as they are) or 0..255 (see
+    ``_to_input``); ``labels`` [N] class indices in [0, num_classes). Every argument is checked before training
+    (DataError naming what is wrong); training stops with a DataError naming the epoch and step where the loss
+    stops being finite (a learning rate too high for the data).
+    """
     epochs, seed = _check_schedule(epochs, seed)
     batch_size = check_number(batch_size, "batch_size", integer=True, minimum=1)
     lr = check_number(lr, "lr", minimum=0, above=True)
+    width = check_number(width, "width", integer=True, minimum=1)
+    num_classes = check_number(num_classes, "num_classes", integer=True, minimum=2)
+    if loss_kwargs is not None and not isinstance(loss_kwargs, Mapping):
+        raise DataError(f"loss_kwargs must be a dict of the loss's options; got {type(loss_kwargs).__name__}")
+    criterion = make_loss(loss, **(loss_kwargs or {}))
+    x = _to_input(images)
+    y = as_labels(labels, num_samples=len(x), num_classes=num_classes)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = SmallCNN(num_classes=num_classes, in_chans=1, width=width)
-    criterion = make_loss(loss, **(loss_kwargs or {}))
-    x, y = _to_input(images), torch.from_numpy(np.asarray(labels, dtype=np.int64))
     steps_per_epoch = (len(y) + batch_size - 1) // batch_size
     total = epochs * steps_per_epoch
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
@@ -89,6 +137,10 @@ def train_small_cnn(images: np.ndarray, labels: np.ndarray, loss: str = "ce", *,
             idx = order[i:i + batch_size]
             logits = model(x[idx])
             value = criterion(logits, y[idx], progress=step / max(total - 1, 1))
+            if not torch.isfinite(value):
+                raise DataError(f"training diverged: the {loss} loss became {value.item()} at epoch {epoch + 1}/"
+                                f"{epochs}, step {step + 1}/{total} (lr={lr}); expected a finite loss: use a "
+                                f"lower lr")
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()
@@ -96,6 +148,9 @@ def train_small_cnn(images: np.ndarray, labels: np.ndarray, loss: str = "ce", *,
             step += 1
         if log:
             log(f"  {loss}: epoch {epoch + 1}/{epochs} loss {value.item():.3f} ({time.perf_counter() - start:.1f}s)")
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise DataError(f"training diverged: the weights are not finite after the last step ({total}/{total}, "
+                        f"lr={lr}); expected finite weights: use a lower lr")
     return model.eval()
 
 
@@ -118,10 +173,47 @@ def save_checkpoint(model: SmallCNN, path: str | os.PathLike, *, loss: str, clas
     info.update(extra or {})
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pth")
     os.close(fd)
-    torch.save({"state_dict": model.state_dict(), "repanalysis": info}, tmp)
-    umask_mode(tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"state_dict": model.state_dict(), "repanalysis": info}, tmp)
+        umask_mode(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path
+
+
+DISPLAY_NAMES = {"ce": "CE", "ls": "LS", "maxsup": "MaxSup", "logit_penalty": "LogitPenalty"}
+
+
+def _demo_folder(folder) -> Path:
+    """The demo's output folder as a Path; DataError when it names an existing file (or anything but a folder)."""
+    folder = as_path(folder, "folder")
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"folder {folder} is a file; expected a folder for the demo's data and checkpoints "
+                        f"(created when missing)")
+    return folder
+
+
+def _write_demo_data(folder: Path, splits: dict, n_train: int, seed: int) -> dict[str, Path]:
+    data = {}
+    for split, (images, labels) in splits.items():
+        data[split] = folder / "data" / f"mnist_{split}_n{n_train}_s{seed}.npz"
+        if not data[split].exists():
+            try:
+                write_npz(data[split], images, labels, DIGIT_NAMES)
+            except OSError as exc:
+                raise DataError(f"cannot write {data[split]}: {exc.strerror or exc}; expected a writable "
+                                f"folder") from None
+    return data
+
+
+def make_demo_data(folder: str | os.PathLike, *, n_train: int = 4000, seed: int = 0) -> dict[str, Path]:
+    """Write only the digits' train/test .npz files (``data/mnist_<split>_n<n_train>_s<seed>.npz``, reused when
+    present) that :func:`make_demo_checkpoints` trains and tests on; returns {split: npz path}."""
+    folder = _demo_folder(folder)
+    splits = mnist_digits(n_train=n_train, seed=seed)
+    return _write_demo_data(folder, splits, len(splits["train"][1]), seed)
 
 
 def make_demo_checkpoints(folder: str | os.PathLike, losses=("ce", "ls", "maxsup"), *, epochs: int = 4,
@@ -131,27 +223,45 @@ def make_demo_checkpoints(folder: str | os.PathLike, losses=("ce", "ls", "maxsup
     Returns ({model name: checkpoint path}, {split: npz path}). Names: CE, LS, MaxSup, LogitPenalty. The data
     files are named by n_train and seed (``data/mnist_<split>_n<n_train>_s<seed>.npz``) like the checkpoints,
     so runs of other sizes or seeds in the same folder never reuse each other's split. Every argument is
-    checked before anything is written.
+    checked before anything is written: ``losses`` is a loss name or a non-empty sequence of distinct names
+    (for the data files alone, :func:`make_demo_data`), ``folder`` a folder or a path where one can be made.
     """
-    folder = as_path(folder, "folder")
+    folder = _demo_folder(folder)
     epochs, seed = _check_schedule(epochs, seed)
-    losses = (losses,) if isinstance(losses, str) else tuple(losses)
-    for loss in losses:
-        make_loss(loss)                      # an unknown loss stops here, before any file is written
-    display = {"ce": "CE", "ls": "LS", "maxsup": "MaxSup", "logit_penalty": "LogitPenalty"}
+    losses = _check_losses(losses)
     splits = mnist_digits(n_train=n_train, seed=seed)
     n_train = len(splits["train"][1])
-    data = {}
-    for split, (images, labels) in splits.items():
-        data[split] = folder / "data" / f"mnist_{split}_n{n_train}_s{seed}.npz"
-        if not data[split].exists():
-            write_npz(data[split], images, labels, DIGIT_NAMES)
+    data = _write_demo_data(folder, splits, n_train, seed)
     checkpoints = {}
     for loss in losses:
-        name = display.get(loss, loss)
+        name = DISPLAY_NAMES.get(loss, loss)
         path = folder / "checkpoints" / f"{name.lower()}_e{epochs}_n{n_train}_s{seed}.pth"
         if not path.exists():
             model = train_small_cnn(*splits["train"], loss=loss, epochs=epochs, seed=seed, log=log)
-            save_checkpoint(model, path, loss=loss, extra={"epochs": epochs, "seed": seed, "n_train": n_train})
+            try:
+                save_checkpoint(model, path, loss=loss, extra={"epochs": epochs, "seed": seed, "n_train": n_train})
+            except OSError as exc:
+                raise DataError(f"cannot write {path}: {exc.strerror or exc}; expected a writable folder") from None
         checkpoints[name] = path
     return checkpoints, data
+
+
+def _check_losses(losses) -> tuple[str, ...]:
+    """``losses`` -> a tuple of canonical loss names; DataError unless it is one name or a non-empty sequence of
+    distinct known names."""
+    expected = f"a loss name or a sequence of them ({', '.join(LOSSES)})"
+    if isinstance(losses, str):
+        losses = (losses,)
+    elif isinstance(losses, (bytes, Mapping)) or not isinstance(losses, Iterable):
+        raise DataError(f"losses: expected {expected}; got {type(losses).__name__ if losses is not None else None}")
+    losses = tuple(losses)
+    if not losses:
+        raise DataError(f"losses is empty; expected {expected} (make_demo_data writes the data files alone)")
+    names = []
+    for loss in losses:
+        make_loss(loss)                      # an unknown loss stops here, before any file is written
+        names.append(loss.lower().replace("-", "_"))
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"losses names {repeated[0]!r} more than once; expected distinct losses")
+    return tuple(names)
