@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from _figures import label_outlines
 import repanalysis  # noqa: F401  (compat fix before torchvision)
 from repanalysis.errors import DataError
 
@@ -93,28 +94,8 @@ def test_titles_name_the_split_all_dumps_share_and_no_split_when_they_differ(tmp
 
 
 # --- 4. feature norms read at any number of classes -------------------------------------------------------
-def _label_outlines(ax):
-    """Each visible x tick label's outline in pixels: its unrotated box turned about its anchor by its rotation."""
-    from matplotlib.path import Path
-
-    renderer = _renderer(ax.figure)
-    outlines = []
-    for t in ax.get_xticklabels():
-        if not t.get_text() or not t.get_visible():
-            continue
-        angle = np.radians(t.get_rotation())
-        t.set_rotation(0)
-        box = t.get_window_extent(renderer)
-        t.set_rotation(np.degrees(angle))
-        ax0, ay0 = t.get_transform().transform(t.get_position())
-        corners = np.array([[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1]]) - (ax0, ay0)
-        turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-        outlines.append(Path(corners @ turn.T + (ax0, ay0), closed=True))
-    return outlines
-
-
 def _assert_tick_labels_apart(ax, gap_px: float = 2.0):
-    outlines = _label_outlines(ax)
+    outlines = label_outlines(ax)
     assert len(outlines) >= 2
     for i, a in enumerate(outlines):
         for b in outlines[i + 1:]:

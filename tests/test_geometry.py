@@ -4,6 +4,7 @@ import warnings
 import numpy as np
 import pytest
 
+from _figures import label_outlines
 import repanalysis  # noqa: F401  (compat fix before torchvision)
 from repanalysis.analyze.geometry import class_separation, r2_from_distances, separation_table
 from repanalysis.errors import DataError, DumpError
@@ -257,26 +258,8 @@ def _separations(names, splits=("train", "test")):
             for i, n in enumerate(names) for s in splits]
 
 
-def _label_outlines(ax):
-    """Each x tick label's outline in pixels: its unrotated box turned about its anchor by its rotation."""
-    from matplotlib.path import Path
-
-    renderer = ax.figure.canvas.get_renderer()
-    outlines = []
-    for t in ax.get_xticklabels():
-        angle = np.radians(t.get_rotation())
-        t.set_rotation(0)
-        box = t.get_window_extent(renderer)
-        t.set_rotation(np.degrees(angle))
-        ax0, ay0 = t.get_transform().transform(t.get_position())
-        corners = np.array([[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1]]) - (ax0, ay0)
-        turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-        outlines.append(Path(corners @ turn.T + (ax0, ay0), closed=False))
-    return outlines
-
-
 def _assert_labels_apart(ax):
-    outlines = _label_outlines(ax)
+    outlines = label_outlines(ax)
     for i, a in enumerate(outlines):
         for b in outlines[i + 1:]:
             assert not a.intersects_path(b, filled=True), [t.get_text() for t in ax.get_xticklabels()]
