@@ -3,7 +3,7 @@
 Each family lives in its own module (logits, geometry, calibration, cam), reachable as an attribute too:
 ``ra.plot.calibration.reliability_figure(...)``.
 """
-import importlib as _importlib
+from repanalysis._lazy import submodule_getattr
 
 from repanalysis.plot.style import (CLASS_COLORS, MODEL_COLORS, OKABE_ITO, apply_style, class_styles, get_ax,
                                     model_colors, save_figure, subplots)
@@ -14,9 +14,4 @@ __all__ = ["CLASS_COLORS", "MODEL_COLORS", "OKABE_ITO", "apply_style", "class_st
 _MODULES = ("logits", "geometry", "calibration", "cam", "style")
 
 
-def __getattr__(name):
-    if name in _MODULES:
-        module = _importlib.import_module(f"repanalysis.plot.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'repanalysis.plot' has no attribute {name!r}")
+__getattr__ = submodule_getattr(__name__, _MODULES, globals())
