@@ -25,9 +25,16 @@ def _interrupted_at_start(kind, value, tb, _default=_sys.excepthook):
     _default(kind, value, tb)
 
 
-# The `repanalysis` console script or `python -m repanalysis` (argv[0] is "-m" while the package is located):
-# nothing of the command runs before this package's imports, which take a second or two.
-if _sys.argv and (_os.path.basename(_sys.argv[0]) == "repanalysis" or _sys.argv[0] == "-m"):
+def _is_the_command_line() -> bool:
+    """This process is the `repanalysis` console script or `python -m repanalysis`, not a program importing it."""
+    if _sys.argv and _os.path.basename(_sys.argv[0]) == "repanalysis":
+        return True
+    orig = list(getattr(_sys, "orig_argv", ()))
+    return "-m" in orig[:-1] and orig[orig.index("-m") + 1] == "repanalysis"
+
+
+# nothing of the command runs before this package's imports, which take a second or two
+if _is_the_command_line():
     _sys.excepthook = _interrupted_at_start
 
 from repanalysis import _compat  # noqa: E402

@@ -192,19 +192,27 @@ def set_value(key: str, value: str, user: bool = False, cwd=None) -> Path:
     if new_table is None or not _same(new_table, expected):
         raise ConfigError(f"cannot set {key} in {path} without changing its other settings (a layout this "
                           f"editor does not follow); the file is unchanged: edit it by hand")
-    tmp = path.with_name(path.name + ".tmp")
+    from repanalysis.extract.store import umask_mode
+    from repanalysis.outputs import remove_files, temp_file
+
+    real = Path(os.path.realpath(path))       # a linked config file (dotfiles) is edited where it lives
+    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:   # TOML is UTF-8 whatever the locale
+        real.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_file(real)                 # a new file of its own: nothing of the user's is overwritten
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:   # TOML is UTF-8 whatever the locale
             fh.write(new_text)
-        if path.is_file():
-            shutil.copymode(path, tmp)
-        os.replace(tmp, path)
+        if real.is_file():
+            shutil.copymode(real, tmp)
+        else:
+            umask_mode(tmp)
+        os.replace(tmp, real)
+        tmp = None
     except OSError as exc:
         raise ConfigError(f"cannot write config file {path}: {exc.strerror or exc}") from None
     finally:
-        if tmp.exists() or tmp.is_symlink():
-            tmp.unlink()
+        if tmp is not None:
+            remove_files([tmp])
     return path
 
 

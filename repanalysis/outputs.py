@@ -15,8 +15,10 @@ Example::
 """
 from __future__ import annotations
 
-import glob
+import hashlib
 import os
+import re
+import socket
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -115,21 +117,27 @@ def place(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
 
 
 def temp_file(target: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, str]:
-    """(fd, path) of a new temporary file beside ``target``: ``.<name>.<pid>-<random><suffix>``. The process id
-    lets a later run remove what a killed one left (:func:`sweep_stale_temps`)."""
+    """(fd, path) of a new temporary file beside ``target``: ``.<name>.<host>.<pid>-<random><suffix>``, where
+    <host> tags this machine and PID namespace. It lets a later run remove what a killed one left
+    (:func:`sweep_stale_temps`) without touching a live writer elsewhere (another container or NFS client)."""
     target = Path(target)
-    return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}-", suffix=suffix)
+    return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{_host_tag()}.{os.getpid()}-", suffix=suffix)
 
 
 def sweep_stale_temps(target: str | os.PathLike) -> None:
-    """Remove the temporary files of ``target`` (see :func:`temp_file`) left by processes that no longer run
-    (a run killed before it could clean up); those of running processes, this one included, are kept."""
+    """Remove the temporary files of ``target`` made by :func:`temp_file` on this machine and PID namespace
+    by processes that no longer run (a run killed before it could clean up). Anything else is kept: files of
+    running processes (this one included), of other hosts or namespaces, and files not of that exact shape."""
     target = Path(target)
-    prefix = f".{target.name}."
-    for path in glob.glob(os.path.join(glob.escape(os.fspath(target.parent)), glob.escape(prefix) + "*-*")):
-        pid = os.path.basename(path)[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
-            remove_files([path])
+    shape = re.compile(re.escape(f".{target.name}.{_host_tag()}.") + r"([0-9]{1,9})-[a-z0-9_]{8}\.[a-z]{1,4}")
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return
+    for name in names:
+        m = shape.fullmatch(name)
+        if m and int(m.group(1)) != os.getpid() and not _running(int(m.group(1))):
+            remove_files([target.parent / name])
 
 
 def _running(pid: int) -> bool:
@@ -137,6 +145,21 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:                  # EPERM: it runs, under another user
+    except (OSError, OverflowError, ValueError):    # EPERM: it runs, under another user; anything odd: keep
         return True
     return True
+
+
+def _host_tag() -> str:
+    """Six hex digits naming this host and PID namespace (a process id means nothing outside them)."""
+    global _HOST_TAG
+    if _HOST_TAG is None:
+        try:
+            namespace = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:
+            namespace = 0
+        _HOST_TAG = hashlib.sha1(f"{socket.gethostname()}/{namespace}".encode()).hexdigest()[:6]
+    return _HOST_TAG
+
+
+_HOST_TAG: str | None = None

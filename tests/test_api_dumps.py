@@ -100,3 +100,21 @@ def test_ood_detection_refuses_the_in_distribution_logits_as_ood():
     a = model_dump("aa")
     with pytest.raises(DataError, match="OOD logits are the in-distribution logits themselves"):
         ood_detection(a.logits, a.logits.copy())
+
+
+@pytest.mark.parametrize("names, match", [
+    ("x,", r"have an empty entry; expected one non-empty name per model"),
+    ([" ", "A"], r"have an empty entry"),
+    (5, r"names must be a list of strings or one string 'a,b,c'; got 5 \(int\)"),
+])
+def test_dump_level_names_are_checked_like_the_clis(names, match):
+    a, b = model_dump("aa"), model_dump("bb", seed=1)
+    for call in (calibrate_dumps, confidence_dumps, project_dumps):
+        with pytest.raises(DataError, match=match):
+            call([a, b], names=names)
+
+
+def test_dump_level_calls_refuse_no_models():
+    for call in (calibrate_dumps, confidence_dumps, project_dumps, embed_dumps):
+        with pytest.raises(DataError, match="no models given; expected at least one Dump"):
+            call([])

@@ -698,3 +698,29 @@ def test_bootstrap_classwise_design_uses_the_scans_probabilities_bit_for_bit():
     for r in range(3):
         again = C.calibration_report(z[idx[r]], y[idx[r]], n_bins=8)
         assert res.replicates["classwise_ece"][r] == pytest.approx(again.classwise_ece, abs=1e-13), r
+
+
+def test_classwise_reference_rule_keeps_probabilities_that_only_an_unshifted_exp_would_zero():
+    # max logit -20: exp(-110) is 0 in float32, exp(-110 + 20) = 8e-40 is not, and softmax gives the latter; the
+    # reference rule leaves only p_k = 0 in no bin, so the float32 value must equal the float64 one
+    z = torch.tensor([[-20.0, -110.0], [0.0, -3.0]])
+    y = torch.tensor([1, 0])
+    expected = C.classwise_ece(z.double(), y, rule="reference")
+    assert expected == pytest.approx(0.4762870634, abs=1e-9)
+    assert C.classwise_ece(z, y, rule="reference") == pytest.approx(expected, abs=1e-7)
+    assert C.calibration_report(z, y).classwise_ece == pytest.approx(C.classwise_ece(z.double(), y), abs=1e-7)
+
+
+@pytest.mark.parametrize("top", [17.0, 20.0, 30.0, 80.0])
+def test_nll_of_confident_rows_is_never_negative(top):
+    # log s - z_y cancels to +-6e-8 in float32 for a confident row; log(s / e_y) >= 0 always
+    z = torch.tensor([[top, 0.0, -1.0]] * 3)
+    y = torch.tensor([0, 0, 0])
+    exact = torch.nn.functional.cross_entropy(z.double(), y).item()
+    for nll in (C.negative_log_likelihood(z, y), C.calibration_report(z, y).nll):
+        assert 0.0 <= nll and nll == pytest.approx(exact, abs=2e-7)
+    # a label logit whose exp underflows, unshifted or after the shift of a redone row: log s + m - z_y
+    z = torch.tensor([[0.0, -100.0], [200.0, 50.0]])
+    y = torch.tensor([1, 1])
+    assert C.negative_log_likelihood(z, y) == pytest.approx(
+        torch.nn.functional.cross_entropy(z.double(), y).item(), rel=1e-6)

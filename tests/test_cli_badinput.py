@@ -365,10 +365,16 @@ def test_ctrl_c_while_the_command_line_is_still_importing_is_one_line(tmp_path):
     assert done.returncode == 130
     assert done.stderr.splitlines() == ["error: interrupted; re-run the same command to finish (an extraction "
                                         "resumes where it stopped)"]
-    # any other program importing the library keeps Python's own handling
+    as_module = ("import sys; sys.argv = ['-m']; sys.orig_argv = [sys.executable, '-m', 'repanalysis', 'info']; "
+                 "import repanalysis; raise KeyboardInterrupt")
+    done = subprocess.run([sys.executable, "-c", as_module], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 130 and done.stderr.startswith("error: interrupted;")
+    # any other program importing the library keeps Python's own handling, `python -m other.module` included
     other = code.replace("/venv/bin/repanalysis", "/venv/bin/my-notebook-script")
-    done = subprocess.run([sys.executable, "-c", other], capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode != 130 and "Traceback" in done.stderr      # (killed by SIGINT, as Python does)
+    other_module = as_module.replace("'-m', 'repanalysis'", "'-m', 'pkgx.run'")
+    for program in (other, other_module):
+        done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode != 130 and "Traceback" in done.stderr      # (killed by SIGINT, as Python does)
 
 
 def test_a_full_disk_hidden_behind_a_writers_own_error_is_named(monkeypatch, capsys):

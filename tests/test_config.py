@@ -150,3 +150,20 @@ def test_set_refuses_an_edit_that_does_not_read_back_as_set(tmp_path, monkeypatc
                                           r"settings .*the file is unchanged: edit it by hand$"):
         config.set_value("data.root", "/new", cwd=tmp_path)
     assert path.read_text() == AUDIT_FILE and os.listdir(tmp_path) == ["repanalysis.toml"]
+
+
+def test_set_edits_a_linked_config_where_it_lives_and_keeps_the_users_files(tmp_path):
+    # a project file that links to a dotfiles copy stays a link; a user's own repanalysis.toml.tmp is untouched
+    dot = tmp_path / "dot"
+    dot.mkdir()
+    (dot / "repanalysis.toml").write_text('[runs]\ndir = "r"\n')
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "repanalysis.toml").symlink_to(dot / "repanalysis.toml")
+    (project / "repanalysis.toml.tmp").write_text("my notes")
+    config.set_value("data.split", "val", cwd=project)
+    assert (project / "repanalysis.toml").is_symlink()
+    assert (dot / "repanalysis.toml").read_text() == '[runs]\ndir = "r"\n\n[data]\nsplit = "val"\n'
+    assert (project / "repanalysis.toml.tmp").read_text() == "my notes"
+    assert sorted(p.name for p in project.iterdir()) == ["repanalysis.toml", "repanalysis.toml.tmp"]
+    assert sorted(p.name for p in dot.iterdir()) == ["repanalysis.toml"]

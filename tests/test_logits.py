@@ -296,3 +296,13 @@ def test_text_tables_show_every_rows_columns_and_format_numpy_numbers():
                                  "------  -------  ----------",
                                  "nofeat   0.1235           -",
                                  "base     0.0000      0.3759"]
+
+
+def test_table_cells_of_0d_tensors_and_arrays_are_numbers():
+    import torch
+
+    from repanalysis.report.tables import format_value
+
+    assert [format_value(v) for v in (torch.tensor(0.5), np.array(2.5), np.float32(-1e-6), torch.tensor(3),
+                                      np.int64(4), True, "x", None)] == \
+        ["0.5000", "2.5000", "0.0000", "3", "4", "True", "x", "-"]

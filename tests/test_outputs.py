@@ -67,30 +67,36 @@ def test_a_dumps_meta_json_is_in_place_at_once_inside_a_set(tmp_path):
 
 
 def test_a_later_run_removes_the_temporary_files_of_a_killed_run(tmp_path):
-    # kill -9 during a write leaves `.<name>.<pid>-<random>` files that no cleanup ran for; the next run that
+    # kill -9 during a write leaves `.<name>.<host>.<pid>-<random>` files no cleanup ran for; the next run that
     # writes the same file removes them, but never those of a process still running (a concurrent writer)
     import subprocess
     import sys
 
     from matplotlib.figure import Figure
 
+    from repanalysis.outputs import _host_tag
     from repanalysis.plot.style import save_figure
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        left = [tmp_path / f".r.json.{dead_pid}-abc123.tmp", tmp_path / f".fig.png.{dead_pid}-x9.png",
-                tmp_path / f".fig.pdf.{dead_pid}-x9.pdf"]
-        running = tmp_path / f".r.json.{live.pid}-def456.tmp"
-        other = tmp_path / f".other.json.{dead_pid}-q.tmp"          # another target's: not this run's business
-        for p in (*left, running, other):
+        tag = _host_tag()
+        left = [tmp_path / f".r.json.{tag}.{dead_pid}-abc123xy.tmp",
+                tmp_path / f".fig.png.{tag}.{dead_pid}-x9x9x9x9.png",
+                tmp_path / f".fig.pdf.{tag}.{dead_pid}-x9x9x9x9.pdf"]
+        running = tmp_path / f".r.json.{tag}.{live.pid}-def456gh.tmp"
+        kept = [tmp_path / f".other.json.{tag}.{dead_pid}-qqqqqqqq.tmp",   # another target's: not this run's
+                tmp_path / f".r.json.abcdef.{dead_pid}-abc123xy.tmp",      # another host or PID namespace
+                tmp_path / f".r.json.{dead_pid}-userbackup",               # a user's file of another shape
+                tmp_path / f".r.json.{tag}.99999999999999999999-abc123xy.tmp"]   # no such pid: kept, no crash
+        for p in (*left, running, *kept):
             p.write_text("partial")
         with output_set():
             write_json_atomic(tmp_path / "r.json", {"run": 2})
             save_figure(Figure(), tmp_path / "fig")
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-            ["r.json", "fig.png", "fig.pdf", running.name, other.name])
+            ["r.json", "fig.png", "fig.pdf", running.name, *(p.name for p in kept)])
     finally:
         live.kill()
         live.wait()

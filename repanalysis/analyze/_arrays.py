@@ -165,13 +165,16 @@ def check_number(value, what: str, *, integer: bool = False, minimum=None, maxim
 
 def model_names(dumps, names=None) -> list[str]:
     """One display name per Dump: ``names`` (a list, or 'a,b,c') or the Dumps' own names (see
-    :func:`distinct_names`)."""
+    :func:`distinct_names`); DataError when there is no Dump."""
+    dumps = list(dumps)
+    if not dumps:
+        raise DataError("no models given; expected at least one Dump")
     return distinct_names([d.name for d in dumps], names)
 
 
 def distinct_names(defaults, names=None, what: str = "models") -> list[str]:
-    """``names`` (a list, or 'a,b,c'), one per model, or else ``defaults``; DataError unless they are distinct
-    (each names a model in tables, legends and JSON)."""
+    """``names`` (a list, or 'a,b,c'), one non-empty name per model, or else ``defaults``; DataError unless
+    they are distinct (each names a model in tables, legends and JSON)."""
     if names is None:
         names = list(defaults)
         dup = next((n for n in names if names.count(n) > 1), None)
@@ -179,7 +182,16 @@ def distinct_names(defaults, names=None, what: str = "models") -> list[str]:
             raise DataError(f"model names must be distinct: two {what} are both named {dup!r} (the same one given "
                             f"twice?); expected distinct {what}, or distinct names (--names)")
         return names
-    names = [n.strip() for n in names.split(",")] if isinstance(names, str) else [str(n) for n in names]
+    if isinstance(names, str):
+        names = names.split(",")
+    elif isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names):
+        names = list(names)
+    else:
+        raise DataError(f"names must be a list of strings or one string 'a,b,c'; got {names!r:.60} "
+                        f"({type(names).__name__})")
+    names = [n.strip() for n in names]
+    if not all(names):
+        raise DataError(f"names {names!r} have an empty entry; expected one non-empty name per model")
     if len(names) != len(defaults):
         raise DataError(f"{len(names)} names for {len(defaults)} {what}; expected one name per model")
     dup = next((n for n in names if names.count(n) > 1), None)

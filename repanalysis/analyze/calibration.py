@@ -36,8 +36,9 @@ for the per-entry work and promoted to float64 per sample) gives every per-sampl
 threads as the caller's intra-op thread count. Per entry it takes exp(z) without the row max (see
 :func:`_exp_rows`; rows outside exp's range are redone shifted), a row sum and a row max: at K ~ 100 this is
 about 1.3x faster than torch's fused softmax, whose per-row passes cost three times its exps. The
-probabilities are therefore e / s rather than torch.softmax's output: the same values up to float rounding
-(a unit or two in the last place of float32 confidences, ~1e-8 in an ECE). Binning is arithmetic,
+confidences (and Brier's p) are therefore e / s rather than torch.softmax's output: the same values up to float
+rounding (a unit or two in the last place of float32 confidences, ~1e-8 in an ECE). Classwise ECE bins torch's
+softmax itself, so that the probabilities that underflow to exactly 0 are the reference code's. Binning is arithmetic,
 ``ceil(c M) - 1`` with an exact correction (:func:`equal_width_bin`), then ``bincount``; no binary search.
 The same code runs on CPU or GPU (``device=``). The metric functions themselves run with one intra-op CPU
 thread (see :func:`single_threaded`).
@@ -299,12 +300,6 @@ def _exp_rows(c: torch.Tensor, out: torch.Tensor, s_out: torch.Tensor | None = N
     return e, s, redo, m.squeeze(1)
 
 
-def _probabilities(z: torch.Tensor) -> torch.Tensor:
-    """softmax(z) (N, K) computed exactly as :func:`_scan` does (e / s of :func:`_exp_rows`), bit for bit."""
-    e, s, _, _ = _exp_rows(z, torch.empty_like(z))
-    return e.div_(s[:, None])
-
-
 def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool = True,
           want_brier: bool = True, want_classwise: bool = False, classwise_close_first: bool = True,
           chunk_elements: int | None = None) -> _Scan:
@@ -314,8 +309,8 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
     Each chunk of rows goes through :func:`_exp_rows` into a reused, cache-sized buffer: e_k = exp(z_k) and
     s = sum_k e_k per row (one read of the logits). Then e_y is read off, e_y is replaced by 0 and one row max
     gives q = max_{j != y} e_j: conf = max(e_y, q) / s, and y is the prediction when e_y > q (rows where the
-    two are within a few units in the last place are decided by argmax_k z_k). NLL = log s + m - z_y, with m
-    the shift of a redone row (0 otherwise); Brier and the classwise sums use p = e / s.
+    two are within a few units in the last place are decided by argmax_k z_k). NLL = log(s / e_y); Brier uses
+    p = e / s; the classwise sums bin torch.softmax(z) (its exact zeros are the reference code's).
     Rows with NaN or +inf logits (NaN softmax), or -inf at the label (infinite NLL), are excluded (warning
     with the count).
     """
@@ -344,6 +339,7 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
         buf = torch.empty(min(rows, last - first), k, dtype=z.dtype, device=dev)
         flat_buf = buf.view(-1)
         pbuf = torch.empty_like(buf) if want_brier or want_classwise else None
+        softmax_into = torch.ops.aten._softmax.out
         # flat index of (i, y_i) inside the chunk buffer: row offsets i K (made once) + y_i, per chunk
         row_offset = torch.arange(buf.shape[0], device=dev).mul_(k)
         at_buf = torch.empty_like(row_offset)
@@ -360,12 +356,14 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
             b, s, redo, shift = _exp_rows(c, buf if whole else buf[:r], s_all[start:stop])
             if redo is not None:
                 redone.append((redo + start, shift))
-            if want_brier or want_classwise:
+            if want_classwise:
+                # torch's shifted softmax here: which tiny p_k underflow to exactly 0 decides the reference rule
+                # (a p_k of 0 is in no bin), and exp(z_k) unshifted underflows where exp(z_k - m) does not
+                p = softmax_into(c, 1, False, out=pbuf if whole else pbuf[:r])
+                _classwise_chunk(p, y[start:stop], n_bins, class_offset, cw, classwise_close_first)
+            if want_brier:
                 p = torch.div(b, s[:, None], out=pbuf if whole else pbuf[:r])     # p_k = e_k / s
-                if want_classwise:
-                    _classwise_chunk(p, y[start:stop], n_bins, class_offset, cw, classwise_close_first)
-                if want_brier:
-                    torch.sum(p.square_(), 1, out=sq_all[start:stop])
+                torch.sum(p.square_(), 1, out=sq_all[start:stop])
             flat = flat_buf if whole else flat_buf[:r * k]
             at = torch.add(row_offset[:r], y[start:stop], out=at_buf[:r])
             torch.index_select(flat, 0, at, out=ey_all[start:stop])
@@ -424,16 +422,23 @@ def _scan(z: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, want_nll: bool 
             out.bin_counts, out.bin_conf, out.bin_acc = (a - d for a, d in zip(out.equal_width_sums(), drop))
             if want_classwise:
                 cw_drop = torch.zeros_like(cw)
-                _classwise_chunk(_probabilities(z[idx]), y[idx], n_bins,
+                _classwise_chunk(torch.softmax(z[idx], 1), y[idx], n_bins,
                                  _class_offsets(k, n_bins, idx.numel(), dev), cw_drop, classwise_close_first)
                 cw = cw - cw_drop
             n_bad += idx.numel()
     s64 = s_all.to(f64)
     if want_nll:
-        # -log p_y = log s + m - z_y (Guo 2017), m the shift of a redone row (0 otherwise)
-        out.nll = s64.log() - zy_all.to(f64)
-        for redo, shift in (item for part in parts for item in part[2]):
-            out.nll[redo] += shift.to(f64)
+        # -log p_y = log(s / e_y) (Guo 2017): >= 0, as s >= e_y in any rounding order, and exact for confident rows
+        # (log s - z_y cancels to +-6e-8 there). Where e_y is 0 or subnormal: log s + m - z_y, m the shift of a
+        # redone row (0 otherwise)
+        ey64 = ey_all.to(f64)
+        out.nll = torch.log(s64 / ey64)
+        tiny = ey_all < torch.finfo(z.dtype).tiny
+        if bool(tiny.any()):
+            shift_all = torch.zeros(n, dtype=f64, device=dev)
+            for redo, shift in (item for part in parts for item in part[2]):
+                shift_all[redo] = shift.to(f64)
+            out.nll[tiny] = (s64.log() + shift_all - zy_all.to(f64))[tiny]
     if want_brier:
         # Brier (Brier 1950): sum_k (p_k - 1[y=k])^2 = sum_k p_k^2 - 2 p_y + 1
         out.brier = sq_all.to(f64) - 2.0 * (ey_all.to(f64) / s64) + 1.0
@@ -880,7 +885,7 @@ def _classwise_design(z, sc: _Scan, n_bins: int) -> torch.Tensor:
     n, k = sc.conf.numel(), sc.num_classes
     dev = sc.conf.device
     zz = z if sc.keep is None else z[sc.keep]
-    p = _probabilities(zz)                                      # bit for bit the p of _scan
+    p = torch.softmax(zz, 1)                       # the kernel and dtype of _scan's classwise pass, bit for bit
     narrow = p.dtype != torch.float64
     p = p.to(torch.float64)
     bin_id = equal_width_bin(p, n_bins, float32_values=narrow, close_first=True)   # (N, K) as in _scan; M: none

@@ -9,13 +9,13 @@ from repanalysis.extract.store import write_csv_atomic, write_json_atomic  # noq
 
 
 def format_value(value, digits: int = 4) -> str:
-    """A cell: None as "-", real numbers (numpy and 0-d arrays included) with ``digits`` decimals and no
-    negative zero, anything else as its text."""
+    """A cell: None as "-", real numbers (numpy scalars and 0-d arrays or tensors included) with ``digits``
+    decimals and no negative zero, anything else as its text."""
     if value is None:
         return "-"
-    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)) or \
-            getattr(value, "ndim", None) == 0 and getattr(value, "dtype", None) is not None \
-            and value.dtype.kind == "f":
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()                      # numpy scalar, 0-d array or tensor -> Python number
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
         value = float(value)
         if math.isnan(value):
             return "nan"
