@@ -230,3 +230,12 @@ def test_a_failed_data_write_is_one_error_and_leaves_no_temporary_file(tmp_path,
                                         r"expected a writable folder$"):
         make_demo_data(tmp_path, n_train=100)
     assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_half_and_bfloat16_torch_images_train_like_uint8(digits64):
+    # numpy has no bfloat16: such tensors raised torch's own TypeError; 0..255 values are exact in both
+    images, labels = digits64
+    kw = {"epochs": 1, "batch_size": 32, "width": 4, "seed": 1}
+    ref = train_small_cnn(images, labels, **kw)
+    for dtype in (torch.bfloat16, torch.float16):
+        assert _same_weights(ref, train_small_cnn(torch.from_numpy(images).to(dtype), labels, **kw)), dtype

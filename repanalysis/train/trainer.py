@@ -75,7 +75,8 @@ def _to_input(images) -> torch.Tensor:
     under 4x4 pixels, non-finite values, values below 0 or above 255, booleans or non-numeric arrays.
     """
     if isinstance(images, torch.Tensor):
-        images = images.detach().cpu().numpy()
+        t = images.detach().cpu()
+        images = (t.float() if t.dtype in (torch.bfloat16, torch.float16) else t).numpy()   # numpy has no bfloat16
     try:
         images = np.asarray(images)
     except (TypeError, ValueError) as exc:
