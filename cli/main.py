@@ -11,10 +11,9 @@ import warnings
 import click
 
 import repanalysis
-from repanalysis.errors import RepanalysisError, last_error_line
+from repanalysis.errors import INTERRUPTED, RepanalysisError, last_error_line
 
 _NOT_COMMANDS = {"main", "common"}
-INTERRUPTED = "interrupted; re-run the same command to finish (an extraction resumes where it stopped)"
 _PATH_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST,
                 errno.ENAMETOOLONG, errno.ELOOP}
 

@@ -18,8 +18,9 @@ def _interrupted_at_start(kind, value, tb, _default=_sys.excepthook):
     """The command line's Ctrl-C before its own handler is running (while torch is imported): one line."""
     if issubclass(kind, KeyboardInterrupt) and _os.environ.get("REPANALYSIS_DEBUG") != "1" \
             and "--debug" not in _sys.argv:
-        _sys.stderr.write("error: interrupted; re-run the same command to finish (an extraction resumes where it "
-                          "stopped)\n")
+        from repanalysis.errors import INTERRUPTED      # a module without imports: safe this early
+
+        _sys.stderr.write(f"error: {INTERRUPTED}\n")
         _sys.stderr.flush()
         _os._exit(130)
     _default(kind, value, tb)

@@ -5,6 +5,9 @@ Library users catch :class:`RepanalysisError`.
 """
 from __future__ import annotations
 
+# What the command line says when Ctrl-C stops it (during start-up too: repanalysis/__init__.py)
+INTERRUPTED = "interrupted; re-run the same command to finish (an extraction resumes where it stopped)"
+
 
 class RepanalysisError(Exception):
     """Bad input or an unusable environment. ``str(err)`` is a single explanatory line."""

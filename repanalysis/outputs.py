@@ -59,8 +59,7 @@ class OutputSet:
                 raise DataError(f"cannot write {target}: {err.strerror or err}") from None
         placed = {target for _, target in moves}
         remove_files(p for p in self._stale if p not in placed)
-        for target in placed:
-            sweep_stale_temps(target)
+        sweep_stale_temps(*placed)
 
     def _savepoint(self) -> tuple[int, int]:
         return len(self._moves), len(self._stale)
@@ -124,20 +123,24 @@ def temp_file(target: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, str
     return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{_host_tag()}.{os.getpid()}-", suffix=suffix)
 
 
-def sweep_stale_temps(target: str | os.PathLike) -> None:
-    """Remove the temporary files of ``target`` made by :func:`temp_file` on this machine and PID namespace
+def sweep_stale_temps(*targets: str | os.PathLike) -> None:
+    """Remove the temporary files of ``targets`` made by :func:`temp_file` on this machine and PID namespace
     by processes that no longer run (a run killed before it could clean up). Anything else is kept: files of
-    running processes (this one included), of other hosts or namespaces, and files not of that exact shape."""
-    target = Path(target)
-    shape = re.compile(re.escape(f".{target.name}.{_host_tag()}.") + r"([0-9]{1,9})-[a-z0-9_]{8}\.[a-z]{1,4}")
-    try:
-        names = os.listdir(target.parent)
-    except OSError:
-        return
-    for name in names:
-        m = shape.fullmatch(name)
-        if m and int(m.group(1)) != os.getpid() and not _running(int(m.group(1))):
-            remove_files([target.parent / name])
+    running processes (this one included), of other hosts or namespaces, and files not of that exact shape.
+    Each folder is listed once."""
+    by_folder: dict[Path, list[str]] = {}
+    for target in map(Path, targets):
+        by_folder.setdefault(target.parent, []).append(re.escape(f".{target.name}.{_host_tag()}."))
+    for folder, prefixes in by_folder.items():
+        shape = re.compile(f"(?:{'|'.join(prefixes)})" + r"([0-9]{1,9})-[a-z0-9_]{8}\.[a-z]{1,4}")
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            m = shape.fullmatch(name)
+            if m and int(m.group(1)) != os.getpid() and not _running(int(m.group(1))):
+                remove_files([folder / name])
 
 
 def _running(pid: int) -> bool:
