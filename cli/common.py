@@ -111,3 +111,4 @@ def device_option(help: str = "auto (CUDA when present), cpu, cuda or cuda:N."):
 
 names_option = click.option("--names", default=None, help="Comma-separated display names, one per input.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bar (none is drawn when stderr is not a terminal).")

@@ -343,10 +343,9 @@ def _run(net, dataset, writer: DumpWriter, dev, precision, batch_size, workers, 
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from repanalysis.progress import progress_bar
 
-    return tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True, file=sys.stderr,
-                disable=None, desc="extract")
+    return progress_bar(total, initial=initial, unit="img", unit_scale=True, desc="extract")
 
 
 def _count_nonfinite(writer: DumpWriter) -> int:
