@@ -22,8 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Every benchmark at full size (the README's figures); `make bench BENCH_ARGS=--quick` for the seconds-long smoke
+# run that tests/test_benchmarks.py makes. Each prints an `agree: ...` line and exits non-zero if the sides disagree.
 bench: $(STAMP)
-	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
+	for f in benchmarks/[!_]*.py; do echo "== $(BIN)/python $$f $(BENCH_ARGS)"; $(BIN)/python $$f $(BENCH_ARGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,6 +1,6 @@
 """ECE, adaptive ECE and classwise ECE: repanalysis against torchmetrics and netcal, in the same run.
 
-    .venv/bin/python benchmarks/calibration.py [--repeats 3] [--threads N] [--quick]
+    .venv/bin/python benchmarks/calibration.py [--repeats 7] [--threads N] [--quick]
 
 Inputs: float32 logits 200,000 x 100 and 50,000 x 1,000 (seeded; labels drawn from the softmax, so the
 model is calibrated up to noise, then the logits sharpened by 1.5 to make it over-confident).
@@ -20,11 +20,14 @@ What a user would otherwise run, each timed from logits to the number:
 ECE and AECE implementations are warmed up once, then timed round-robin ``--repeats`` times so that a load
 spike on a shared machine hits all of them alike; the minimum and the median are printed, and the ratio is
 (reference minimum) / (our minimum). The classwise loops run once (they take seconds).
+Each value compared prints ``agree: <what> max|diff| = ... <= 1e-05`` (or DISAGREE, and the script exits 1);
+``--quick`` (10x fewer rows, one repeat) is the smoke run the tests make.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -32,6 +35,14 @@ import numpy as np
 import repanalysis  # noqa: F401  (compat fix before torchmetrics imports torchvision)
 import torch
 from repanalysis.analyze import calibration as C
+from _agree import agree as _agree  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+
+TOLERANCE = 1e-5   # every side takes float32 softmax probabilities: they differ by float32 rounding (~1e-7)
+
+
+def agree(what: str, diff: float, tol: float = TOLERANCE) -> bool:
+    return _agree(what, diff, tol)
 
 
 def timed(fn, repeats):
@@ -95,7 +106,8 @@ def row(task, impl, t_min, t_med, value, ours_min=None, note=""):
           flush=True)
 
 
-def bench(n, k, repeats, netcal_classes=100):
+def bench(n, k, repeats, netcal_classes=100) -> bool:
+    """Time and compare the three metrics on n x k logits; False when a reference disagrees with ours."""
     from netcal.metrics import ECE
     from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
 
@@ -105,7 +117,9 @@ def bench(n, k, repeats, netcal_classes=100):
     print(f"{'metric':14s} {'implementation':34s} {'min ms':>10s} {'median ms':>10s}  {'value':10s}  "
           f"{'ref/ours':>8s}")
     conf = torch.softmax(z.double(), 1).amax(1).numpy()
-    print(f"confidences exactly on an edge j/15: {on_edge(conf)}")
+    edges = on_edge(conf)
+    print(f"confidences exactly on an edge j/15: {edges}")
+    size, ok = f"{n:,} x {k:,}", True
 
     # --- ECE
     (o_min, o_med, o_val), (t_min, t_med, t_val), (n_min, n_med, n_val) = interleaved([
@@ -115,6 +129,10 @@ def bench(n, k, repeats, netcal_classes=100):
     row("ECE", "repanalysis", o_min, o_med, o_val)
     row("ECE", "torchmetrics multiclass", t_min, t_med, t_val, o_min, f"|diff| {abs(t_val - o_val):.1e}")
     row("ECE", "netcal ECE (+ softmax)", n_min, n_med, n_val, o_min, f"|diff| {abs(n_val - o_val):.1e}")
+    if edges:     # the bin conventions differ there: the values may legitimately differ
+        print(f"ECE not compared: {edges} confidences lie on a bin edge, where the conventions differ")
+    else:
+        ok &= agree(f"ECE {size}, ours vs torchmetrics and netcal", max(abs(t_val - o_val), abs(n_val - o_val)))
     best = min(t_min, n_min)
     print(f"ECE speed-up over the faster reference ({'torchmetrics' if t_min <= n_min else 'netcal'}): "
           f"{best / o_min:.1f}x")
@@ -127,6 +145,7 @@ def bench(n, k, repeats, netcal_classes=100):
     row("AECE", "repanalysis (reference rule)", o_min, o_med, o_val)
     row("AECE", "reference AdaptiveECELoss loop", r_min, r_med, r_val, o_min, f"|diff| {abs(r_val - o_val):.1e}")
     row("AECE", "netcal ECE equal_intervals=False", n_min, n_med, n_val, o_min, "different edge rule")
+    ok &= agree(f"adaptive ECE {size}, ours vs the reference AdaptiveECELoss loop", abs(r_val - o_val))
 
     # --- classwise ECE
     o_min, o_med, (o_val, per) = timed(lambda: C.classwise_ece(z, y, per_class=True), repeats)
@@ -152,14 +171,20 @@ def bench(n, k, repeats, netcal_classes=100):
     ours_sub = float(per[:m].mean())
     row("classwise ECE", f"netcal detection, {m} classes x{scale:g}", n_min * scale, n_med * scale, n_val, o_min,
         f"mean over {m} classes, ours {ours_sub:.8f}, |diff| {abs(n_val - ours_sub):.1e}")
+    ok &= agree(f"classwise ECE {size}, ours vs torchmetrics (all classes) and netcal (first {m})",
+                max(abs(t_val - o_val), abs(n_val - ours_sub)))
+    return ok
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed rounds of each ECE / AECE implementation (default 7; 1 with --quick)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--quick", action="store_true", help="10x smaller inputs (a smoke run)")
+    ap.add_argument("--quick", action="store_true", help="10x smaller inputs, one repeat (a smoke run)")
     args = ap.parse_args()
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 7
     if args.threads:
         torch.set_num_threads(args.threads)
     import netcal
@@ -170,8 +195,9 @@ def main():
     sizes = [(200_000, 100), (50_000, 1_000)]
     if args.quick:
         sizes = [(n // 10, k) for n, k in sizes]
-    for n, k in sizes:
-        bench(n, k, args.repeats)
+    results = [bench(n, k, args.repeats) for n, k in sizes]
+    if not all(results):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ Ours: ``repanalysis.extract`` writing a Dump (logits + penultimate features + la
 Same model (torchvision ResNet), same JPEG images, same transform, batch size and worker count.
 
     python benchmarks/extract_speed.py [--arch resnet18] [--images 192] [--batch-size 32] [--device auto]
+    python benchmarks/extract_speed.py --quick      # 8 images, batch 4, one run of each (seconds)
+The logits of both are compared: ``agree: logits ... max|diff| = ... <= tol`` (or DISAGREE, exit 1).
 On a GPU machine, add --precision bf16 for ours (channels_last is automatic for convolutional models,
 on CPU and GPU alike; its logits then differ from the NCHW reference by float32 rounding, ~1e-6).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +24,12 @@ import numpy as np
 
 import repanalysis as ra  # noqa: F401  (torchvision compatibility first)
 import torch
+from _agree import agree  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+
+# largest |logit difference| allowed, relative to the largest |logit| (at least 1): fp32 differs from the NCHW
+# reference by float32 rounding only (~1e-6); half precisions by their 8 (bf16) or 11 (fp16) bits of mantissa
+REL_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 1e-2}
 
 
 def make_imagefolder(root: Path, n: int, seed: int = 0) -> None:
@@ -67,7 +76,10 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--repeats", type=int, default=2, help="alternating runs of each; the best is reported")
+    p.add_argument("--quick", action="store_true", help="8 images, batch 4, one run of each (a smoke run)")
     args = p.parse_args()
+    if args.quick:
+        args.images, args.batch_size, args.repeats = 8, 4, 1
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     work = Path(tempfile.mkdtemp(prefix="extract_bench_"))
@@ -93,14 +105,21 @@ def main() -> None:
             our_times.append(time.perf_counter() - t)
         n = args.images
         ref_ips, our_ips = n / min(ref_times), n / min(our_times)
-        diff = float(np.abs(np.asarray(dump.logits) - ref["logits"].numpy()).max())
+        ref_logits = ref["logits"].numpy()
+        diff = float(np.abs(np.asarray(dump.logits, dtype=np.float32) - ref_logits).max())
+        same_labels = np.array_equal(np.asarray(dump.labels), ref["labels"].numpy())
         print(f"device {device}, {args.arch}, {n} JPEG images, batch {args.batch_size}, workers {args.workers}, "
               f"torch threads {torch.get_num_threads()}, ours in {args.precision}")
         print(f"reference loop (logits only, fp32): {ref_ips:8.1f} images/s  (best of {args.repeats}: {min(ref_times):.2f}s)")
         print(f"repanalysis extract (logits+features): {our_ips:8.1f} images/s  (best of {args.repeats}: {min(our_times):.2f}s)")
         print(f"ratio ours/reference: {our_ips / ref_ips:.2f}x   max |logit difference|: {diff:.2e}")
+        tol = REL_TOLERANCE[args.precision] * max(1.0, float(np.abs(ref_logits).max()))
+        ok = agree(f"logits of {n} images, ours ({args.precision}) vs the reference loop (fp32)"
+                   + ("" if same_labels else " (LABELS DIFFER)"), diff if same_labels else float("nan"), tol)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if not ok:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

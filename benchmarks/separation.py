@@ -8,12 +8,15 @@ Part 1, speed, on N x D = 50,000 x 2,048 float32 features of 1,000 classes (50 p
   time is scaled by (N / sub)^2 (the cost is quadratic in N); the script says so in its output.
   Both sides' numbers are compared on the subsample (same definitions: ordered pairs, self-pairs, class-
   balanced, not centred).
-Part 2, memory: a 1,281,167 x 2,048 float16 Dump (ImageNet-train-sized, about 5 GB) written to a temporary
-folder with DumpWriter, then ``class_separation(dump)`` in a subprocess whose peak RSS (VmHWM) is reported.
-The Dump is deleted afterwards. ``--no-large`` skips part 2.
+  The script prints ``agree: ... max|diff| = ... <= tol`` and exits 1 when the two sides disagree.
+Part 2, memory: a 1,281,167-row float16 Dump (ImageNet-train-sized: 2,048-d features and 1,000 logits, the
+features through a random linear classifier, about 7.3 GiB) written to a temporary folder with DumpWriter, then
+``class_separation(dump)`` in a subprocess whose peak RSS (VmHWM) is reported. The Dump is deleted afterwards.
+``--no-large`` skips part 2; ``--quick`` runs both parts at small sizes in seconds (what the tests run).
 
     .venv/bin/python benchmarks/separation.py
     .venv/bin/python benchmarks/separation.py --no-large --rows 20000
+    .venv/bin/python benchmarks/separation.py --quick
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _agree import agree  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def _peak_rss_mib() -> float:
@@ -70,6 +74,10 @@ def brute_total(feats, labels, k):
     return block.mean()
 
 
+# sklearn's cosine_distances works in the features' float32; ours accumulates in float64
+TOLERANCE = 1e-5
+
+
 def timed(fn, repeats=1):
     best, out = float("inf"), None
     for _ in range(repeats):
@@ -107,14 +115,15 @@ def part_speed(n, d, k, sub, repeats):
     print(f"sklearn cosine_distances, d_total:         {t_total_sub:8.3f} s   on a {len(idx):,}-row subsample "
           f"({per_class}/class)")
     print(f"  scaled as N^2 to {n:,} rows:            {t_total_full:8.1f} s   (estimate: N x N matrix = "
-          f"{n * n * 8 / 2**30:.0f} GiB in float64, does not fit in memory here)")
+          f"{n * n * 8 / 2**30:.1f} GiB in float64{', does not fit in memory here' if n > 20_000 else ''})")
     brute = t_within + t_total_full
     print(f"brute force total (within + all pairs):    {brute:8.1f} s")
     print(f"ratio brute force / ours:                  {brute / t_ours:8.0f} x   (d_within part alone: "
           f"{t_within / t_ours:.1f} x, though ours also computes d_total in that time)")
     print(f"check on the subsample: ours d_within={r_sub.d_within:.8f} d_total={r_sub.d_total:.8f}; brute "
-          f"d_within={bw_sub:.8f} d_total={bt:.8f}; max |diff|="
-          f"{max(abs(r_sub.d_within - bw_sub), abs(r_sub.d_total - bt)):.1e}")
+          f"d_within={bw_sub:.8f} d_total={bt:.8f}")
+    diff = max(abs(r_sub.d_within - bw_sub), abs(r_sub.d_total - bt), abs(bw - r.d_within))
+    return agree("d_within (full data and subsample) and d_total (subsample), ours vs sklearn", diff, TOLERANCE)
 
 
 def worker(path: str) -> dict:
@@ -132,10 +141,15 @@ def worker(path: str) -> dict:
 
 
 def part_memory(rows, d, k, folder):
+    """Write an ImageNet-train-sized Dump as an extraction would (logits, labels, features, classifier
+    weights; a Dump always comes from a forward pass, so its logits are real: the features through a random
+    linear classifier W, b), then time and measure ``class_separation(load_dump(path))`` in a subprocess."""
+    import torch
+
     import repanalysis  # noqa: F401
     from repanalysis.extract.store import DumpWriter
 
-    need = rows * d * 2 / 2**30
+    need = rows * (d + k) * 2 / 2**30
     free = shutil.disk_usage(folder).free / 2**30
     if free < need * 1.2:
         print(f"memory part skipped: the Dump needs {need:.1f} GiB and {folder} has {free:.1f} GiB free")
@@ -144,20 +158,26 @@ def part_memory(rows, d, k, folder):
     try:
         path = tmp / "dump"
         t0 = time.perf_counter()
-        w = DumpWriter(path, rows, {"logits": ((1,), np.float16), "labels": ((), np.int64),
-                                    "features": ((d,), np.float16)}, {"name": "bench", "num_classes": k})
-        chunk = 65536
         rng = np.random.default_rng(2)
         means = rng.standard_normal((k, d), dtype=np.float32)
+        weight = rng.standard_normal((k, d), dtype=np.float32) / np.float32(np.sqrt(d))
+        bias = rng.standard_normal(k, dtype=np.float32) * np.float32(0.1)
+        w = DumpWriter(path, rows, {"logits": ((k,), np.float16), "labels": ((), np.int64),
+                                    "features": ((d,), np.float16)}, {"name": "bench", "num_classes": k},
+                       static_arrays={"classifier_weight": weight, "classifier_bias": bias})
+        chunk = 65536
         for start in range(0, rows, chunk):
             m = min(chunk, rows - start)
             y = rng.integers(0, k, m)
             f = means[y] + rng.standard_normal((m, d), dtype=np.float32)
             np.maximum(f, 0, out=f)
-            w.write(start, {"logits": np.zeros((m, 1), np.float16), "labels": y, "features": f.astype(np.float16)})
+            f16 = f.astype(np.float16)
+            z = torch.addmm(torch.from_numpy(bias), torch.from_numpy(f16.astype(np.float32)),
+                            torch.from_numpy(weight).T)                     # logits = h W^T + b
+            w.write(start, {"logits": z.half().numpy(), "labels": y, "features": f16})
         w.finalize()
-        print(f"\nwrote a {rows:,} x {d:,} float16 Dump ({need:.2f} GiB of features) in "
-              f"{time.perf_counter() - t0:.0f} s")
+        print(f"\nwrote a {rows:,}-row float16 Dump: features {rows:,} x {d:,}, logits {rows:,} x {k:,} "
+              f"(= features W^T + b, random W), {need:.2f} GiB, in {time.perf_counter() - t0:.0f} s")
         out = subprocess.run([sys.executable, __file__, "--worker", str(path)], capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(f"worker failed:\n{out.stderr[-3000:]}")
@@ -180,14 +200,21 @@ def main():
     ap.add_argument("--large-rows", type=int, default=1_281_167)
     ap.add_argument("--no-large", action="store_true")
     ap.add_argument("--tmp", default=tempfile.gettempdir())
+    ap.add_argument("--quick", action="store_true",
+                    help="small sizes (seconds): 4,000 x 256, 100 classes; a 20,000-row Dump for part 2")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker)))
         return
-    part_speed(args.rows, args.dim, args.classes, args.sub, args.repeats)
+    if args.quick:
+        args.rows, args.dim, args.classes, args.sub, args.repeats = 4000, 256, 100, 2000, 1
+        args.large_rows = 20_000
+    ok = part_speed(args.rows, args.dim, args.classes, args.sub, args.repeats)
     if not args.no_large:
         part_memory(args.large_rows, args.dim, args.classes, Path(args.tmp))
+    if not ok:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from repanalysis.cli.common import device_option
+from repanalysis.cli.common import TRANSFORM_OPTIONS, device_option, transform_overrides
 
 OPTIONS = [
     click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
@@ -28,13 +28,14 @@ OPTIONS = [
     device_option(),
     click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True),
     click.option("--workers", default=None, type=click.IntRange(0), help="DataLoader workers (default: cores - 1, max 8)."),
-    click.option("--resolution", default=None, type=click.IntRange(1), help="Override: crop size fed to the model."),
-    click.option("--crop-ratio", default=None, type=float, help="Override: resolution / resize size (e.g. 0.875)."),
-    click.option("--interpolation", default=None, help="Override: bilinear, bicubic, nearest, lanczos."),
-    click.option("--mean", default=None, help="Override: comma-separated channel means (1 value: grayscale input)."),
-    click.option("--std", default=None, help="Override: comma-separated channel stds (as many as --mean)."),
+    *TRANSFORM_OPTIONS,      # --resolution, --crop-ratio, --interpolation, --mean, --std (shared with gradcam)
     click.option("--skip-bad", is_flag=True, help="Skip unreadable images (recorded in meta.json) instead of failing."),
+    click.option("--strict", is_flag=True, help="Refuse a flat ImageNet val folder holding only some of the images "
+                 "its labels file lists (default: use those present, with a warning)."),
     click.option("--trust-checkpoint", is_flag=True, help="Allow pickled code / TorchScript checkpoints (runs code from the file)."),
+    click.option("--ema", is_flag=True, help="Use the checkpoint's EMA weights (timm state_dict_ema, torchvision/DeiT "
+                 "model_ema) instead of its live weights; default output runs/<checkpoint-stem>/features-ema/ "
+                 "(logits-ema/ for `logits`)."),
     click.option("--quiet", is_flag=True, help="No progress bar."),
 ]
 
@@ -47,10 +48,9 @@ def extraction_options(fn):
 
 def run(kind: str, opts: dict, features: bool, feature_layer: str | None = None, feature_dtype: str = "float32"):
     """Resolve defaults (config), load, extract; print a summary. Returns the Dump."""
-    import dataclasses
-
     import repanalysis as ra
     from repanalysis import config
+    from repanalysis.data.transforms import override_transform
     from repanalysis.report import format_table
 
     data, layout, split, class_order = opts["data"], opts["layout"], opts["split"], opts["class_order"]
@@ -58,20 +58,16 @@ def run(kind: str, opts: dict, features: bool, feature_layer: str | None = None,
         d = config.default_data()
         data, layout = d["spec"], layout or d["layout"]
         split, class_order = split or d["split"], class_order or d["class_order"]
-    output = opts["output"] or config.default_output(opts["checkpoint"], kind)
+    output = opts["output"] or config.default_output(opts["checkpoint"], kind + ("-ema" if opts["ema"] else ""))
     log = (lambda m: None) if opts["quiet"] else (lambda m: click.echo(m, err=True))
-    lm = ra.load_model(opts["checkpoint"], opts["arch"], trust=opts["trust_checkpoint"], log=log)
-    overrides = {"resolution": opts["resolution"], "crop_ratio": opts["crop_ratio"],
-                 "interpolation": opts["interpolation"],
-                 "mean": _floats(opts["mean"], "--mean"), "std": _floats(opts["std"], "--std")}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if "mean" in overrides and "std" in overrides and len(overrides["mean"]) == len(overrides["std"]):
-        overrides["channels"] = len(overrides["mean"])     # e.g. one value each: a grayscale network
-    transform = dataclasses.replace(lm.transform, **overrides) if overrides else lm.transform
+    overrides = transform_overrides(opts)            # bad values stop here, before the checkpoint is read
+    lm = ra.load_model(opts["checkpoint"], opts["arch"], trust=opts["trust_checkpoint"], log=log, ema=opts["ema"])
+    transform = override_transform(lm.transform, **overrides)
     dump = ra.extract(lm, data, output, features=features, feature_layer=feature_layer,
                       batch_size=opts["batch_size"], device=opts["device"], precision=opts["precision"],
                       workers=opts["workers"], overwrite=opts["overwrite"], skip_bad=opts["skip_bad"],
-                      layout=layout or "auto", split=split, class_order=class_order, transform=transform,
+                      strict=opts["strict"], layout=layout or "auto", split=split, class_order=class_order,
+                      transform=transform,
                       labels_file=opts["labels_file"], synsets_file=opts["synsets_file"],
                       feature_dtype=feature_dtype, progress=not opts["quiet"], log=log)
     click.echo(format_table([summary_row(dump)], headers=HEADERS))
@@ -99,12 +95,3 @@ def summary_row(dump) -> dict:
     if finite < dump.num_samples:
         row["nonfinite"] = dump.num_samples - finite
     return row
-
-
-def _floats(text: str | None, flag: str):
-    if text is None:
-        return None
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=flag) from None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import click
 
-from repanalysis.cli.common import device_option, echo_json, json_option, load_dumps, load_inputs, names_option, out_option
+from repanalysis.cli.common import (device_option, echo_json, json_option, load_dumps, load_inputs, names_option,
+                                    out_option, quiet_option)
 from repanalysis.errors import RepanalysisError
 
 
@@ -31,7 +32,8 @@ from repanalysis.errors import RepanalysisError
 @device_option()
 @out_option("repanalysis-out/calibration")
 @json_option
-def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_rule, device, out, as_json):
+@quiet_option
+def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_rule, device, out, as_json, quiet):
     """ECE, AECE, classwise and O-/U-ECE, NLL, Brier with CIs; reliability diagrams (FedLaS Tables 1, 4)."""
     from repanalysis.outputs import output_set
     from repanalysis.analyze._arrays import pick_device
@@ -49,7 +51,7 @@ def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_r
         val_dumps = load_dumps(val_paths, ",".join(f"{d.name}-val" for d in dumps))
     dev = pick_device(device)
     results = calibrate_dumps(dumps, n_bins=n_bins, n_boot=n_boot, seed=seed, ci_level=ci_level,
-                              adaptive_rule=adaptive_rule, val_dumps=val_dumps, device=dev)
+                              adaptive_rule=adaptive_rule, val_dumps=val_dumps, device=dev, progress=not quiet)
     confidence = confidence_dumps(dumps, device=dev)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"n_bins": n_bins, "n_boot": n_boot, "ci_level": ci_level, "seed": seed,

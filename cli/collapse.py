@@ -13,10 +13,13 @@ from repanalysis.cli.common import device_option, echo_json, json_option, load_i
 @click.command("collapse")
 @click.argument("inputs", nargs=-1, metavar="[DUMP ...]")
 @names_option
+@click.option("--vci-total", type=click.Choice(["sample", "balanced"]), default="sample", show_default=True,
+              help="Total covariance S_T in VCI = 1 - Tr(S_T^+ S_B)/rank(S_B) (Xu & Liu 2023): sample, the sample "
+              "total covariance of the features; balanced, S_W + S_B (equal on balanced classes only).")
 @device_option()
 @out_option("repanalysis-out/collapse")
 @json_option
-def command(inputs, names, device, out, as_json):
+def command(inputs, names, vci_total, device, out, as_json):
     """Neural-collapse metrics NC1-NC4, VCI and per-class feature norms of each Dump."""
     from repanalysis.outputs import output_set
     from repanalysis.analyze.collapse import neural_collapse
@@ -26,7 +29,7 @@ def command(inputs, names, device, out, as_json):
     from repanalysis.report import format_table, write_json_atomic
 
     dumps = load_inputs(inputs, names, need_features=True)
-    results = [neural_collapse(d, device=device) for d in dumps]
+    results = [neural_collapse(d, device=device, vci_total=vci_total) for d in dumps]
     out.mkdir(parents=True, exist_ok=True)
     payload = [r.to_dict() for r in results]
     with output_set():                       # the JSON and the figure replace the last run's together

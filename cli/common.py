@@ -112,3 +112,43 @@ def device_option(help: str = "auto (CUDA when present), cpu, cuda or cuda:N."):
 names_option = click.option("--names", default=None, help="Comma-separated display names, one per input.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bar (none is drawn when stderr is not a terminal).")
+
+
+def _numbers(ctx, param, value):
+    """'0.5,0.4,0.3' -> (0.5, 0.4, 0.3) at parse time (None stays None)."""
+    if value is None:
+        return None
+    try:
+        return tuple(float(x) for x in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+
+
+# The eval-transform flags of every command that feeds images to a model (extract, logits, gradcam): one set.
+TRANSFORM_OPTIONS = [
+    click.option("--resolution", default=None, type=click.IntRange(1), help="Override: crop size fed to the model."),
+    click.option("--crop-ratio", default=None, type=click.FloatRange(0, 1, min_open=True),
+                 help="Override: resolution / resize size (e.g. 0.875)."),
+    click.option("--interpolation", default=None,
+                 type=click.Choice(["bilinear", "bicubic", "nearest", "lanczos", "box", "hamming"]),
+                 help="Override: resize interpolation."),
+    click.option("--mean", default=None, callback=_numbers,
+                 help="Override: comma-separated channel means (1 value: grayscale input)."),
+    click.option("--std", default=None, callback=_numbers,
+                 help="Override: comma-separated channel stds (as many as --mean)."),
+]
+
+
+def transform_options(fn):
+    """Add the transform flags (:data:`TRANSFORM_OPTIONS`) to a command."""
+    for option in reversed(TRANSFORM_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def transform_overrides(opts: dict) -> dict:
+    """The transform flags' parsed values in ``opts`` -> the overrides given, checked (one-line DataError for
+    e.g. --mean with 2 values and --std with 3), for :func:`repanalysis.data.transforms.override_transform`."""
+    from repanalysis.data.transforms import TRANSFORM_OVERRIDES, check_transform_overrides
+
+    return check_transform_overrides(**{key: opts.get(key) for key in TRANSFORM_OVERRIDES})

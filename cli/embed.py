@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from repanalysis.cli.common import echo_json, json_option, load_inputs, names_option, out_option
+from repanalysis.cli.common import echo_json, json_option, load_inputs, names_option, out_option, quiet_option
 from repanalysis.errors import RepanalysisError
 
 MAX_DEFAULT_CLASSES = 20
@@ -25,7 +25,8 @@ MAX_DEFAULT_CLASSES = 20
 @click.option("--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine", show_default=True)
 @out_option("repanalysis-out/embed")
 @json_option
-def command(inputs, names, classes, method, samples_per_class, seed, metric, out, as_json):
+@quiet_option
+def command(inputs, names, classes, method, samples_per_class, seed, metric, out, as_json, quiet):
     """UMAP / t-SNE scatter of penultimate features per model."""
     from repanalysis.outputs import output_set
     from repanalysis.analyze.embed import embed_dumps
@@ -41,7 +42,7 @@ def command(inputs, names, classes, method, samples_per_class, seed, metric, out
         if k > MAX_DEFAULT_CLASSES:
             raise RepanalysisError(f"the model has {k} classes; choose some with --classes a,b,c (or --classes auto)")
     results = embed_dumps(dumps, classes, method=method, samples_per_class=samples_per_class, seed=seed,
-                          metric=metric)
+                          metric=metric, progress=not quiet)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / f"embedding_{method}_coords.csv"
     with output_set():                       # the figure and the coordinates replace the last run's together

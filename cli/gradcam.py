@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from repanalysis.cli.common import device_option, echo_json, json_option, names_option, out_option, split_names
+from repanalysis.cli.common import (device_option, echo_json, json_option, names_option, out_option, quiet_option,
+                                    split_names, transform_options, transform_overrides)
 from repanalysis.errors import RepanalysisError
 
 METHOD_CHOICES = ["gradcam", "gradcam++", "xgradcam", "eigencam", "layercam"]
@@ -45,15 +46,21 @@ TABLE_COLUMNS = ["model", "images", "skipped", "accuracy", "precision", "recall"
 @click.option("--topk", default=None, type=float, help="Use the top fraction of pixels as the mask (e.g. 0.15).")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N images.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
-@click.option("--strict", is_flag=True, help="Fail on an image without a box instead of skipping it.")
+@click.option("--strict", is_flag=True, help="Fail on an image without a box instead of skipping it, and on a flat "
+              "ImageNet val folder holding only some of the images its labels file lists.")
 @click.option("--show", default=6, show_default=True, type=click.IntRange(1, 20), help="Images in the grid figure.")
 @device_option()
 @click.option("--workers", default=None, type=click.IntRange(0), help="DataLoader workers (default: cores - 1, max 8).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow pickled code / TorchScript checkpoints.")
+@click.option("--ema", is_flag=True, help="Use each checkpoint's EMA weights (timm state_dict_ema, torchvision/DeiT "
+              "model_ema) instead of its live weights.")
+@transform_options
 @out_option("repanalysis-out/gradcam")
 @json_option
+@quiet_option
 def command(checkpoints, names, arch, data, layout, split, class_order, boxes, synsets, target, method, layer,
-            threshold, topk, limit, batch_size, strict, show, device, workers, trust_checkpoint, out, as_json):
+            threshold, topk, limit, batch_size, strict, show, device, workers, trust_checkpoint, ema, out, as_json,
+            quiet, **transform_flags):
     """Grad-CAM localisation: CAM precision/recall/F1/IoU on object boxes, per model, with overlay grids."""
     from repanalysis.outputs import output_set
     from repanalysis.analyze._arrays import pick_device
@@ -70,6 +77,7 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
         raise RepanalysisError(f"--topk {topk:g} and --threshold {threshold:g} both choose the CAM mask; expected "
                                "one of them (--topk takes the top fraction of pixels, --threshold cuts at tau)")
     check_threshold(threshold, "--threshold")      # before any model is loaded
+    overrides = transform_overrides(transform_flags)  # each model's own transform with these fields replaced
     if data is None:
         from repanalysis import config
 
@@ -82,12 +90,12 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     results, class_names = localise_checkpoints(
         checkpoints, data, boxes, names=split_names(names), arch=arch, layout=layout, split=split,
-        class_order=class_order, synsets=synsets, trust_checkpoint=trust_checkpoint, device=dev, log=log,
+        class_order=class_order, synsets=synsets, trust_checkpoint=trust_checkpoint, ema=ema, device=dev, log=log,
         method=method, layer=layer, target=target, threshold=threshold, topk=topk, batch_size=batch_size,
-        limit=limit, strict=strict, keep=show, workers=workers)
+        limit=limit, strict=strict, keep=show, workers=workers, transform=overrides, progress=not quiet)
 
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"method": method, "target": target, "threshold": threshold, "topk": topk,
+    payload = {"method": method, "target": target, "threshold": threshold, "topk": topk, "ema": ema,
                "boxes": str(boxes) if boxes else None, "models": [r.to_dict() for r in results]}
     written = [out / "gradcam.json", out / "gradcam_per_image.csv"]
     with output_set():                       # JSON, CSV and both figures replace the last run's together

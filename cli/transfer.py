@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from repanalysis.cli.common import device_option, echo_json, json_option, load_dumps, out_option, split_names
+from repanalysis.cli.common import (device_option, echo_json, json_option, load_dumps, out_option, quiet_option,
+                                    split_names)
 from repanalysis.errors import RepanalysisError
 
 
@@ -25,7 +26,8 @@ from repanalysis.errors import RepanalysisError
 @device_option()
 @out_option("repanalysis-out/transfer")
 @json_option
-def command(train, test, names, l2, seed, device, out, as_json):
+@quiet_option
+def command(train, test, names, l2, seed, device, out, as_json, quiet):
     """Linear-probe accuracy of frozen penultimate features on a downstream task."""
     from repanalysis.analyze.transfer import probe_dumps
     from repanalysis.report import format_table, write_json_atomic
@@ -40,7 +42,7 @@ def command(train, test, names, l2, seed, device, out, as_json):
     results = []
     for i, (tr, te) in enumerate(zip(trains, tests)):
         name = name_list[i] if name_list else tr.name
-        results.append(probe_dumps(tr, te, l2=l2, seed=seed, device=device, name=name))
+        results.append(probe_dumps(tr, te, l2=l2, seed=seed, device=device, name=name, progress=not quiet))
     out.mkdir(parents=True, exist_ok=True)
     payload = [r.to_dict() for r in results]
     write_json_atomic(out / "transfer.json", payload)

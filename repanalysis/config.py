@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 import shutil
 import tomllib
 from dataclasses import dataclass
@@ -156,10 +155,13 @@ def default_dumps(require_features: bool = False):
 def set_value(key: str, value: str, user: bool = False, cwd=None) -> Path:
     """Write ``key = value`` into ./repanalysis.toml (or the user config with user=True).
 
-    The file is edited as text: the key's existing value is replaced where it stands (``key = ...`` in its
-    ``[section]``, or a dotted ``section.key = ...``), or the key is added to its section, or a new
-    ``[section]`` is appended; comments, other tables and formatting are kept byte for byte. The result is
-    parsed again before it replaces the file, which is left untouched when anything fails.
+    The file is edited with tomlkit (format-preserving): the key's existing value is replaced where it stands
+    (``key = ...`` in its ``[section]``, or a dotted ``section.key = ...``), or the key is added to its
+    section, or a new ``[section]`` is appended; comments, other tables and formatting are kept byte for byte,
+    and the value is written as a TOML string with every control character escaped. A value that is not UTF-8
+    text is refused. The result is parsed again (tomllib) and must hold the new value and every other setting
+    unchanged before it atomically replaces the file (a symlinked file is edited where it lives); the file is
+    left untouched when anything fails.
     """
     if key not in KEYS:
         raise ConfigError(f"unknown setting {key!r}; expected one of {', '.join(KEYS)}")
@@ -239,228 +241,77 @@ def _same(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _toml_string(v: str) -> str:
-    """A TOML basic string: backslash, quote and every control character escaped (TOML 1.0 "String")."""
-    out = []
-    for ch in v:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-
-
-class _Unfollowed(Exception):
-    """The TOML text has a construct this small scanner does not follow."""
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})?")
-_SCALAR = re.compile(r"[A-Za-z0-9_+\-.:]+")
-
-
-@dataclass
-class _Stmt:
-    kind: str          # "table", "array-table" or "kv"
-    path: tuple        # full key path (a kv's table path + its own dotted key)
-    start: int         # where the line starts
-    value: tuple = (0, 0)   # a kv's value span
-    end: int = 0       # just past the statement's newline (or the end of the text)
-
-
-def _skip_blank(text: str, pos: int, newlines: bool) -> int:
-    """Past spaces and tabs (and newlines and comments when ``newlines``)."""
-    while pos < len(text):
-        c = text[pos]
-        if c in " \t" or (newlines and c in "\r\n"):
-            pos += 1
-        elif newlines and c == "#":
-            while pos < len(text) and text[pos] != "\n":
-                pos += 1
-        else:
-            break
-    return pos
-
-
-def _quoted_end(text: str, pos: int) -> int:
-    """End of the (single- or multi-line, basic or literal) string that starts at ``pos``."""
-    q = text[pos]
-    if text.startswith(q * 3, pos):
-        i = pos + 3
-        while True:
-            if i >= len(text):
-                raise _Unfollowed
-            if q == '"' and text[i] == "\\":
-                i += 2
-            elif text.startswith(q * 3, i):
-                run = 3
-                while run < 5 and text[i + run:i + run + 1] == q:
-                    run += 1
-                return i + run
-            else:
-                i += 1
-    i = pos + 1
-    while i < len(text) and text[i] != q and text[i] != "\n":
-        i += 2 if q == '"' and text[i] == "\\" else 1
-    if i >= len(text) or text[i] != q:
-        raise _Unfollowed
-    return i + 1
-
-
-def _key(text: str, pos: int) -> tuple[tuple, int]:
-    """A dotted key starting at ``pos`` -> (its parts, decoded; the position after it)."""
-    parts = []
-    while True:
-        pos = _skip_blank(text, pos, False)
-        if pos < len(text) and text[pos] in "\"'":
-            end = _quoted_end(text, pos)
-            token = text[pos:end]
-            if token.startswith(token[0] * 3):
-                raise _Unfollowed
-            parts.append(tomllib.loads("k = " + token)["k"])
-        else:
-            m = _BARE_KEY.match(text, pos)
-            if not m:
-                raise _Unfollowed
-            parts.append(m.group())
-            end = m.end()
-        pos = _skip_blank(text, end, False)
-        if pos < len(text) and text[pos] == ".":
-            pos += 1
-            continue
-        return tuple(parts), pos
-
-
-def _value_end(text: str, pos: int) -> int:
-    """End of the value that starts at ``pos``."""
-    if pos >= len(text):
-        raise _Unfollowed
-    c = text[pos]
-    if c in "\"'":
-        return _quoted_end(text, pos)
-    if c == "[":
-        pos += 1
-        while True:
-            pos = _skip_blank(text, pos, True)
-            if pos < len(text) and text[pos] == "]":
-                return pos + 1
-            pos = _skip_blank(text, _value_end(text, pos), True)
-            if pos < len(text) and text[pos] == ",":
-                pos += 1
-            elif pos >= len(text) or text[pos] != "]":
-                raise _Unfollowed
-    if c == "{":
-        pos = _skip_blank(text, pos + 1, False)
-        if pos < len(text) and text[pos] == "}":
-            return pos + 1
-        while True:
-            _, pos = _key(text, pos)
-            if pos >= len(text) or text[pos] != "=":
-                raise _Unfollowed
-            pos = _skip_blank(text, _value_end(text, _skip_blank(text, pos + 1, False)), False)
-            if pos < len(text) and text[pos] == ",":
-                pos += 1
-            elif pos < len(text) and text[pos] == "}":
-                return pos + 1
-            else:
-                raise _Unfollowed
-    m = _DATETIME.match(text, pos) or _SCALAR.match(text, pos)
-    if not m:
-        raise _Unfollowed
-    return m.end()
-
-
-def _line_end(text: str, pos: int) -> int:
-    """Past trailing blanks, a comment and the newline that end a statement."""
-    pos = _skip_blank(text, pos, False)
-    if pos < len(text) and text[pos] == "#":
-        while pos < len(text) and text[pos] != "\n":
-            pos += 1
-    if text.startswith("\r\n", pos):
-        return pos + 2
-    if pos < len(text) and text[pos] == "\n":
-        return pos + 1
-    if pos < len(text):
-        raise _Unfollowed
-    return pos
-
-
-def _statements(text: str) -> list[_Stmt]:
-    """Table headers and key/value pairs of a (valid) TOML document, with their spans."""
-    out, table, pos = [], (), 0
-    while True:
-        pos = _skip_blank(text, pos, True)
-        if pos >= len(text):
-            return out
-        line_start = text.rfind("\n", 0, pos) + 1
-        if text.startswith("[[", pos):
-            table, pos = _key(text, pos + 2)
-            if not text.startswith("]]", pos):
-                raise _Unfollowed
-            out.append(_Stmt("array-table", table, line_start, end=_line_end(text, pos + 2)))
-            table = None                                  # keys below belong to an array element
-        elif text[pos] == "[":
-            table, pos = _key(text, pos + 1)
-            if not text.startswith("]", pos):
-                raise _Unfollowed
-            out.append(_Stmt("table", table, line_start, end=_line_end(text, pos + 1)))
-        else:
-            key, pos = _key(text, pos)
-            if not text.startswith("=", pos):
-                raise _Unfollowed
-            vstart = _skip_blank(text, pos + 1, False)
-            vend = _value_end(text, vstart)
-            path = None if table is None else table + key
-            out.append(_Stmt("kv", path, line_start, (vstart, vend), _line_end(text, vend)))
-        pos = out[-1].end
-
-
 def _edited_toml(text: str, key: str, value: str, path: Path) -> str:
-    """``text`` with ``key`` set to the string ``value``, everything else as it was."""
+    """``text`` with ``key`` set to the string ``value``, everything else as it was (tomlkit round trip).
+
+    An existing value is replaced where it stands (in its ``[section]``, or as a dotted ``section.key``);
+    a new key goes after the last key of its table, indented and line-ended like its neighbours; a new
+    ``[section]`` is appended at the end. tomlkit writes the string escaped (control characters included).
+    """
+    import tomlkit
+    from tomlkit.container import OutOfOrderTableProxy
+    from tomlkit.exceptions import TOMLKitError
+    from tomlkit.items import AoT, Table
+
     section, name = key.split(".")
-    target, literal = (section, name), _toml_string(value)
-    try:
-        stmts = _statements(text)
-    except _Unfollowed:
-        raise ConfigError(f"cannot set {key} in {path}: its TOML layout is more than this editor follows; "
-                          f"the file is unchanged: edit it by hand") from None
     nl = "\r\n" if "\r\n" in text else "\n"
-    for s in stmts:
-        if s.kind == "kv" and s.path == target:
-            return text[:s.value[0]] + literal + text[s.value[1]:]
-    for s in stmts:
-        if (s.kind == "kv" and s.path == (section,)) or (s.kind == "array-table" and s.path == (section,)):
-            what = text[s.start:s.end].strip() if s.kind == "kv" else f"[[{section}]]"
-            raise ConfigError(f"cannot set {key} in {path}: {section!r} is not written as a [{section}] table "
-                              f"({what[:60]}); the file is unchanged: edit it by hand")
+    try:
+        doc = tomlkit.parse(text)
+        node = doc.get(section)
+        if text and not text.endswith("\n") and not (hasattr(node, "keys") and name in node):
+            text += nl                           # a line to add starts on a line of its own, ended like the rest
+            doc = tomlkit.parse(text)
+            node = doc.get(section)
+        if node is None:                         # a new table at the end, a blank line before it
+            table = tomlkit.table()
+            table.trivia.indent = nl if text.strip() else ""
+            table.trivia.trail = nl
+            table.add(name, _string_item(value, nl))
+            doc.add(section, table)
+        elif isinstance(node, AoT):
+            raise _NotATable(f"[[{section}]]")
+        elif isinstance(node, (Table, OutOfOrderTableProxy)):     # [section], dotted keys, or split tables
+            if name in node and isinstance(node[name], dict):
+                raise _NotAValue(f"[{section}.{name}]")
+            if name in node:
+                node[name] = value               # replaced in place: the key's indent and comment are kept
+                return doc.as_string()
+            item = _string_item(value, nl)
+            body = node.value.body if isinstance(node, Table) else []
+            last = max((i for i, (k, v) in enumerate(body) if k is not None and not isinstance(v, (Table, AoT))),
+                       default=None)
+            if last is not None:                 # indented like the table's last key
+                item.trivia.indent = body[last][1].trivia.indent
+            if last is None or last == len(body) - 1:
+                node[name] = item
+            else:                                # right after the last key, not after the comments and blank
+                node.value._insert_at(last + 1, name, item)   # lines that follow it (tomlkit's append would)
+        else:
+            raise _NotATable(f"{section} = {node.as_string().strip()}")
+        return doc.as_string()
+    except _NotAValue as exc:
+        raise ConfigError(f"cannot set {key} in {path}: it is a table there ({exc}), not a value; the file is "
+                          "unchanged: edit it by hand") from None
+    except _NotATable as exc:
+        raise ConfigError(f"cannot set {key} in {path}: {section!r} is not written as a [{section}] table "
+                          f"({str(exc)[:60]}); the file is unchanged: edit it by hand") from None
+    except TOMLKitError as exc:
+        raise ConfigError(f"cannot set {key} in {path}: tomlkit cannot edit it ({exc}); the file is unchanged: "
+                          "edit it by hand") from None
 
-    def insert_after(stmt: _Stmt, line: str) -> str:
-        head = text[:stmt.end]
-        if head and not head.endswith("\n"):
-            head += nl
-        indent = re.match(r"[ \t]*", text[stmt.start:]).group() if stmt.kind == "kv" else ""
-        return head + indent + line + nl + text[stmt.end:]
 
-    header = [i for i, s in enumerate(stmts) if s.kind == "table" and s.path == (section,)]
-    if header:                  # after the last key of [section], or right after its header
-        i = header[0]
-        while i + 1 < len(stmts) and stmts[i + 1].kind == "kv":
-            i += 1
-        return insert_after(stmts[i], f"{name} = {literal}")
-    dotted = [s for s in stmts if s.kind == "kv" and s.path and len(s.path) >= 2 and s.path[0] == section
-              and _in_root(stmts, s)]
-    if dotted:                  # section.other = ... at the top: add section.name = ... beside it
-        return insert_after(dotted[-1], f"{section}.{name} = {literal}")
-    head = text if not text or text.endswith("\n") else text + nl
-    sep = nl if head.strip() else ""
-    return head + sep + f"[{section}]{nl}{name} = {literal}{nl}"
+class _NotATable(Exception):
+    """The section to edit is an inline table, an array of tables or a plain value (its text is the message)."""
 
 
-def _in_root(stmts: list[_Stmt], stmt: _Stmt) -> bool:
-    """Whether a key/value pair comes before every table header (belongs to the root table)."""
-    return all(s.kind == "kv" for s in stmts[:stmts.index(stmt)])
+class _NotAValue(Exception):
+    """The key to set is a table in the file (its header is the message)."""
+
+
+def _string_item(value: str, nl: str):
+    """A tomlkit string item on a line of its own ending with ``nl``."""
+    import tomlkit
+
+    item = tomlkit.item(value)
+    item.trivia.trail = nl
+    return item

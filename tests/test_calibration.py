@@ -10,6 +10,8 @@ import repanalysis as ra  # (compat fix before torchmetrics imports torchvision)
 from repanalysis.analyze import calibration as C
 from repanalysis.errors import DataError
 
+from _bars import record_bars
+
 
 # --- independent references ---------------------------------------------------------------------------
 def loop_ece(conf, correct, edges, n_total=None, first_closed=False):
@@ -350,6 +352,51 @@ def test_bootstrap_is_seeded_and_brackets_estimate():
     assert a.ci["accuracy"][1] - a.ci["accuracy"][0] == pytest.approx(2 * 1.96 * se, rel=0.2)
     d = a.to_dict()
     assert set(d["ci"]) == set(C.SCALARS) and d["n_boot"] == 300
+
+
+@pytest.mark.parametrize("ci_level", [0.9, 0.95])
+def test_bootstrap_intervals_are_numpys_percentile_of_the_replicates(ci_level):
+    z, y = random_logits(n=500, k=6, seed=9)
+    res = C.calibration_report(z, y, n_bins=10, n_boot=257, seed=5, ci_level=ci_level)
+    assert set(res.ci) == set(C.SCALARS) and all(len(v) == 257 for v in res.replicates.values())
+    for key in C.SCALARS:
+        lo, hi = np.percentile(res.replicates[key], [100 * (1 - ci_level) / 2, 100 * (1 + ci_level) / 2])
+        assert res.ci[key] == (lo, hi), key                      # exactly, numpy's default (linear) percentile
+    # and through calibrate_dumps, on a Dump: same replicates for the same seed, same rule
+    d = ra.Dump.from_arrays(z.numpy(), y.numpy(), name="m")
+    (dres,) = C.calibrate_dumps([d], n_bins=10, n_boot=257, seed=5, ci_level=ci_level, progress=False)
+    for key in C.SCALARS:
+        np.testing.assert_array_equal(dres.replicates[key], res.replicates[key])
+        lo, hi = np.percentile(dres.replicates[key], [100 * (1 - ci_level) / 2, 100 * (1 + ci_level) / 2])
+        assert dres.ci[key] == (lo, hi), key
+    assert dres.to_dict()["ci"]["ece"] == list(res.ci["ece"]) and dres.to_dict()["ci_level"] == ci_level
+
+
+def test_bootstrap_intervals_of_two_levels_nest():
+    z, y = random_logits(n=400, k=5, seed=3)
+    r90 = C.calibration_report(z, y, n_boot=200, seed=7, ci_level=0.9)
+    r95 = C.calibration_report(z, y, n_boot=200, seed=7, ci_level=0.95)
+    for key in C.SCALARS:
+        np.testing.assert_array_equal(r90.replicates[key], r95.replicates[key])
+        assert r95.ci[key][0] <= r90.ci[key][0] <= r90.ci[key][1] <= r95.ci[key][1], key
+    assert r95.ci["ece"] != r90.ci["ece"]
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_bootstrap_progress_bar_counts_replicates_per_block(monkeypatch, progress):
+    import repanalysis.progress
+
+    calls = record_bars(monkeypatch, repanalysis.progress)
+    monkeypatch.setattr(C, "_BOOT_ELEMENTS", 300 * 64)           # 64 replicates per block of N = 300
+    z, y = random_logits(n=300, k=4, seed=1)
+    res = C.calibration_report(z, y, n_boot=150, seed=0, name="CE", progress=progress)
+    assert len(res.replicates["ece"]) == 150
+    assert len(calls) == 1 and calls[0].total == 150 and calls[0].kw.get("enabled", True) is progress
+    assert calls[0].kw["unit"] == "replicate" and "CE" in calls[0].kw["desc"]
+    assert calls[0].updates == [64, 64, 22]                   # one update per block, not per replicate
+    calls.clear()
+    C.calibration_report(z, y, n_boot=0, progress=progress)     # no bootstrap, no bar
+    assert calls == []
 
 
 # --- temperature scaling -----------------------------------------------------------------------------

@@ -134,3 +134,29 @@ def test_ood_refuses_the_in_distribution_dump_as_its_own_ood_set(real_dumps, tmp
     code, _, err = run_cli(["ood", "--in", str(d.path), "--ood", str(copy), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "holds the same samples (the same extraction run) as" in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_calibration_cli_bootstrap_bar_follows_quiet(tmp_path, capsys, monkeypatch, quiet):
+    import repanalysis.progress
+
+    seen = []
+    real = repanalysis.progress.progress_bar
+
+    def recording(total=None, *, desc, enabled=True, **kw):
+        seen.append((desc, total, enabled))
+        return real(total, desc=desc, enabled=enabled, **kw)
+
+    monkeypatch.setattr(repanalysis.progress, "progress_bar", recording)
+    g = torch.Generator().manual_seed(2)
+    z, y = torch.randn(200, 3, generator=g) * 2, torch.randint(0, 3, (200,), generator=g)
+    ra.Dump.from_arrays(z, y, name="CE").save(tmp_path / "d")
+    argv = ["calibration", str(tmp_path / "d"), "--bootstrap", "7", "--ci", "0.9", "--json", "--out",
+            str(tmp_path / "o")] + (["--quiet"] if quiet else [])
+    with pytest.warns(RuntimeWarning, match="no features"):
+        code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert [s for s in seen if s[0].startswith("bootstrap")] == [("bootstrap CE", 7, not quiet)]
+    model = json.loads(out)["models"][0]
+    reps = ra.analyze.calibration.calibration_report(z, y, n_boot=7, seed=0, ci_level=0.9).replicates
+    assert model["ci"]["ece"] == pytest.approx(list(np.percentile(reps["ece"], [5, 95])), rel=1e-12)

@@ -83,19 +83,56 @@ def _resnet(seed=0):
     return torchvision.models.resnet18(num_classes=7).eval()
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam"])
-def test_batched_equals_pytorch_grad_cam_one_image_at_a_time(method):
+def _offered_methods():
+    from repanalysis.cli.gradcam import METHOD_CHOICES
+
+    return list(METHOD_CHOICES)
+
+
+def _pytorch_grad_cam(method, model, layer, x, y, reshape_transform=None):
+    """pytorch-grad-cam used directly, with its own class for ``method`` and one ClassifierOutputTarget per
+    image. Its output is what ours promises: ReLU of the layer's CAM, min-max scaled per image (x - min, then
+    / (max + 1e-7)), resized to the input with cv2's bilinear, and min-max scaled again."""
+    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+    cls = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "eigencam": EigenCAM,
+           "layercam": LayerCAM}[method]
+    with cls(model=model, target_layers=[layer], reshape_transform=reshape_transform) as cam:
+        return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in y])
+
+
+def _check_scaled_per_image(cams: np.ndarray) -> None:
+    """Each CAM min-max scaled: min 0, max 1 (not a constant map, so the comparison means something)."""
+    flat = cams.reshape(len(cams), -1)
+    np.testing.assert_allclose(flat.min(1), 0.0, atol=1e-7)
+    np.testing.assert_allclose(flat.max(1), 1.0, atol=1e-6)
+
+
+def test_the_offered_methods_are_the_library_methods():
+    assert _offered_methods() == list(C.METHODS)
+
+
+@pytest.mark.parametrize("method", _offered_methods())
+def test_batched_equals_pytorch_grad_cam_one_image_at_a_time(method):
     model = _resnet()
     x = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    y = torch.tensor([0, 3, 6, 2, 3])
+    y = torch.tensor([0, 3, 5, 2, 3])     # (class 6's Grad-CAM is all zero at this seed: nothing to compare)
     ours = C.compute_cams(model, x, y, method=method, batch_size=3)
+    assert ours.layer.name == "layer4" and ours.targets.tolist() == y.tolist()
     ref = []
     for i in range(5):  # as pytorch-grad-cam's README does it: full model, one image, one target
-        with C.cam_class(method)(model=model, target_layers=[model.layer4]) as cam:
-            ref.append(cam(input_tensor=x[i:i + 1], targets=[ClassifierOutputTarget(int(y[i]))]))
-    np.testing.assert_allclose(ours.cams.numpy(), np.concatenate(ref), atol=2e-5)
+        ref.append(_pytorch_grad_cam(method, model, model.layer4, x[i:i + 1], y[i:i + 1]))
+    ref = np.concatenate(ref)
+    _check_scaled_per_image(ref)
+    np.testing.assert_allclose(ours.cams.numpy(), ref, atol=2e-5, rtol=0)
+    # and pytorch-grad-cam on the same batch at once: the same numbers (no batching / graph-cut drift)
+    whole = C.compute_cams(model, x, y, method=method, batch_size=5)
+    np.testing.assert_allclose(whole.cams.numpy(), _pytorch_grad_cam(method, model, model.layer4, x, y),
+                               atol=1e-6, rtol=0)
+    if method != "eigencam":       # class-specific: another target gives another map
+        other = C.compute_cams(model, x, (y + 1) % 6, method=method)
+        assert np.abs(other.cams.numpy() - ours.cams.numpy()).max() > 0.05
     with torch.no_grad():
         np.testing.assert_allclose(ours.logits.numpy(), model(x).numpy(), atol=1e-4)
 
@@ -125,13 +162,114 @@ def test_target_layers_per_family():
     layer = C.resolve_cam_layer(deit)
     assert layer.name == "blocks.1.norm1"
     assert layer.reshape_transform.prefix == 2 and layer.reshape_transform.grid == (4, 4)
-    out = C.compute_cams(deit, torch.randn(3, 3, 64, 64), [0, 1, 3])
-    assert out.cams.shape == (3, 64, 64) and torch.isfinite(out.cams).all()
+    # (their CAM values: test_vit_cams_equal_pytorch_grad_cam_with_a_reshape_written_here)
     vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
                                                hidden_dim=16, mlp_dim=32, num_classes=3).eval()
     layer = C.resolve_cam_layer(vit)
     assert layer.name == "encoder.layers.1.ln_1" and layer.reshape_transform.grid == (4, 4)
-    assert C.compute_cams(vit, torch.randn(2, 3, 32, 32), [0, 2]).cams.shape == (2, 32, 32)
+
+
+def _tokens_to_grid(prefix: int, side: int):
+    """pytorch-grad-cam's ViT reshape_transform (its tutorial's), written here independently of ours: drop the
+    ``prefix`` leading tokens (CLS, distillation, registers), reshape the rest to side x side, channels first."""
+    def reshape_transform(tensor):
+        result = tensor[:, prefix:, :].reshape(tensor.size(0), side, side, tensor.size(2))
+        return result.transpose(2, 3).transpose(1, 2)
+
+    return reshape_transform
+
+
+def _vit(kind: str):
+    """(random-weight ViT on 32x32 inputs with 8x8 patches (a 4x4 grid), its last block's first norm, the
+    number of tokens before the patches)."""
+    import timm
+    import torchvision
+
+    torch.manual_seed(0)
+    small = dict(pretrained=False, img_size=32, patch_size=8, depth=2, num_classes=5)
+    if kind == "deit-distilled":       # CLS + distillation token
+        model = timm.create_model("deit_tiny_distilled_patch16_224", **small)
+        return model.eval(), model.blocks[-1].norm1, 2
+    if kind == "vit":                  # CLS token
+        model = timm.create_model("vit_tiny_patch16_224", **small)
+        return model.eval(), model.blocks[-1].norm1, 1
+    if kind == "vit-registers":        # CLS + 4 register tokens
+        model = timm.create_model("vit_tiny_patch16_224", reg_tokens=4, **small)
+        return model.eval(), model.blocks[-1].norm1, 5
+    if kind == "vit-no-cls":           # average-pooled patch tokens, no prefix at all
+        model = timm.create_model("vit_tiny_patch16_224", class_token=False, global_pool="avg", **small)
+        return model.eval(), model.blocks[-1].norm1, 0
+    model = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                 hidden_dim=16, mlp_dim=32, num_classes=5)
+    nn.init.normal_(model.heads.head.weight)     # torchvision starts the head at zero: every gradient 0
+    return model.eval(), model.encoder.layers[-1].ln_1, 1
+
+
+@pytest.mark.parametrize("method", _offered_methods())
+@pytest.mark.parametrize("kind", ["deit-distilled", "vit", "vit-registers", "vit-no-cls", "torchvision-vit"])
+def test_vit_cams_equal_pytorch_grad_cam_with_a_reshape_written_here(kind, method):
+    model, layer, prefix = _vit(kind)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([1, 4, 2])
+    ours = C.compute_cams(model, x, y, method=method)        # layer and token grid found by our rules
+    assert ours.layer.module is layer and ours.cams.shape == (3, 32, 32)
+    ref = _pytorch_grad_cam(method, model, layer, x, y, reshape_transform=_tokens_to_grid(prefix, 4))
+    _check_scaled_per_image(ref)
+    # float32 rounding only: the gradient reaches the layer by another order of operations when the layers
+    # below are cut off (xgradcam divides by the activations' sum, which is small after a LayerNorm: up to 4e-6
+    # here; the two agree exactly in float64)
+    np.testing.assert_allclose(ours.cams.numpy(), ref, atol=1e-5, rtol=0)
+    if prefix:   # the comparison can tell grids apart: one prefix token kept (and the last patch dropped) differs
+        shifted = _pytorch_grad_cam(method, model, layer, x, y, reshape_transform=_shifted_grid(prefix, 4))
+        assert np.abs(shifted - ref).max() > 0.05
+
+
+def _shifted_grid(prefix: int, side: int):
+    """The grid of a reshape that drops one token too few: every patch moved by one position."""
+    def reshape_transform(tensor):
+        result = tensor[:, prefix - 1:-1, :].reshape(tensor.size(0), side, side, tensor.size(2))
+        return result.transpose(2, 3).transpose(1, 2)
+
+    return reshape_transform
+
+
+class _DenseNetOutOfPlace(nn.Module):
+    """torchvision DenseNet's forward with its ``F.relu(features, inplace=True)`` made out of place: the same
+    function and the same modules (weights), so its CAMs of ``features`` are what the DenseNet's should be."""
+
+    def __init__(self, densenet):
+        super().__init__()
+        self.net = densenet
+
+    def forward(self, x):
+        out = torch.relu(self.net.features(x))
+        return self.net.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+@pytest.mark.parametrize("method", _offered_methods())
+def test_an_inplace_op_after_the_layer_does_not_change_its_cam(method):
+    # pytorch-grad-cam keeps the layer's output as `output.cpu().detach()`: a copy on a GPU, the same memory on
+    # the CPU, so DenseNet's in-place ReLU after `features` rewrote the kept activation on the CPU only (the
+    # gradient is still taken before the ReLU). Ours is the CAM of the layer's output on every device.
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=8, bn_size=2,
+                                      num_classes=5).eval()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    y = torch.tensor([0, 2, 4])
+    ours = C.compute_cams(net, x, y, method=method)
+    assert ours.layer.name == "features"
+    ref = _pytorch_grad_cam(method, _DenseNetOutOfPlace(net), net.features, x, y)
+    _check_scaled_per_image(ref)
+    np.testing.assert_allclose(ours.cams.numpy(), ref, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        np.testing.assert_allclose(ours.logits.numpy(), net(x).numpy(), atol=1e-5)
+    if method != "layercam":
+        # the CPU pitfall itself (LayerCAM is immune: it weights each pixel by its own gradient, 0 where the
+        # ReLU cut the activation, so the ReLU'd and the raw activation give the same map)
+        direct = _pytorch_grad_cam(method, net, net.features, x, y)
+        assert np.abs(direct - ref).max() > 0.05
 
 
 def test_token_grid_drops_prefix_tokens_in_order():

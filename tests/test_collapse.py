@@ -26,10 +26,14 @@ def numpy_reference(h, y, w, b):
     nc3 = np.sum((wc / np.linalg.norm(wc) - m / np.linalg.norm(m)) ** 2)
     pred = (h @ w.T + b).argmax(1)
     ncc = classes[((h[:, None, :] - mu[None]) ** 2).sum(-1).argmin(1)]
-    vci = 1 - np.trace(np.linalg.pinv(s_w + s_b, hermitian=True) @ s_b) / np.linalg.matrix_rank(s_b)
+    # Xu & Liu 2023: S_T the sample total covariance (1/N), written independently with np.cov
+    s_t = np.cov(h, rowvar=False, bias=True)
+    vci = 1 - np.trace(np.linalg.pinv(s_t, hermitian=True) @ s_b) / np.linalg.matrix_rank(s_b)
+    vci_balanced = 1 - np.trace(np.linalg.pinv(s_w + s_b, hermitian=True) @ s_b) / np.linalg.matrix_rank(s_b)
     l2 = np.linalg.norm(h, axis=1)
     return dict(nc1=nc1, nc2_equinorm=equinorm, nc2_equiangular=off.std(ddof=1),
                 nc2_max_angle=np.abs(off + 1 / (c - 1)).mean(), nc3=nc3, nc4=np.mean(pred != ncc), vci=vci,
+                vci_balanced=vci_balanced,
                 l2_mean=np.array([l2[y == k].mean() for k in classes]),
                 l1_std=np.array([np.abs(h[y == k]).sum(1).std(ddof=1) for k in classes]))
 
@@ -50,6 +54,50 @@ def test_matches_numpy_reference():
     # NC4 from logits equals NC4 from W, b
     r2 = neural_collapse(h, y, logits=h @ w.T + b)
     assert r2.nc4 == r.nc4 and r2.nc3 is None
+
+
+def _imbalanced(counts, d=8, seed=5):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(len(counts)), counts)
+    h = rng.normal(size=(len(counts), d))[y] * 2.0 + rng.normal(size=(len(y), d)) * rng.uniform(0.5, 2, d)
+    return h + 3.0, y
+
+
+def test_vci_uses_the_sample_total_covariance_on_imbalanced_classes():
+    """Xu & Liu 2023: S_T is the sample total covariance; with 200/100/50/25 samples per class it is not S_W + S_B."""
+    h, y = _imbalanced([200, 100, 50, 25])
+    s_b_rank = 3
+    mu = np.stack([h[y == k].mean(0) for k in range(4)])
+    m = mu - mu.mean(0)
+    s_b = m.T @ m / 4
+    s_t = np.cov(h.T, bias=True)                               # (1/N) sum (h - mean h)(h - mean h)^T
+    expected = 1 - np.trace(np.linalg.pinv(s_t) @ s_b) / np.linalg.matrix_rank(s_b)
+    assert np.linalg.matrix_rank(s_b) == s_b_rank
+    r = neural_collapse(h, y, chunk_size=53)
+    assert r.vci_total == "sample" and r.to_dict()["vci_total"] == "sample"
+    assert r.vci == pytest.approx(expected, rel=1e-9)
+    # the old, class-balanced total S_W + S_B is still offered and differs clearly on these classes
+    centred = h - mu[y]
+    s_w = centred.T @ centred / len(h)
+    balanced = 1 - np.trace(np.linalg.pinv(s_w + s_b) @ s_b) / s_b_rank
+    rb = neural_collapse(h, y, vci_total="balanced")
+    assert rb.vci == pytest.approx(balanced, rel=1e-9) and rb.vci_total == "balanced"
+    assert abs(expected - balanced) > 0.1                        # 0.048 against 0.231 here
+    assert rb.nc1 == pytest.approx(r.nc1, rel=1e-12)            # only the VCI depends on the option
+
+
+def test_vci_on_balanced_classes_equals_the_within_plus_between_formula():
+    h, y = _imbalanced([50, 50, 50, 50, 50], seed=7)
+    ref = numpy_reference(h, y, np.eye(5, 8), np.zeros(5))
+    assert ref["vci"] == pytest.approx(ref["vci_balanced"], rel=1e-10)   # S_T = S_W + S_B when balanced
+    r, rb = neural_collapse(h, y), neural_collapse(h, y, vci_total="balanced")
+    assert r.vci == pytest.approx(ref["vci"], rel=1e-9) and rb.vci == pytest.approx(ref["vci_balanced"], rel=1e-9)
+
+
+def test_unknown_vci_total_is_refused():
+    h, y = _imbalanced([10, 10])
+    with pytest.raises(DataError, match="unknown vci_total 'total'; expected one of sample, balanced"):
+        neural_collapse(h, y, vci_total="total")
 
 
 def test_perfect_collapse_is_all_zero():
@@ -179,3 +227,20 @@ def test_class_mean_at_the_global_mean_leaves_its_cosines_out():
         r = neural_collapse(h, y)
     assert r.nc2_equiangular == 0.0 and r.nc2_max_angle == pytest.approx(0.5, abs=1e-15)
     assert np.isfinite(r.nc1) and r.nc2_equinorm == pytest.approx(np.std([1, 1, 0], ddof=1) / (2 / 3))
+
+
+@pytest.mark.parametrize("option", [None, "sample", "balanced"])
+def test_collapse_cli_vci_total(tmp_path, capsys, option):
+    import json
+
+    from _cli import run_cli
+
+    h, y = _imbalanced([200, 100, 50, 25])
+    w = np.eye(4, 8)
+    Dump.from_arrays(h @ w.T, y, h, classifier_weight=w, classifier_bias=np.zeros(4), name="A").save(tmp_path / "a")
+    argv = ["collapse", str(tmp_path / "a"), "--out", str(tmp_path / "o"), "--json"]
+    code, out, err = run_cli(argv + (["--vci-total", option] if option else []), capsys)
+    assert code == 0, err
+    got = json.loads(out)[0]
+    assert got["vci_total"] == (option or "sample")
+    assert got["vci"] == pytest.approx(neural_collapse(h, y, vci_total=option or "sample").vci, rel=1e-9)

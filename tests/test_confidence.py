@@ -102,6 +102,31 @@ def test_ood_detection_against_brute_force():
     assert res.to_dict()["auroc"]["max_logit"] == pytest.approx(res.auroc["max_logit"])
 
 
+def test_energy_ood_auroc_counts_pairs_with_ties_as_half():
+    """Energy = logsumexp z (Liu et al. 2020). In- and OOD rows drawn from a pool of 5 logit rows, so many
+    (in, out) pairs have exactly the same energy; AUROC = share of pairs with the in-distribution energy
+    higher, a tie counting 1/2, counted pair by pair."""
+    pool = np.array([[2.0, 0.0, -1.0, 0.5], [0.3, 0.2, 0.1, 0.0], [5.0, 1.0, 1.0, 1.0], [-1.0, -2.0, -3.0, -4.0],
+                     [1.0, 1.0, 1.0, 1.0]])
+    rng = np.random.default_rng(11)
+    zi = pool[rng.choice(5, 41, p=[0.3, 0.1, 0.3, 0.1, 0.2])]
+    zo = pool[rng.choice(5, 29, p=[0.1, 0.4, 0.1, 0.2, 0.2])]
+    energy = [math.log(sum(math.exp(v) for v in row)) for row in pool]   # distinct, well apart
+    assert min(np.diff(np.sort(energy))) > 0.01
+    e_in = [energy[int(np.flatnonzero((pool == row).all(1))[0])] for row in zi]
+    e_out = [energy[int(np.flatnonzero((pool == row).all(1))[0])] for row in zo]
+    wins = ties = 0
+    for a in e_in:
+        for b in e_out:
+            wins += a > b
+            ties += a == b
+    assert ties > 100                                                    # the case under test
+    expected = (wins + 0.5 * ties) / (len(e_in) * len(e_out))
+    res = F.ood_detection(zi, zo, name="CE")
+    assert res.auroc["energy"] == pytest.approx(expected, abs=1e-12)
+    assert res.auroc["energy"] != pytest.approx(wins / (len(e_in) * len(e_out)), abs=1e-6)   # ties do count
+
+
 def test_nan_rows_excluded_with_count():
     z = torch.randn(40, 3, dtype=torch.float64)
     y = torch.randint(0, 3, (40,))

@@ -23,7 +23,7 @@ def test_relative_paths_mean_the_folder_the_command_was_typed_in(tmp_path, monke
     assert 'dir = "myruns"' in (work / "repanalysis.toml").read_text()
 
 
-# `config set` edits the file as text: everything but the one value is kept byte for byte
+# `config set` edits the file with tomlkit: everything but the one value is kept byte for byte
 
 import os  # noqa: E402
 import re  # noqa: E402
@@ -70,6 +70,13 @@ def test_set_keeps_comments_and_other_tables_byte_for_byte(tmp_path):
     ('[data]\nsplit = """\n[runs]\nx"""\n[x]\na = [\n 1, # ]\n "]",\n]\n',
      '[data]\nsplit = "val"\n[x]\na = [\n 1, # ]\n "]",\n]\n'),
     ('', '[data]\nsplit = "val"\n'),
+    # a new key goes right after the table's last key, not after the comment that heads the next table
+    ('[data]\nroot = "/a"\n\n# where runs go\n[runs]\ndir = "x"\n',
+     '[data]\nroot = "/a"\nsplit = "val"\n\n# where runs go\n[runs]\ndir = "x"\n'),
+    # a new table in a CRLF file without a final newline: CRLF throughout
+    ('[runs]\r\ndir = "r"', '[runs]\r\ndir = "r"\r\n\r\n[data]\r\nsplit = "val"\r\n'),
+    # an existing value of another type is replaced, its comment kept
+    ('[data]\nsplit = 5 # c\n', '[data]\nsplit = "val" # c\n'),
 ])
 def test_set_edits_only_the_one_value(tmp_path, before, after):
     path = _project(tmp_path, before)
@@ -83,6 +90,14 @@ def test_set_refuses_a_section_that_is_not_a_table_and_leaves_the_file(tmp_path,
     path = _project(tmp_path, text)
     with pytest.raises(ConfigError, match=r"^cannot set data.split in .*repanalysis.toml: 'data' is not written "
                                           r"as a \[data\] table \(" + re.escape(shown) + r"\); the file is unchanged"):
+        config.set_value("data.split", "val", cwd=tmp_path)
+    assert path.read_text() == text and os.listdir(tmp_path) == ["repanalysis.toml"]
+
+
+def test_set_refuses_a_key_that_is_a_table_and_leaves_the_file(tmp_path):
+    text = 'x = 1\n[data.split]\na = 1\n'
+    path = _project(tmp_path, text)
+    with pytest.raises(ConfigError, match=r"^cannot set data.split in .*: it is a table there \(\[data.split\]\)"):
         config.set_value("data.split", "val", cwd=tmp_path)
     assert path.read_text() == text and os.listdir(tmp_path) == ["repanalysis.toml"]
 

@@ -447,8 +447,11 @@ def test_val_map_mismatches(tmp_path, photos):
     listed = VAL_NAMES + ["ILSVRC2012_val_00000042.JPEG", "ILSVRC2012_val_00000043.JPEG"]
     (val / "val_map.txt").write_text("".join(f"{n}\t1\n" for n in listed))
     with pytest.raises(DataError, match="2 of 8 files listed in val_map.txt are missing .*00000042") as err:
-        open_dataset(val)
+        open_dataset(val, strict=True)
     _one_line(err)
+    with pytest.warns(RuntimeWarning, match="^6 of 8 listed images are in the folder; using those$"):
+        ds = open_dataset(val)       # without strict: the images present (tests/test_partial_folder.py)
+    assert ds.samples == VAL_NAMES and ds.labels.tolist() == [1] * 6 and ds.listed == 8
     (val / "val_map.txt").write_text("".join(f"{n}\t1\n" for n in VAL_NAMES[:4]))
     with pytest.raises(DataError, match="2 of 6 images in .* have no label in val_map.txt"):
         open_dataset(val)

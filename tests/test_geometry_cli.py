@@ -132,7 +132,7 @@ def test_collapse_and_transfer_cli(tmp_path, dumps, capsys):
 def test_embed_cli(tmp_path, dumps, capsys):
     out = tmp_path / "e"
     code, stdout, stderr = _cli(["embed", dumps["CE", "val"], "--classes", "zero,one,two", "--method", "tsne",
-                                 "--samples-per-class", "12", "--out", str(out)], capsys)
+                                 "--samples-per-class", "12", "--quiet", "--out", str(out)], capsys)
     assert code == 0, stderr
     rows = list(csv.DictReader((out / "embedding_tsne_coords.csv").open()))
     assert len(rows) == 36 and {r["class"] for r in rows} == {"zero", "one", "two"}
@@ -170,7 +170,38 @@ def test_real_mnist_checkpoints_end_to_end(tmp_path, real_checkpoints, real_data
     assert len(rows) == 2 * 3 * 80
 
 
-def test_demo_step(tmp_path, monkeypatch):
+def _sklearn_probe(train, test, l2):
+    """scikit-learn's LogisticRegression on the same standardised features, fitted to convergence, with the same
+    objective as the probe: mean CE + (l2 / 2) ||W||^2 <=> C = 1 / (n * l2); (test acc, train acc, test NLL)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.preprocessing import StandardScaler
+
+    x_tr, x_te = np.asarray(train.features, np.float64), np.asarray(test.features, np.float64)
+    y_tr, y_te = np.asarray(train.labels), np.asarray(test.labels)
+    scaler = StandardScaler().fit(x_tr)
+    ref = LogisticRegression(C=1.0 / (len(x_tr) * l2), tol=1e-10, max_iter=20000).fit(scaler.transform(x_tr), y_tr)
+    return (ref.score(scaler.transform(x_te), y_te), ref.score(scaler.transform(x_tr), y_tr),
+            log_loss(y_te, ref.predict_proba(scaler.transform(x_te)), labels=ref.classes_))
+
+
+def test_transfer_cli_matches_sklearn_logistic_regression(tmp_path, dumps, capsys):
+    code, stdout, stderr = _cli(["transfer", "--train", dumps["CE", "train"], "--test", dumps["CE", "val"],
+                                 "--train", dumps["LS", "train"], "--test", dumps["LS", "val"], "--names", "A,B",
+                                 "--l2", "1e-2", "--device", "cpu", "--json", "--quiet", "--out",
+                                 str(tmp_path / "t")], capsys)
+    assert code == 0, stderr
+    rows = json.loads(stdout)
+    assert [r["name"] for r in rows] == ["A", "B"]
+    for row, name in zip(rows, ("CE", "LS")):
+        test_acc, train_acc, nll = _sklearn_probe(load_dump(dumps[name, "train"]), load_dump(dumps[name, "val"]), 1e-2)
+        assert row["test_accuracy"] == pytest.approx(test_acc, abs=1e-6), name     # the same predictions
+        assert row["train_accuracy"] == pytest.approx(train_acc, abs=1e-6), name
+        assert row["test_nll"] == pytest.approx(nll, rel=1e-3), name
+    assert json.loads((tmp_path / "t" / "transfer.json").read_text()) == rows
+
+
+def test_demo_step(tmp_path, monkeypatch, real_checkpoints):
     from repanalysis.demo import DemoContext, discover_steps
     from repanalysis.demo.steps import geometry as step
 
@@ -181,18 +212,29 @@ def test_demo_step(tmp_path, monkeypatch):
         dumps[name] = {s: _dump(3 * i + j, n=300, k=10, split=s, name=name) for j, s in enumerate(("train", "test"))}
         for d in dumps[name].values():
             d.meta["class_names"] = names10
-    # the downstream probe needs real checkpoints; it is exercised by the real-data test above
-    calls = []
-    monkeypatch.setattr(step, "_transfer", lambda ctx, out: calls.append(out) or [])
     monkeypatch.setattr(step, "EMBED_METHOD", "tsne")
     logs = []
-    ctx = DemoContext(out=tmp_path, checkpoints={n: tmp_path / n for n in dumps}, dumps=dumps, data={},
+    # the synthetic Dumps stand in for the analyses; the downstream probe extracts the real checkpoints' features
+    ctx = DemoContext(out=tmp_path, checkpoints=dict(real_checkpoints), dumps=dumps, data={},
                       class_names=names10, device="cpu", log=logs.append)
     step.run(ctx)
     for stem in ("separation", "projection_template", "projection_centroid", "embedding_tsne", "feature_norms"):
         assert (tmp_path / "geometry" / f"{stem}.png").read_bytes()[:8] == PNG_MAGIC, stem
-    assert calls == [tmp_path / "geometry"]
     assert any("R^2 train" in line for line in logs)
+    # the real probe on scikit-learn's digits, against LogisticRegression at the strength the probe chose
+    probes = json.loads((tmp_path / "geometry" / "transfer.json").read_text())
+    assert [p["name"] for p in probes] == ["CE", "LS", "MaxSup"]
+    for p in probes:
+        train, test = (load_dump(tmp_path / "geometry" / "downstream" / f"{p['name']}_{s}") for s in ("train", "test"))
+        assert (p["n_train"], p["n_test"], p["num_classes"]) == (len(train.labels), len(test.labels), 10) == \
+            (1200, 597, 10)
+        assert train.meta["checkpoint"]["sha256"] == test.meta["checkpoint"]["sha256"]     # the model's own features
+        assert p["val_accuracy"][str(p["l2"])] == max(p["val_accuracy"].values())
+        test_acc, train_acc, nll = _sklearn_probe(train, test, p["l2"])
+        assert p["test_accuracy"] == pytest.approx(test_acc, abs=1e-6), p["name"]
+        assert p["train_accuracy"] == pytest.approx(train_acc, abs=1e-6), p["name"]
+        assert p["test_nll"] == pytest.approx(nll, rel=2e-2), p["name"]
+    assert any("downstream test acc" in line for line in logs)
 
 
 def test_separation_json_names_two_models_of_one_name_apart_with_their_sources(tmp_path, capsys):

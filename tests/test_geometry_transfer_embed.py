@@ -8,6 +8,8 @@ from repanalysis.analyze.transfer import fit_probe, linear_probe, probe_dumps
 from repanalysis.errors import DataError
 from repanalysis.extract.store import Dump
 
+from _bars import record_bars
+
 
 def _blobs(seed, n=300, d=8, k=4, spread=1.0):
     rng = np.random.default_rng(seed)
@@ -72,6 +74,7 @@ def test_tsne_seeded_and_separates():
     assert _knn_accuracy(a.coords, a.labels) > 0.95
 
 
+@pytest.mark.slow
 def test_umap_separates_and_dump_names():
     x, y = _blobs(4, n=150, d=10, k=3, spread=0.3)
     dump = Dump.from_arrays(np.zeros((150, 3)), y, x, class_names=["cat", "dog", "fox"], name="LS")
@@ -149,3 +152,48 @@ def test_probe_dumps_with_names_for_the_first_classes_only():
     tr = Dump.from_arrays(np.zeros((200, 4)), y[:200], x[:200], class_names=["a", "b"])
     te = Dump.from_arrays(np.zeros((100, 4)), y[200:], x[200:], class_names=["a", "b"])
     assert probe_dumps(tr, te, l2=1e-3, device="cpu").num_classes == 4
+
+
+def test_umap_is_seeded_and_its_parameters_reach_umap_learn():
+    import umap
+
+    x, y = _blobs(11, n=120, d=10, k=3, spread=0.8)
+    kw = {"n_neighbors": 8, "min_dist": 0.4, "metric": "euclidean"}
+    a = embed_features(x, y, method="umap", samples_per_class=None, seed=7, **kw)
+    b = embed_features(x, y, method="umap", samples_per_class=None, seed=7, **kw)
+    np.testing.assert_array_equal(a.coords, b.coords)                   # two runs, identical coordinates
+    assert a.params == kw and a.seed == 7
+
+    def direct(**changes):     # umap-learn called directly on the same rows with the same parameters
+        params = {**kw, "random_state": 7, **changes}
+        return umap.UMAP(n_components=2, **params).fit_transform(x[a.sample_index]).astype(np.float64)
+
+    np.testing.assert_array_equal(a.coords, direct())
+    # each parameter changes umap-learn's answer, so the equality above shows every one of them reached it
+    for change in ({"n_neighbors": 15}, {"min_dist": 0.1}, {"metric": "cosine"}, {"random_state": 8}):
+        assert not np.allclose(a.coords, direct(**change)), change
+
+
+def test_probe_and_embed_draw_their_progress_bars(monkeypatch):
+    from repanalysis.analyze import embed, transfer
+
+    bars = record_bars(monkeypatch, transfer)
+    x, y = _blobs(12, n=200)
+    linear_probe(x[:150], y[:150], x[150:], y[150:], device="cpu", l2_grid=(1e-3, 1e-2, 1e-1), name="CE")
+    linear_probe(x[:150], y[:150], x[150:], y[150:], device="cpu", l2=1e-2, progress=False)
+    assert [(b.total, b.n, b.kw["unit"], b.kw["enabled"]) for b in bars] == [(4, 4, "fit", True), (1, 1, "fit", False)]
+    assert bars[0].kw["desc"] == "probe CE"
+
+    seen = []
+
+    def spy_track(items, **kw):
+        items = list(items)
+        seen.append((len(items), kw["unit"], kw["enabled"]))
+        return iter(items)
+
+    monkeypatch.setattr(embed, "track", spy_track)
+    x, y = _blobs(13, n=90, d=6, k=3, spread=0.3)
+    dumps = [Dump.from_arrays(np.zeros((90, 3)), y, x + i, class_names=["a", "b", "c"], name=n)
+             for i, n in enumerate(("CE", "LS"))]
+    results = embed.embed_dumps(dumps, method="tsne", samples_per_class=None, perplexity=10, progress=False)
+    assert [r.name for r in results] == ["CE", "LS"] and seen == [(2, "model", False)]

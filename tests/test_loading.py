@@ -392,3 +392,214 @@ def test_a_grayscale_torchscript_model_runs_with_one_value_mean_and_std(real_che
     got = ra.load_dump(out)
     want = real_dumps["CE"]["test"]
     np.testing.assert_allclose(np.asarray(got.logits), np.asarray(want.logits), rtol=0, atol=1e-4)
+
+
+# --- EMA weights: the live weights by default, ema=True / --ema for the EMA copy ------------------------------
+class _TorchvisionEMA(torch.optim.swa_utils.AveragedModel):
+    """ExponentialMovingAverage of torchvision's references/classification/utils.py, as written there."""
+
+    def __init__(self, model, decay, device="cpu"):
+        def ema_avg(avg_model_param, model_param, num_averaged):
+            return decay * avg_model_param + (1 - decay) * model_param
+
+        super().__init__(model, device, ema_avg, use_buffers=True)
+
+
+EMA_ARCH = "resnet18"
+
+
+@pytest.fixture(scope="module")
+def ema_run(tmp_path_factory):
+    """A ResNet-18 after a few SGD steps, with its EMA kept by each codebase's own EMA class, saved the way
+    each training script saves it: ({'timm' | 'torchvision' | 'deit': path}, live model, {same keys: EMA model})."""
+    import argparse
+
+    import timm.utils
+    import torchvision.models as tvm
+
+    root = tmp_path_factory.mktemp("ema")
+    torch.manual_seed(5)
+    model = tvm.get_model(EMA_ARCH, num_classes=5)
+    keepers = {"timm": timm.utils.ModelEmaV3(model, decay=0.5), "torchvision": _TorchvisionEMA(model, 0.5),
+               "deit": timm.utils.ModelEma(model, decay=0.5)}
+    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2)
+    model.train()
+    for step in range(3):
+        x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 5, (8,))
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        sched.step()
+        keepers["timm"].update(model, step=step)
+        keepers["torchvision"].update_parameters(model)
+        keepers["deit"].update(model)
+    model.eval()
+    args = argparse.Namespace(model=EMA_ARCH, model_ema=True, lr=0.2)
+    live = model.state_dict()
+    saved = {
+        # timm train.py (CheckpointSaver): state_dict + state_dict_ema (unwrapped: plain keys)
+        "timm": {"epoch": 2, "arch": EMA_ARCH, "state_dict": live, "optimizer": opt.state_dict(), "version": 2,
+                 "args": args, "state_dict_ema": timm.utils.get_state_dict(keepers["timm"], timm.utils.unwrap_model),
+                 "metric": 12.5},
+        # torchvision references: model + model_ema (the AveragedModel's state_dict: module.* and n_averaged)
+        "torchvision": {"model": live, "optimizer": opt.state_dict(), "lr_scheduler": sched.state_dict(),
+                        "epoch": 2, "args": args, "model_ema": keepers["torchvision"].state_dict()},
+        # DeiT main.py: model + model_ema (timm's ModelEma, unwrapped)
+        "deit": {"model": live, "optimizer": opt.state_dict(), "lr_scheduler": sched.state_dict(), "epoch": 2,
+                 "model_ema": timm.utils.get_state_dict(keepers["deit"]), "scaler": {"scale": 65536.0}, "args": args},
+    }
+    assert {"module.conv1.weight", "n_averaged"} <= set(saved["torchvision"]["model_ema"])
+    paths = {}
+    for fmt, state in saved.items():
+        paths[fmt] = root / f"{fmt}_ckpt.pth"
+        torch.save(state, paths[fmt])
+    emas = {"timm": keepers["timm"].module, "torchvision": keepers["torchvision"].module, "deit": keepers["deit"].ema}
+    return paths, model, {fmt: m.eval() for fmt, m in emas.items()}
+
+
+@pytest.mark.parametrize("fmt", ["timm", "torchvision", "deit"])
+def test_training_checkpoint_loads_live_weights_by_default_and_ema_on_request(ema_run, fmt):
+    paths, live, emas = ema_run
+    x = torch.randn(4, 3, 64, 64)
+    want_live, want_ema = _logits(live, x), _logits(emas[fmt], x)
+    assert (want_live - want_ema).abs().max() > 1e-2          # the two sets of weights do differ
+
+    lm = load_model(paths[fmt], EMA_ARCH)
+    assert not lm.ema and lm.describe()["ema"] is False
+    torch.testing.assert_close(_logits(lm.model, x), want_live, rtol=0, atol=0)
+    lm = load_model(paths[fmt], EMA_ARCH, ema=True)
+    assert lm.ema and lm.describe()["ema"] is True
+    entry = "state_dict_ema" if fmt == "timm" else "model_ema"
+    assert f"EMA weights taken from the checkpoint's '{entry}' entry" in lm.notes
+    torch.testing.assert_close(_logits(lm.model, x), want_ema, rtol=0, atol=0)
+
+
+def test_ema_requested_from_a_checkpoint_without_ema_names_its_keys(tmp_path, ema_run, resnet18):
+    from repanalysis.errors import DataError
+
+    paths, _, _ = ema_run
+    state = torch.load(paths["timm"], weights_only=False)
+    del state["state_dict_ema"]
+    torch.save(state, tmp_path / "no_ema.pth")
+    with pytest.raises(CheckpointError) as err:
+        load_model(tmp_path / "no_ema.pth", EMA_ARCH, ema=True)
+    msg = str(err.value)
+    assert "\n" not in msg and "no_ema.pth has no EMA weights" in msg
+    assert "keys arch, args, epoch, metric, optimizer, state_dict, version" in msg
+    torch.save(resnet18.state_dict(), tmp_path / "flat.pth")
+    with pytest.raises(CheckpointError, match=r"flat.pth has no EMA weights .*a flat state_dict of \d+ tensors"):
+        load_model(tmp_path / "flat.pth", ema=True)
+    with pytest.raises(DataError, match="ema must be True or False"):
+        load_model(tmp_path / "flat.pth", ema="yes")
+    # a checkpoint holding only EMA weights says how to load them
+    torch.save({"epoch": 1, "model_ema": resnet18.state_dict()}, tmp_path / "only_ema.pth")
+    with pytest.raises(CheckpointError, match=r"holds EMA weights under 'model_ema': load them with --ema"):
+        load_model(tmp_path / "only_ema.pth")
+    torch.testing.assert_close(_logits(load_model(tmp_path / "only_ema.pth", ema=True).model, torch.ones(1, 3, 32, 32)),
+                               _logits(resnet18, torch.ones(1, 3, 32, 32)), rtol=0, atol=0)
+
+
+def _random_image_folder(root, n=2, size=40):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        (root / f"c{i}").mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / f"c{i}" / "x.png")
+    return root
+
+
+def test_cli_extract_ema_flag_picks_the_ema_weights_and_records_it(ema_run, tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    import repanalysis as ra
+    from _cli import run_cli
+    from repanalysis.data.datasets import open_dataset
+    from repanalysis.errors import DataError
+    from repanalysis.extract.pairs import check_same_model
+
+    paths, live, emas = ema_run
+    monkeypatch.setenv("REPANALYSIS_RUNS", str(tmp_path / "runs"))
+    folder = _random_image_folder(tmp_path / "images")
+    base = ["extract", "--checkpoint", str(paths["torchvision"]), "--arch", EMA_ARCH, "--data", str(folder),
+            "--workers", "0", "--device", "cpu", "--quiet"]
+    code, _, err = run_cli([*base, "--output", str(tmp_path / "live")], capsys)
+    assert code in (0, None), err
+    code, _, err = run_cli([*base, "--ema", "--output", str(tmp_path / "ema")], capsys)
+    assert code in (0, None), err
+    d_live, d_ema = ra.load_dump(tmp_path / "live"), ra.load_dump(tmp_path / "ema")
+    assert d_live.meta["checkpoint"]["ema"] is False and d_ema.meta["checkpoint"]["ema"] is True
+    assert d_live.meta["fingerprint"] != d_ema.meta["fingerprint"]
+    ds = open_dataset(folder, transform=load_model(paths["torchvision"], EMA_ARCH).transform)
+    x = torch.stack([ds[int(i)][0] for i in np.asarray(d_live.ids)])
+    np.testing.assert_allclose(np.asarray(d_live.logits), _logits(live, x).numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(d_ema.logits), _logits(emas["torchvision"], x).numpy(), rtol=1e-4, atol=1e-4)
+    assert np.abs(np.asarray(d_live.logits) - np.asarray(d_ema.logits)).max() > 1e-2
+    # the EMA's own classifier goes into the Dump with its features
+    np.testing.assert_array_equal(d_ema.classifier_weight, emas["torchvision"].fc.weight.detach().numpy())
+    # live and EMA Dumps of one checkpoint are not one model's pair
+    with pytest.raises(DataError, match="with the checkpoint's EMA weights but .* with its live weights"):
+        check_same_model(d_live, d_ema, "--fit-temperature")
+    # `logits --ema` writes its default output beside, not over, the live weights' Dump
+    code, stdout, err = run_cli(["logits", "--checkpoint", str(paths["deit"]), "--arch", EMA_ARCH, "--data",
+                                 str(folder), "--workers", "0", "--device", "cpu", "--quiet", "--ema"], capsys)
+    assert code in (0, None), err
+    assert ra.load_dump(tmp_path / "runs" / "deit_ckpt" / "logits-ema").meta["checkpoint"]["ema"] is True
+
+
+def test_cli_ema_without_ema_weights_is_one_error_line(tmp_path, resnet18, capsys):
+    from _cli import run_cli
+
+    torch.save({"model": resnet18.state_dict(), "epoch": 3}, tmp_path / "plain.pth")
+    folder = _random_image_folder(tmp_path / "images")
+    for command in ("extract", "logits"):
+        code, _, err = run_cli([command, "--checkpoint", str(tmp_path / "plain.pth"), "--data", str(folder),
+                                "--output", str(tmp_path / command), "--ema", "--quiet"], capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith("error: checkpoint plain.pth has no EMA weights") and "keys epoch, model" in err
+        assert not (tmp_path / command).exists()
+
+
+def test_cli_gradcam_ema_flag_localises_the_ema_weights(tmp_path, capsys):
+    import csv
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from _cli import run_cli
+    from repanalysis.train.nets import SmallCNN
+
+    data = tmp_path / "data"
+    for i, name in enumerate(["one/0.png", "one/1.png", "zero/0.png", "zero/1.png"]):
+        img = np.zeros((28, 28), np.uint8)
+        img[4 + i:16 + i, 6:18] = 255
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(data / name)
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("".join(f"{n},6,{4 + i},18,{16 + i}\n"
+                             for i, n in enumerate(["one/0.png", "one/1.png", "zero/0.png", "zero/1.png"])))
+    torch.manual_seed(0)
+    live = SmallCNN(num_classes=10, in_chans=1, width=4).eval().state_dict()
+    torch.manual_seed(1)
+    ema = SmallCNN(num_classes=10, in_chans=1, width=4).eval().state_dict()
+    torch.save({"model": live, "model_ema": ema, "epoch": 9}, tmp_path / "train.pth")
+    torch.save(ema, tmp_path / "ema_alone.pth")
+
+    def rows(ckpt, out, *extra):
+        code, stdout, err = run_cli(["gradcam", "--checkpoint", str(ckpt), "--data", str(data), "--boxes",
+                                     str(boxes), "--workers", "0", "--show", "2", "--out", str(out), "--quiet",
+                                     "--json", *extra], capsys)
+        assert code in (0, None), err
+        with open(out / "gradcam_per_image.csv", newline="") as fh:
+            got = [{k: v for k, v in r.items() if k != "model"} for r in csv.DictReader(fh)]
+        return got, json.loads(stdout)
+
+    with_ema, payload = rows(tmp_path / "train.pth", tmp_path / "o_ema", "--ema")
+    alone, _ = rows(tmp_path / "ema_alone.pth", tmp_path / "o_alone")
+    default, payload_live = rows(tmp_path / "train.pth", tmp_path / "o_live")
+    assert payload["ema"] is True and payload_live["ema"] is False
+    assert with_ema == alone and len(alone) == 4
+    assert default != alone

@@ -18,10 +18,13 @@ from repanalysis.extract.store import Dump, DumpWriter, load_dump
 # Hand-worked 4-class example, alpha = 0.1, t = 0.01.
 # row 0: z = [3, 1, 0.005, -2], y = 1 -> mean 0.50125, L_LS = 0.1 * (1 - 0.50125) = 0.049875,
 #        reg = 0.1/4 * ((1 - 0.005) + (1 + 2)) = 0.099875, EE = 0.1/4 * (1 - 3) = -0.05,
-#        MaxSup = 0.1 * (3 - 0.50125) = 0.249875, one near-zero logit of 4, wrong (pred 0), M = 1.
-# row 1: z = [0, 4, 0, 1], y = 1 -> correct; reg = 0.1/4 * (4 + 4 + 3) = 0.275 = L_LS; EE = 0; 2 near-zero.
+#        MaxSup = 0.1 * (3 - 0.50125) = 0.249875, one near-zero logit of 4, wrong (pred 0); Corollary 3.4's
+#        counts: M = 2 logits below z_y (0.005, -2), N = 1 above (3).
+# row 1: z = [0, 4, 0, 1], y = 1 -> correct; reg = 0.1/4 * (4 + 4 + 3) = 0.275 = L_LS; EE = 0; 2 near-zero;
+#        M = 3, N = 0.
 # row 2: z = [2, 2, 0, 0], y = 1 -> tie with the max: pred = 0 (first max) so wrong, but no logit is
-#        strictly above z_y: EE = 0, M = 0; reg = 0.1/4 * (2 + 2) = 0.1 = L_LS; MaxSup = 0.1 * (2 - 1) = 0.1.
+#        strictly above z_y: EE = 0, N = 0, M = 2 (the tied z_0 counts on neither side, so M + N = 2 < K - 1);
+#        reg = 0.1/4 * (2 + 2) = 0.1 = L_LS; MaxSup = 0.1 * (2 - 1) = 0.1.
 HAND_Z = np.array([[3.0, 1.0, 0.005, -2.0], [0.0, 4.0, 0.0, 1.0], [2.0, 2.0, 0.0, 0.0]])
 HAND_Y = np.array([1, 1, 1])
 
@@ -41,6 +44,7 @@ def test_hand_worked_4_class_example():
     assert r.top1_prob[2] == pytest.approx(top2, rel=1e-6)
     assert r.correct.tolist() == [False, True, False]
     assert r.num_above_label.tolist() == [1, 0, 0]
+    assert r.num_below_label.tolist() == [2, 3, 2]
     assert r.accuracy == pytest.approx(1 / 3)
     assert r.ee_active_fraction == pytest.approx(1 / 3)
     assert r.ee_mean_active == pytest.approx(-0.05, rel=1e-6)
@@ -62,6 +66,7 @@ def _brute_force(z: np.ndarray, y: np.ndarray, t: float, alpha: float) -> dict[s
     n, k = z.shape
     out = {key: np.zeros(n) for key in PER_SAMPLE_STATS}
     out["correct"] = np.zeros(n, dtype=bool)
+    out["num_below_label"] = np.zeros(n, dtype=int)
     out["num_above_label"] = np.zeros(n, dtype=int)
     for i in range(n):
         row, zy = z[i].astype(np.float64), float(z[i, y[i]])
@@ -75,6 +80,7 @@ def _brute_force(z: np.ndarray, y: np.ndarray, t: float, alpha: float) -> dict[s
         out["ls_error_enhancement"][i] = alpha / k * sum(zy - v for v in row if v > zy)
         out["maxsup_penalty"][i] = alpha * (row.max() - row.mean())
         out["correct"][i] = int(np.argmax(row)) == y[i]
+        out["num_below_label"][i] = sum(v < zy for v in row)
         out["num_above_label"][i] = sum(v > zy for v in row)
     return out
 
@@ -99,6 +105,9 @@ def test_random_logits_match_brute_force_and_identities(random_logits):
         np.testing.assert_allclose(getattr(r, key), ref[key], rtol=2e-6, atol=1e-6, err_msg=key)
     np.testing.assert_array_equal(r.correct, ref["correct"])
     np.testing.assert_array_equal(r.num_above_label, ref["num_above_label"])
+    np.testing.assert_array_equal(r.num_below_label, ref["num_below_label"])
+    # no ties in random logits: M + N = K - 1
+    assert (r.num_below_label + r.num_above_label == z.shape[1] - 1).all()
     assert 0 < r.accuracy < 1
     # Corollary 3.4: regularization + error-enhancement == L_LS; EE <= 0; regularization >= 0.
     np.testing.assert_allclose(r.ls_regularization + r.ls_error_enhancement, r.ls_loss, rtol=1e-5, atol=1e-6)
@@ -109,6 +118,23 @@ def test_random_logits_match_brute_force_and_identities(random_logits):
     # MaxSup - L_LS = alpha * (z_max - z_y) >= 0, equal on correct predictions.
     gap = alpha * (z.max(1) - z[np.arange(len(y)), y])
     np.testing.assert_allclose(r.maxsup_penalty - r.ls_loss, gap, rtol=1e-5, atol=1e-6)
+
+
+def test_ls_split_names_follow_corollary_3_4_order():
+    """Corollary 3.4 takes the M logits below z_y first (regularization), then the N above (error-enhancement):
+    the Result's fields and the JSON arrays list them in that order."""
+    from dataclasses import fields
+
+    from repanalysis.analyze.logits import LogitStats
+
+    names = [f.name for f in fields(LogitStats)]
+    assert names.index("ls_regularization") < names.index("ls_error_enhancement")
+    assert names.index("num_below_label") + 1 == names.index("num_above_label")
+    r = logit_stats(HAND_Z, HAND_Y, dtype=torch.float64)
+    arrays = r.to_dict(include_arrays=True)["arrays"]
+    assert list(arrays) == [*PER_SAMPLE_STATS, "num_below_label", "num_above_label", "correct", "excluded"]
+    assert arrays["num_below_label"] == [2, 3, 2] and arrays["num_above_label"] == [1, 0, 0]
+    assert list(PER_SAMPLE_STATS).index("ls_regularization") + 1 == list(PER_SAMPLE_STATS).index("ls_error_enhancement")
 
 
 def test_float32_default_close_to_float64(random_logits):

@@ -1,4 +1,4 @@
-"""The training module: the losses' logit identities, the MaxSup schedule, and determinism."""
+"""The training module: the losses' logit identities, the LS / MaxSup alpha schedules, and determinism."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from repanalysis.train import make_loss, mnist_digits, train_small_cnn
+
+from _bars import record_bars
 
 
 def test_label_smoothing_is_ce_plus_alpha_times_zy_minus_mean():
@@ -29,6 +31,7 @@ def test_maxsup_penalises_the_top1_logit_with_a_linear_schedule():
     torch.testing.assert_close(lp(z, y), ce + 2e-3 * (1 + 16 + 1 + 0) / 2)
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_under_a_seed_and_learns():
     data = mnist_digits(n_train=1000)
     a = train_small_cnn(*data["train"], loss="ce", epochs=5, seed=3)
@@ -47,6 +50,7 @@ def test_training_is_deterministic_under_a_seed_and_learns():
     assert np.bincount(labels).min() > 50
 
 
+@pytest.mark.slow
 def test_demo_data_files_are_keyed_by_n_train_and_seed(tmp_path):
     from repanalysis.train import make_demo_data
 
@@ -176,8 +180,16 @@ def test_train_small_cnn_refuses_bad_data(digits64, make, pattern):
     ({"loss": "ls", "loss_kwargs": {"alpha": 2}}, r"^ls loss option alpha must be a finite number >= 0 and <= 1; "
                                                   r"got 2$"),
     ({"loss": "ls", "loss_kwargs": {"alpha": "0.1"}}, r"^ls loss option alpha .* got '0.1'$"),
-    ({"loss": "ls", "loss_kwargs": {"beta": 1}}, r"^loss 'ls' takes no option 'beta'; expected alpha$"),
-    ({"loss": "ls", "loss_kwargs": {"name": "ce"}}, r"^loss 'ls' takes no option 'name'; expected alpha$"),
+    ({"loss": "ls", "loss_kwargs": {"beta": 1}}, r"^loss 'ls' takes no option 'beta'; expected alpha, alpha_start, "
+                                                 r"alpha_end, alpha_schedule$"),
+    ({"loss": "ls", "loss_kwargs": {"name": "ce"}}, r"^loss 'ls' takes no option 'name'; expected alpha, "),
+    ({"loss": "ls", "loss_kwargs": {"alpha_end": 1.5}}, r"^ls loss option alpha_end must be a finite number >= 0 "
+                                                        r"and <= 1; got 1.5$"),
+    ({"loss": "ls", "loss_kwargs": {"alpha_schedule": "cosine"}}, r"^ls loss option alpha_schedule must be one of "
+                                                                  r"linear, constant; got 'cosine'$"),
+    ({"loss": "maxsup", "loss_kwargs": {"alpha": 0.1, "alpha_schedule": "linear"}},
+     r"^maxsup loss option alpha \(a constant alpha\) cannot be combined with alpha_schedule; expected alpha "
+     r"alone, or alpha_start / alpha_end / alpha_schedule$"),
     ({"loss": "ce", "loss_kwargs": {"alpha": 0.1}}, r"^loss 'ce' takes no options; got 'alpha'$"),
     ({"loss": "maxsup", "loss_kwargs": [0.1]}, r"^loss_kwargs must be a dict of the loss's options; got list$"),
     ({"num_classes": 1}, r"^num_classes must be an integer >= 2; got 1$"),
@@ -239,3 +251,106 @@ def test_half_and_bfloat16_torch_images_train_like_uint8(digits64):
     ref = train_small_cnn(images, labels, **kw)
     for dtype in (torch.bfloat16, torch.float16):
         assert _same_weights(ref, train_small_cnn(torch.from_numpy(images).to(dtype), labels, **kw)), dtype
+
+
+# the alpha schedule of LS and MaxSup (MaxSup paper Sec. 5.1.1, App. F, Table 8: both linear 0.1 -> 0.2)
+
+def _ls_term(z, y):           # MaxSup Theorem 3.3: L_LS - CE = alpha * (z_y - mean_k z_k)
+    return (z.gather(1, y[:, None])[:, 0] - z.mean(1)).mean()
+
+
+def _maxsup_term(z, y):       # MaxSup Eq. 8: alpha * (z_max - mean_k z_k)
+    return (z.max(1).values - z.mean(1)).mean()
+
+
+def _spy_steps(monkeypatch):
+    """Record (logits, labels, loss value) of every training step, through the trainer's own criterion."""
+    from repanalysis.train import trainer
+
+    steps, real = [], trainer.make_loss
+
+    def spying_make_loss(name, **kwargs):
+        criterion = real(name, **kwargs)
+
+        def call(logits, labels, progress=0.0):
+            value = criterion(logits, labels, progress=progress)
+            steps.append((logits.detach().double(), labels.clone(), float(value.detach())))
+            return value
+        return call
+
+    monkeypatch.setattr(trainer, "make_loss", spying_make_loss)
+    return steps
+
+
+@pytest.mark.parametrize("loss,term", [("ls", _ls_term), ("maxsup", _maxsup_term)])
+@pytest.mark.parametrize("loss_kwargs", [None, {"alpha_schedule": "constant"}])
+def test_alpha_follows_the_schedule_at_every_training_step(digits64, monkeypatch, loss, term, loss_kwargs):
+    steps = _spy_steps(monkeypatch)
+    train_small_cnn(*digits64, loss=loss, loss_kwargs=loss_kwargs, epochs=2, batch_size=16, width=4, seed=2)
+    total = 2 * 64 // 16
+    assert len(steps) == total
+    if loss_kwargs is None:                                        # linear 0.1 -> 0.2 over the steps, both ends hit
+        alphas = [0.1 + 0.1 * s / (total - 1) for s in range(total)]
+    else:
+        alphas = [0.1] * total
+    for s, ((z, y, value), alpha) in enumerate(zip(steps, alphas)):
+        want = float(F.cross_entropy(z, y) + alpha * term(z, y))
+        assert value == pytest.approx(want, rel=1e-5, abs=1e-6), (s, value, want)
+    # the two schedules are told apart by the check above: the last step differs by 0.1 * term
+    z, y, value = steps[-1]
+    other = 0.1 if loss_kwargs is None else 0.2
+    assert abs(value - float(F.cross_entropy(z, y) + other * term(z, y))) > 1e-3
+
+
+def test_make_loss_schedules_both_ls_and_maxsup_by_default():
+    z = torch.randn(32, 10, dtype=torch.float64)
+    y = torch.randint(0, 10, (32,))
+    for name, term in (("ls", _ls_term), ("maxsup", _maxsup_term)):
+        for progress, alpha in ((0.0, 0.1), (0.25, 0.125), (1.0, 0.2), (1.5, 0.2)):
+            torch.testing.assert_close(make_loss(name)(z, y, progress=progress),
+                                       F.cross_entropy(z, y) + alpha * term(z, y))
+            torch.testing.assert_close(make_loss(name, alpha_schedule="constant")(z, y, progress=progress),
+                                       F.cross_entropy(z, y) + 0.1 * term(z, y))
+            torch.testing.assert_close(make_loss(name, alpha=0.3)(z, y, progress=progress),      # a constant alpha
+                                       F.cross_entropy(z, y) + 0.3 * term(z, y))
+
+
+def test_training_draws_one_progress_bar_step_per_sgd_step(digits64, monkeypatch):
+    from repanalysis.train import trainer
+
+    bars = record_bars(monkeypatch, trainer)
+    train_small_cnn(*digits64, epochs=2, batch_size=20, width=4)               # 64 images: 4 steps per epoch
+    train_small_cnn(*digits64, epochs=1, batch_size=20, width=4, progress=False)
+    assert [(b.total, b.n, b.kw["unit"], b.kw["enabled"]) for b in bars] == [(8, 8, "step", True),
+                                                                                (4, 4, "step", False)]
+
+
+def test_demo_checkpoints_schedule_ls_and_name_the_constant_option(tmp_path, monkeypatch):
+    from repanalysis.train import make_demo_checkpoints
+    from repanalysis.train import trainer
+
+    kw = {"losses": ("ls",), "epochs": 1, "n_train": 100, "progress": False}
+    linear, _ = make_demo_checkpoints(tmp_path, **kw)
+    constant, _ = make_demo_checkpoints(tmp_path, alpha_schedule="constant", **kw)
+    assert linear["LS"].name == "ls_e1_n100_s0.pth" and constant["LS"].name == "ls_constant_e1_n100_s0.pth"
+    a, b = (torch.load(p, weights_only=True) for p in (linear["LS"], constant["LS"]))
+    assert a["repanalysis"]["alpha_schedule"] == "linear" and b["repanalysis"]["alpha_schedule"] == "constant"
+    images, labels = mnist_digits(n_train=100)["train"]
+    want = train_small_cnn(images, labels, loss="ls", epochs=1, loss_kwargs={"alpha_schedule": "linear"},
+                           progress=False).state_dict()
+    assert all(torch.equal(a["state_dict"][k], v) for k, v in want.items())   # what the trainer makes on its own
+    assert not torch.equal(a["state_dict"]["fc.weight"], b["state_dict"]["fc.weight"])
+
+    # an LS checkpoint cached before the option (constant alpha, no schedule recorded) is trained again
+    del b["repanalysis"]["alpha_schedule"]
+    torch.save(b, linear["LS"])
+    again, _ = make_demo_checkpoints(tmp_path, **kw)
+    assert torch.equal(torch.load(again["LS"], weights_only=True)["state_dict"]["fc.weight"],
+                       a["state_dict"]["fc.weight"])
+    # checkpoints of the asked schedule are reused, not trained again
+    monkeypatch.setattr(trainer, "train_small_cnn", lambda *a, **k: pytest.fail("trained again"))
+    make_demo_checkpoints(tmp_path, **kw)
+    make_demo_checkpoints(tmp_path, alpha_schedule="constant", **kw)
+    with pytest.raises(DataError, match=r"^alpha_schedule must be one of linear, constant; got 'cosine'$"):
+        make_demo_checkpoints(tmp_path / "new", alpha_schedule="cosine", **kw)
+    assert not (tmp_path / "new").exists()

@@ -1,6 +1,7 @@
 """Calibration: ECE, MCE, adaptive ECE, classwise ECE, O-/U-ECE, NLL, Brier, bootstrap CIs, temperature scaling.
 
-Conventions (REFERENCE.md "Calibration"; Guo et al. 2017, Nixon et al. 2019, the MbLS/ACLS/FedLaS code):
+Conventions (REFERENCE.md "Calibration"; Guo et al. 2017; the adaptive ECE of Mukhoti et al. 2020 that the
+MbLS/ACLS/FedLaS code uses, not Nixon et al. 2019's classwise ACE):
 
 - ``M`` bins (15 by default); a sample belongs to bin ``(lo, hi]``; empty bins are skipped. The weights are
   ``n_b / N`` with ``N`` all (finite) samples, so a sample that falls in no bin still counts in ``N``.
@@ -508,7 +509,7 @@ def _rank_positions(total: int, n_bins: int, device=None) -> torch.Tensor:
 
 
 def adaptive_edges(conf, n_bins: int = 15) -> torch.Tensor:
-    """Equal-mass edges interp(linspace(0, N, M+1), arange(N), sort(conf)) (Nixon et al. 2019 reference code).
+    """Equal-mass edges interp(linspace(0, N, M+1), arange(N), sort(conf)) (Mukhoti et al. 2020's AdaptiveECELoss).
 
     conf (N,) -> edges (M+1,) float64; edges[0] = min(conf), edges[-1] = max(conf).
     """
@@ -685,7 +686,8 @@ def max_calibration_error(logits, labels, n_bins: int = 15, *, num_classes: int 
 @single_threaded
 def adaptive_ece(logits, labels, n_bins: int = 15, *, rule: str = "reference", num_classes: int | None = None,
                  device=None) -> float:
-    """Adaptive ECE with equal-mass edges (Nixon et al. 2019; edge rule of the reference code).
+    """Adaptive ECE with equal-mass edges (Mukhoti et al. 2020's AdaptiveECELoss, the code MbLS/ACLS/FedLaS use;
+    not Nixon et al. 2019's classwise ACE).
 
     rule="reference": bins (lo, hi], so samples at the lowest confidence fall in no bin but count in N;
     rule="corrected": the first bin is [lo, hi]. logits (N, K), labels (N,) -> float.
@@ -768,13 +770,16 @@ def _warn_small(n: int, n_bins: int) -> None:
 @single_threaded
 def calibration_report(logits, labels, n_bins: int = 15, *, n_boot: int = 0, seed: int = 0,
                        ci_level: float = 0.95, adaptive_rule: str = "reference", temperature: float = 1.0,
-                       num_classes: int | None = None, name: str = "model", device=None) -> CalibrationResult:
+                       num_classes: int | None = None, name: str = "model", device=None,
+                       progress: bool = True) -> CalibrationResult:
     """Every calibration metric of one model in one pass, with optional bootstrap confidence intervals.
 
     logits (N, K) pre-softmax, labels (N,) ints in [0, K). ``temperature``: divide the logits by T first
     (see :func:`fit_temperature`). ``n_boot`` > 0 adds percentile intervals at ``ci_level`` for every scalar
-    from ``n_boot`` resamples of the N samples (seeded by ``seed``; vectorised, no loop over samples).
-    Bad input raises :class:`DataError`; NaN/inf rows are excluded with a warning; fewer samples than bins,
+    from ``n_boot`` resamples of the N samples (seeded by ``seed``; vectorised, no loop over samples): the
+    interval is ``np.percentile`` of the replicates (kept in ``replicates``) at (1 -/+ ci_level) / 2.
+    ``progress``: a bar of the bootstrap replicates on stderr (replicates/s; drawn only when stderr is a
+    terminal, see :func:`repanalysis.progress.progress_bar`). Bad input raises :class:`DataError`; NaN/inf rows are excluded with a warning; fewer samples than bins,
     or a single label value, warn.
     """
     _check_rule(adaptive_rule)
@@ -815,18 +820,22 @@ def calibration_report(logits, labels, n_bins: int = 15, *, n_boot: int = 0, see
         adaptive_rule=adaptive_rule, temperature=float(temperature), n_excluded=sc.n_excluded,
         n_boot=int(n_boot), ci_level=ci_level, seed=seed if n_boot else None)
     if n_boot:
-        res.replicates = _bootstrap(z, sc, order, n_bins, n_boot, seed, close_first)
+        res.replicates = _bootstrap(z, sc, order, n_bins, n_boot, seed, close_first, progress=progress, name=name)
         res.ci = _percentile_ci(res.replicates, ci_level)
     return res
 
 
-def _bootstrap(z, sc: _Scan, order, n_bins, n_boot, seed, close_first) -> dict[str, np.ndarray]:
+def _bootstrap(z, sc: _Scan, order, n_bins, n_boot, seed, close_first, *, progress: bool = False,
+               name: str = "model") -> dict[str, np.ndarray]:
     """Every scalar on n_boot resamples of the N samples -> {name: (n_boot,) array}.
 
     Resample r draws N indices uniformly with replacement (torch.randint, seeded generator, blocks of
     replicates in order); each is turned into multiplicity weights w (B, N) so every metric is a weighted
-    sum over the original samples: no loop over samples and no copy of the logits per replicate.
+    sum over the original samples: no loop over samples and no copy of the logits per replicate. The progress
+    bar (``progress``) advances once per block of replicates.
     """
+    from repanalysis.progress import progress_bar
+
     n = sc.conf.numel()
     k = sc.num_classes
     dev = sc.conf.device
@@ -844,29 +853,31 @@ def _bootstrap(z, sc: _Scan, order, n_bins, n_boot, seed, close_first) -> dict[s
             cw_dense, cw_t = None, cw_design.to_sparse_coo().t().coalesce().to_sparse_csr()
     out = {key: [] for key in SCALARS}
     bsz = max(1, min(n_boot, _BOOT_ELEMENTS // max(n, 1)))
-    for done in range(0, n_boot, bsz):
-        b = min(bsz, n_boot - done)
-        idx = torch.randint(n, (b, n), generator=gen, device=dev)
-        flat = (idx + torch.arange(b, device=dev)[:, None] * n).reshape(-1)
-        w = torch.bincount(flat, minlength=b * n).view(b, n).to(torch.float64)   # multiplicities
-        means = (w @ per_sample) / n
-        for j, key in enumerate(("accuracy", "mean_confidence", "nll", "brier")):
-            out[key].append(means[:, j])
-        bins = ew_bin.expand(b, n)
-        sums = [torch.zeros(b, n_bins + 1, dtype=torch.float64, device=dev).scatter_add_(1, bins, v)
-                for v in (w, w * sc.conf, w * a)]
-        ece, oece, uece, mce = _errors_from_sums(*(s[:, :n_bins] for s in sums), n)
-        out["ece"].append(ece)
-        out["oece"].append(oece)
-        out["uece"].append(uece)
-        out["mce"].append(mce)
-        w_sorted = w[:, order]
-        _, ac, acs, aas = _adaptive_sums(sorted_conf, w_sorted, _prefix(w_sorted, sorted_conf, a_sorted),
-                                         n_bins, close_first, n)
-        out["aece"].append(_errors_from_sums(ac, acs, aas, n)[0])
-        cells = (w @ cw_dense if cw_t is None else (cw_t @ w.T).T).reshape(b, 2, k, n_bins)
-        # classwise ECE (Kull 2019) per replicate: mean_k sum_b |S_hit,kb - S_p,kb| / N
-        out["classwise_ece"].append(((cells[:, 1] - cells[:, 0]).abs().sum(-1) / n).mean(-1))
+    with progress_bar(n_boot, desc=f"bootstrap {name}", unit="replicate", enabled=progress) as bar:
+        for done in range(0, n_boot, bsz):
+            b = min(bsz, n_boot - done)
+            idx = torch.randint(n, (b, n), generator=gen, device=dev)
+            flat = (idx + torch.arange(b, device=dev)[:, None] * n).reshape(-1)
+            w = torch.bincount(flat, minlength=b * n).view(b, n).to(torch.float64)   # multiplicities
+            means = (w @ per_sample) / n
+            for j, key in enumerate(("accuracy", "mean_confidence", "nll", "brier")):
+                out[key].append(means[:, j])
+            bins = ew_bin.expand(b, n)
+            sums = [torch.zeros(b, n_bins + 1, dtype=torch.float64, device=dev).scatter_add_(1, bins, v)
+                    for v in (w, w * sc.conf, w * a)]
+            ece, oece, uece, mce = _errors_from_sums(*(s[:, :n_bins] for s in sums), n)
+            out["ece"].append(ece)
+            out["oece"].append(oece)
+            out["uece"].append(uece)
+            out["mce"].append(mce)
+            w_sorted = w[:, order]
+            _, ac, acs, aas = _adaptive_sums(sorted_conf, w_sorted, _prefix(w_sorted, sorted_conf, a_sorted),
+                                             n_bins, close_first, n)
+            out["aece"].append(_errors_from_sums(ac, acs, aas, n)[0])
+            cells = (w @ cw_dense if cw_t is None else (cw_t @ w.T).T).reshape(b, 2, k, n_bins)
+            # classwise ECE (Kull 2019) per replicate: mean_k sum_b |S_hit,kb - S_p,kb| / N
+            out["classwise_ece"].append(((cells[:, 1] - cells[:, 0]).abs().sum(-1) / n).mean(-1))
+            bar.update(b)                                                    # once per block
     return {key: torch.cat(parts).cpu().numpy() for key, parts in out.items()}
 
 
@@ -972,10 +983,11 @@ def fit_temperature(logits, labels, *, init: float = 1.5, max_iter: int = 100, n
 # --- several models ------------------------------------------------------------------------------------
 def calibrate_dumps(dumps, *, n_bins: int = 15, n_boot: int = 0, seed: int = 0, ci_level: float = 0.95,
                     adaptive_rule: str = "reference", val_dumps=None, names=None,
-                    device=None) -> list[CalibrationResult]:
+                    device=None, progress: bool = True) -> list[CalibrationResult]:
     """:func:`calibration_report` for each Dump; with ``val_dumps`` (one per Dump, same model) also fit a
     temperature on it and add the scaled result, named ``"<name> +TS"``, right after the unscaled one.
-    ``names``: one per Dump (a list, or 'a,b,c'); default the Dumps' own names."""
+    ``names``: one per Dump (a list, or 'a,b,c'); default the Dumps' own names. ``progress``: bootstrap bars on
+    stderr (only when it is a terminal)."""
     dumps = list(dumps)
     names = model_names(dumps, names)
     if val_dumps is not None and len(val_dumps) != len(dumps):
@@ -983,7 +995,7 @@ def calibrate_dumps(dumps, *, n_bins: int = 15, n_boot: int = 0, seed: int = 0, 
     out = []
     for i, d in enumerate(dumps):
         kw = {"n_bins": n_bins, "n_boot": n_boot, "seed": seed, "ci_level": ci_level,
-              "adaptive_rule": adaptive_rule, "num_classes": d.num_classes, "device": device}
+              "adaptive_rule": adaptive_rule, "num_classes": d.num_classes, "device": device, "progress": progress}
         out.append(calibration_report(d.logits, d.labels, name=names[i], **kw))
         if val_dumps is not None:
             v = val_dumps[i]

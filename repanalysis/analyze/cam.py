@@ -34,6 +34,7 @@ import repanalysis  # noqa: F401  (applies the torchvision import fix before pyt
 from repanalysis.analyze import localisation as loc
 from repanalysis.analyze._arrays import as_labels, as_tensor, check_number, distinct_names, pick_device
 from repanalysis.errors import ConfigError, DataError, RepanalysisError
+from repanalysis.progress import progress_bar
 
 METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "layercam")
 TARGET_MODES = ("gt", "pred")
@@ -293,6 +294,17 @@ def _backward_stops_at(model: nn.Module, module: nn.Module):
             p.requires_grad_(flag)
 
 
+def _shield_from_inplace(_module, _inputs, output):
+    """Hand the layers after the target layer a copy of its output, so that an in-place op there (DenseNet's
+    ``F.relu(features, inplace=True)``) cannot rewrite the activation pytorch-grad-cam keeps. pytorch-grad-cam
+    stores ``output.cpu().detach()``, a copy on a GPU but the same memory on the CPU: without this copy a
+    DenseNet's CAM on the CPU used the activation after the ReLU while its gradient is taken before it (and
+    differed from the same CAM on a GPU). The CAM is that of the layer's own output on every device."""
+    if isinstance(output, torch.Tensor):
+        return output.clone()
+    return None
+
+
 def _as_images(images, model: nn.Module) -> torch.Tensor:
     """images (tensor or numpy) -> [N, C, H, W] in the dtype of the model's parameters; DataError unless a
     non-empty batch of float pixels (normalised as the model's transform does)."""
@@ -366,6 +378,8 @@ class CamEngine:
         self._stack.enter_context(_backward_stops_at(self.model, self.layer.module))
         self._cam = self._stack.enter_context(self.cam_cls(model=self.model, target_layers=[self.layer.module],
                                                            reshape_transform=self.layer.reshape_transform))
+        shield = self.layer.module.register_forward_hook(_shield_from_inplace)  # after pytorch-grad-cam's hooks
+        self._stack.callback(shield.remove)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -551,7 +565,8 @@ def localise_dataset(model: nn.Module, dataset, regions, transform=None, *, meth
                      layer: str | None = None, target: str = "gt", threshold: float = 0.5,
                      topk: float | None = None, thresholds: Sequence[float] | None = None,
                      batch_size: int = 32, limit: int | None = None, strict: bool = False,
-                     keep: int = 8, workers: int = 0, device=None, name: str = "model") -> LocalisationResult:
+                     keep: int = 8, workers: int = 0, device=None, name: str = "model",
+                     progress: bool = False) -> LocalisationResult:
     """Grad-CAM localisation of ``model`` over ``dataset`` against ``regions``, in bounded memory.
 
     dataset: items (image [C, H, W], label, index), ``samples`` names and ``load_image(i)`` (PIL).
@@ -560,7 +575,8 @@ def localise_dataset(model: nn.Module, dataset, regions, transform=None, *, meth
     and the displayed pixels). Images without a region are skipped and counted (``strict``: DataError).
     target: "gt" (CAM of the true class) or "pred". keep: how many images to keep CAMs of for figures.
     workers: DataLoader worker processes decoding images. Memory: one batch of CAMs at a time, then
-    per-image numbers only (O(N) floats) and ``keep`` CAMs.
+    per-image numbers only (O(N) floats) and ``keep`` CAMs. progress: a bar on stderr counting images (shown
+    only when stderr is a terminal; :func:`repanalysis.progress.progress_bar`).
     """
     if target not in TARGET_MODES:
         raise ConfigError(f"target must be one of {', '.join(TARGET_MODES)}; got {target!r}")
@@ -593,7 +609,8 @@ def localise_dataset(model: nn.Module, dataset, regions, transform=None, *, meth
     subset = torch.utils.data.Subset(dataset, indices.tolist())
     loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers)
     engine_ctx = CamEngine(model, method, layer, example=subset[0][0].unsqueeze(0))
-    with engine_ctx as engine:
+    with engine_ctx as engine, progress_bar(len(indices), desc=f"{engine_ctx.method} {name}", unit="img",
+                                               enabled=progress) as bar:
         for images, labels, index in loader:
             labels = labels.long()
             out = engine(images, labels if target == "gt" else None)
@@ -614,6 +631,7 @@ def localise_dataset(model: nn.Module, dataset, regions, transform=None, *, meth
                 examples.append(CamExample(names[i], pixels, out.cams[j].numpy().astype(np.float16), reg[j].mask,
                                            reg[j].boxes, int(labels[j]), int(out.targets[j]), int(out.preds[j]),
                                            float(scores.precision[j]), float(scores.recall[j])))
+            bar.update(len(labels))
     cat = {k: np.concatenate(v) for k, v in rows.items()}
     mean_precision, mean_recall = curve.mean()
     return LocalisationResult(name=name, method=engine_ctx.method, layer=engine_ctx.layer.name, target_mode=target,
@@ -649,6 +667,7 @@ class _MeanCurve:
 def localise_checkpoints(checkpoints, data, boxes=None, *, names=None, arch: str | None = None,
                          layout: str = "auto", split: str | None = None, class_order=None, synsets=None,
                          trust_checkpoint: bool = False, device=None, log: Callable[[str], None] | None = None,
+                         transform=None, progress: bool = True, ema: bool = False,
                          **kwargs) -> tuple[list[LocalisationResult], list[str] | None]:
     """:func:`localise_dataset` for each checkpoint on one data set: what ``repanalysis gradcam`` runs.
 
@@ -657,31 +676,56 @@ def localise_checkpoints(checkpoints, data, boxes=None, *, names=None, arch: str
     folder, a 'path,x0,y0,x1,y1' list or a folder of PNG masks (default: the data set's own LOC file). Each
     model gets its own eval transform; folders named by WordNet id or by the model's classes are labelled with
     the model's indices unless ``class_order`` is given. ``kwargs`` go to :func:`localise_dataset` (method,
-    layer, target, threshold, topk, batch_size, limit, strict, keep, workers).
+    layer, target, threshold, topk, batch_size, limit, strict, keep, workers). A flat ImageNet-val folder
+    holding only some of the images its labels file lists is localised on those present (one warning);
+    ``strict`` refuses it, as it refuses an image without a box.
+    transform: None (each model's own eval transform); a dict of overrides applied to each model's own
+    transform (keys resolution, crop_ratio, interpolation, mean, std, as ``--resolution`` & co.; see
+    :func:`repanalysis.data.transforms.override_transform`), e.g. ``{"resolution": 288, "crop_ratio": 1.0}``;
+    or an EvalTransform used as it is for every model. The images, the boxes/masks and the displayed pixels
+    all go through that one transform, so boxes land where the model saw the object.
+    progress: a bar on stderr per model, counting images (only when stderr is a terminal).
+    ema: load each checkpoint's EMA weights instead of its live ones (see :func:`repanalysis.load_model`).
     Returns (one result per checkpoint, the data set's class names).
     """
+    from collections.abc import Mapping
     from pathlib import Path
 
     from repanalysis.data.boxes import boxes_beside, open_regions
     from repanalysis.data.datasets import label_for_model, open_dataset
+    from repanalysis.data.transforms import (TRANSFORM_OVERRIDES, EvalTransform, check_transform_overrides,
+                                             override_transform)
     from repanalysis.models.loading import load_model
     from repanalysis.text import display_text
 
     checkpoints = list(checkpoints)
     names = distinct_names([display_text(Path(c).stem) for c in checkpoints], names, "checkpoints")
     log = log or (lambda message: None)
+    if not isinstance(transform, (EvalTransform, Mapping, type(None))):
+        raise ConfigError(f"transform must be None, a dict of overrides ({', '.join(TRANSFORM_OVERRIDES)}) or an "
+                          f"EvalTransform; got {type(transform).__name__}")
+    overrides = None if isinstance(transform, EvalTransform) else dict(transform or {})
+    if overrides is not None:
+        unknown = sorted(set(overrides) - set(TRANSFORM_OVERRIDES))
+        if unknown:
+            raise ConfigError(f"unknown transform override {unknown[0]!r}; expected some of "
+                              f"{', '.join(TRANSFORM_OVERRIDES)}")
+        check_transform_overrides(**overrides)          # bad values stop here, before a checkpoint is read
     limit = kwargs.get("limit")
     results, class_names = [], None
     for ckpt, name in zip(checkpoints, names):
-        lm = load_model(ckpt, arch, trust=trust_checkpoint, device=device)
-        ds = open_dataset(data, layout=layout, transform=lm.transform, split=split, class_order=class_order,
-                          synsets_file=synsets)
+        lm = load_model(ckpt, arch, trust=trust_checkpoint, device=device, ema=ema)
+        model_transform = transform if overrides is None else override_transform(lm.transform, **overrides)
+        ds = open_dataset(data, layout=layout, transform=model_transform, split=split, class_order=class_order,
+                          synsets_file=synsets, strict=bool(kwargs.get("strict", False)))
         if class_order is None:      # WordNet-id folders or folders named after its classes: the model's labels
             ds = label_for_model(ds, lm.num_classes, lm.class_names, log=log)
-        regions = open_regions(boxes or boxes_beside(ds), lm.transform, synset_mapping=synsets, class_wnids=ds.wnids)
+        regions = open_regions(boxes or boxes_beside(ds), model_transform, synset_mapping=synsets,
+                               class_wnids=ds.wnids)
         log(f"{name}: {lm.arch}, {kwargs.get('method', 'gradcam')} on "
             f"{len(ds) if limit is None else min(limit, len(ds))} images ...")
-        result = localise_dataset(lm.model, ds, regions, lm.transform, device=device, name=name, **kwargs)
+        result = localise_dataset(lm.model, ds, regions, model_transform, device=device, name=name,
+                                  progress=progress, **kwargs)
         if result.skipped:
             log(f"{name}: skipped {len(result.skipped)} images without a box (first: {result.skipped[0]})")
         results.append(result)

@@ -3,7 +3,11 @@
 Conventions (REFERENCE.md "Neural collapse"; Papyan et al.'s reference code where the text is silent):
 - class means mu_k over the samples of class k; global mean mu_G = mean_k mu_k (class-balanced, as that code);
 - S_W = (1/N) sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T; S_B = (1/C) sum_k (mu_k - mu_G)(mu_k - mu_G)^T,
-  with C the number of classes present; S_T = S_W + S_B;
+  with C the number of classes present;
+- S_T (VCI, Xu & Liu 2023) is by default the sample total covariance (1/N) sum_i (h_i - h_bar)(h_i - h_bar)^T,
+  h_bar the sample mean, obtained without another pass as S_W + sum_k (N_k/N)(mu_k - h_bar)(mu_k - h_bar)^T
+  (law of total covariance); it equals S_W + S_B only when the classes are balanced, the older convention
+  kept as ``vci_total="balanced"``;
 - pseudo-inverses keep the eigen/singular values above max * max(D, C) * eps(float64);
 - standard deviations use the unbiased estimator (torch.std), as the reference code does.
 Two streaming passes over chunks (class sums, then S_W and NC4) in float64, so a memory-mapped Dump works.
@@ -21,6 +25,7 @@ from repanalysis.analyze.geometry import add_classes, check_chunk_size
 from repanalysis.errors import DataError
 
 DEFAULT_CHUNK = 8192
+VCI_TOTALS = ("sample", "balanced")   # S_T of the VCI: sample total covariance (default), or S_W + S_B
 
 
 @dataclass
@@ -30,8 +35,10 @@ class CollapseResult:
     nc1: Tr(S_W S_B^+) / C. nc2_equinorm: std/mean of ||mu_k - mu_G||. nc2_equiangular: std of the
     off-diagonal cosines of the centred means. nc2_max_angle: mean |cos + 1/(C-1)| over them.
     nc3: ||W/||W||_F - M/||M||_F||_F^2 (None without W). nc4: fraction of samples whose classifier prediction
-    differs from the nearest-class-mean prediction (None without W or logits). vci: 1 - Tr(S_T^+ S_B)/rank(S_B).
-    classes (C,), counts (C,), and per class the mean/std of the L1 and L2 feature norms (C,) each.
+    differs from the nearest-class-mean prediction (None without W or logits). vci: 1 - Tr(S_T^+ S_B)/rank(S_B)
+    (Xu & Liu 2023), with S_T as ``vci_total`` says: "sample" (the sample total covariance of the features) or
+    "balanced" (S_W + S_B). classes (C,), counts (C,), and per class the mean/std of the L1 and L2 feature norms
+    (C,) each.
     """
 
     nc1: float
@@ -50,6 +57,7 @@ class CollapseResult:
     norm_l2_std: np.ndarray
     n_samples: int
     name: str | None = None
+    vci_total: str = "sample"
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -101,7 +109,8 @@ def _pinv_sym(mat: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 def neural_collapse(features, labels=None, *, classifier_weight=None, classifier_bias=None, logits=None,
                     num_classes: int | None = None, chunk_size: int = DEFAULT_CHUNK,
-                    device: str | torch.device | None = None, name: str | None = None) -> CollapseResult:
+                    device: str | torch.device | None = None, name: str | None = None,
+                    vci_total: str = "sample") -> CollapseResult:
     """NC1-NC4, VCI and per-class feature-norm statistics.
 
     features: (N, D) array/memmap/tensor, or a Dump (labels, W, b, logits and name then come from it).
@@ -111,11 +120,19 @@ def neural_collapse(features, labels=None, *, classifier_weight=None, classifier
     must lie in [0, K); otherwise only the label values present get a row (sparse values such as 10**9 are
     compacted, ``classes`` keeps the values). Needs at least 2 classes with samples whose means differ.
     chunk_size: a positive integer. device: where the float64 work runs (None: CPU; "auto": CUDA when present;
-    S_W costs N * D^2, the part a GPU speeds up). Returns a :class:`CollapseResult`.
+    S_W costs N * D^2, the part a GPU speeds up). vci_total: the total covariance S_T in the VCI,
+    1 - Tr(S_T^+ S_B) / rank(S_B) (Xu & Liu 2023, "Quantifying the Variability Collapse of Neural Networks",
+    ICML 2023): "sample" (default, the paper's definition) is the sample total covariance of the features,
+    (1/N) sum_i (h_i - h_bar)(h_i - h_bar)^T; "balanced" is S_W + S_B with the class-balanced S_B, the same
+    thing on balanced classes only. S_B weighs every class alike and S_T every sample, so on strongly
+    imbalanced classes Tr(S_T^+ S_B) can exceed rank(S_B) and the "sample" VCI fall below 0 (the rare classes'
+    mean offsets are large next to the spread they add to S_T). Returns a :class:`CollapseResult`.
     """
     from repanalysis.extract.store import Dump
 
     chunk_size = check_chunk_size(chunk_size)
+    if vci_total not in VCI_TOTALS:
+        raise DataError(f"unknown vci_total {vci_total!r}; expected one of {', '.join(VCI_TOTALS)}")
     if isinstance(features, Dump):
         dump = features
         if dump.features is None:
@@ -243,8 +260,15 @@ def neural_collapse(features, labels=None, *, classifier_weight=None, classifier
         nc3 = float(((wc / torch.linalg.norm(wc) - m / torch.linalg.norm(m)) ** 2).sum())
     # Papyan et al. 2020, NC4: classifier prediction vs nearest class mean
     nc4 = mismatched / n if have_pred else None
-    # Xu & Liu 2023: VCI = 1 - Tr(S_T^+ S_B) / rank(S_B), S_T = S_W + S_B
-    s_t_pinv, _ = _pinv_sym(s_w + s_b)
+    # Xu & Liu 2023: VCI = 1 - Tr(S_T^+ S_B) / rank(S_B), S_T the sample total covariance of the features:
+    # S_T = S_W + sum_k (N_k/N)(mu_k - h_bar)(mu_k - h_bar)^T exactly (S_W + S_B only for balanced classes)
+    if vci_total == "sample":
+        share = cnt / n
+        dev_mean = mu - share @ mu                   # class means about the sample mean h_bar
+        s_t = s_w + (dev_mean * share[:, None]).T @ dev_mean
+    else:
+        s_t = s_w + s_b
+    s_t_pinv, _ = _pinv_sym(s_t)
     vci = 1.0 - float(torch.trace(s_t_pinv @ s_b)) / rank_sb
     single = int((counts[rows] == 1).sum())
     if single:
@@ -261,4 +285,4 @@ def neural_collapse(features, labels=None, *, classifier_weight=None, classifier
     return CollapseResult(nc1=nc1, nc2_equinorm=equinorm, nc2_equiangular=equiangular, nc2_max_angle=max_angle,
                           nc3=nc3, nc4=nc4, vci=vci, rank_sb=rank_sb, classes=classes.cpu().numpy(),
                           counts=counts[rows].cpu().numpy(), norm_l1_mean=l1m, norm_l1_std=l1s, norm_l2_mean=l2m,
-                          norm_l2_std=l2s, n_samples=n, name=name)
+                          norm_l2_std=l2s, n_samples=n, name=name, vci_total=vci_total)

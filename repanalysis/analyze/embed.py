@@ -12,6 +12,7 @@ import numpy as np
 from repanalysis.analyze._arrays import check_number
 from repanalysis.analyze.projection import check_features_labels, class_indices, sample_per_class
 from repanalysis.errors import DataError
+from repanalysis.progress import track
 
 METHODS = ("umap", "tsne")
 # distances both UMAP and scikit-learn's t-SNE take by these names
@@ -115,12 +116,13 @@ def embed_dump(dump, classes=None, **kwargs) -> EmbeddingResult:
     return embed_features(dump.features, dump.labels, classes, class_names=names, **kwargs)
 
 
-def embed_dumps(dumps, classes=None, *, names=None, **kwargs) -> list[EmbeddingResult]:
+def embed_dumps(dumps, classes=None, *, names=None, progress: bool = True, **kwargs) -> list[EmbeddingResult]:
     """:func:`embed_dump` for several models on the same classes, one result (panel) per Dump.
 
     ``classes`` (None: all) is resolved once for all the Dumps (``'auto'``: the triplet they confuse most
     together). The Dumps must have the same number of classes and ``names`` (default: the Dumps' names) must
-    be distinct. ``kwargs`` go to :func:`embed_features` (method, samples_per_class, seed, metric, ...)."""
+    be distinct. ``progress``: a bar over the models (models/s) on stderr when it is a terminal. ``kwargs`` go
+    to :func:`embed_features` (method, samples_per_class, seed, metric, ...)."""
     from repanalysis.analyze._arrays import model_names
     from repanalysis.analyze.projection import _same_task
     from repanalysis.data.class_resolution import resolve_for_dumps
@@ -128,4 +130,6 @@ def embed_dumps(dumps, classes=None, *, names=None, **kwargs) -> list[EmbeddingR
     dumps = _same_task(dumps)
     names = model_names(dumps, names)
     chosen = None if classes is None else resolve_for_dumps(classes, dumps, count=None)
-    return [embed_dump(d, chosen, name=n, **kwargs) for d, n in zip(dumps, names)]
+    method = kwargs.get("method", "umap")
+    return [embed_dump(d, chosen, name=n, **kwargs)
+            for d, n in track(list(zip(dumps, names)), desc=f"embed ({method})", unit="model", enabled=progress)]

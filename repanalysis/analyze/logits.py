@@ -4,9 +4,12 @@ Per sample (all kept in the Result so that figures reuse them):
 
 - ``near_zero_fraction``: share of the K logits with ``|z_k| < threshold`` (strict);
 - ``top1_prob``: max softmax probability; ``logit_range``: max - min; ``logit_norm``: L2 norm;
-- ``ls_loss``: the LS term written on logits, alpha * (z_y - mean z), split into ``ls_regularization``
-  (the logits below z_y) and ``ls_error_enhancement`` (the logits above z_y, <= 0, zero when correct);
-- ``maxsup_penalty``: alpha * (z_max - mean z); ``num_above_label``: how many logits exceed z_y (M);
+- ``ls_loss``: the LS term written on logits, alpha * (z_y - mean z), split as in Corollary 3.4, which takes
+  the logits below z_y first, then those above: ``ls_regularization`` (the M logits below z_y, >= 0) and
+  ``ls_error_enhancement`` (the N logits above z_y, <= 0, zero when correct);
+- ``maxsup_penalty``: alpha * (z_max - mean z);
+- ``num_below_label`` (M) and ``num_above_label`` (N): how many logits lie strictly below / above z_y, in the
+  paper's order; M + N = K - 1 unless some other logit equals z_y (a tie counts on neither side);
 - ``correct``: argmax z == y.
 
 Every statistic is computed in one streaming pass over row chunks (:func:`logit_stats` on arrays or
@@ -55,8 +58,8 @@ class LogitStats:
 
     Arrays (length N = samples kept after excluding non-finite rows; float32 unless noted):
     ``near_zero_fraction``, ``top1_prob``, ``logit_range``, ``logit_norm``, ``ls_loss``,
-    ``ls_regularization``, ``ls_error_enhancement``, ``maxsup_penalty``, ``num_above_label`` (int32),
-    ``correct`` (bool). ``excluded`` (int64) holds the row indices dropped for NaN/inf logits.
+    ``ls_regularization``, ``ls_error_enhancement``, ``maxsup_penalty``, ``num_below_label`` (M) and
+    ``num_above_label`` (N) (int32; Corollary 3.4's counts of the logits below, then above z_y), ``correct`` (bool). ``excluded`` (int64) holds the row indices dropped for NaN/inf logits.
     ``kde_x`` / ``kde_density`` (G,) hold the Gaussian KDE of the flattened logits of the first
     ``kde_samples`` kept rows (Scott's bandwidth ``kde_bandwidth``), evaluated on ``kde_range``;
     both are empty when the logits have no spread.
@@ -74,6 +77,7 @@ class LogitStats:
     ls_regularization: np.ndarray
     ls_error_enhancement: np.ndarray
     maxsup_penalty: np.ndarray
+    num_below_label: np.ndarray
     num_above_label: np.ndarray
     correct: np.ndarray
     excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -165,11 +169,11 @@ class LogitStats:
         }
         if include_arrays:
             out["arrays"] = {s: self._array(s).tolist() for s in
-                             (*PER_SAMPLE_STATS, "num_above_label", "correct", "excluded")}
+                             (*PER_SAMPLE_STATS, "num_below_label", "num_above_label", "correct", "excluded")}
         return out
 
     def _array(self, stat: str) -> np.ndarray:
-        if stat not in (*PER_SAMPLE_STATS, "num_above_label", "correct", "excluded"):
+        if stat not in (*PER_SAMPLE_STATS, "num_below_label", "num_above_label", "correct", "excluded"):
             raise DataError(f"unknown logit statistic {stat!r}; expected one of {', '.join(PER_SAMPLE_STATS)}")
         return getattr(self, stat)
 
@@ -211,6 +215,8 @@ def _chunk_stats(z: torch.Tensor, y: torch.Tensor, threshold: float, alpha: floa
         "ls_error_enhancement": ee,
         # MaxSup: alpha * (z_max - mean_k z_k).
         "maxsup_penalty": alpha * (z_max - z_mean),
+        # Corollary 3.4's counts, in its order: M logits below z_y, then N above (M + N = K - 1 without ties).
+        "num_below_label": (d > 0).sum(dim=1).to(torch.int32),
         "num_above_label": (d < 0).sum(dim=1).to(torch.int32),
         "correct": pred == y,
     }
@@ -278,6 +284,7 @@ def _stream(chunks: Iterable[tuple[int, object, object]], num_samples: int, num_
         raise DataError(f"{name}: no samples to analyse (logits have 0 rows)")
     dev = None if device is None else pick_device(device)
     arrays = {s: np.empty(num_samples, dtype=np.float32) for s in PER_SAMPLE_STATS}
+    arrays["num_below_label"] = np.empty(num_samples, dtype=np.int32)
     arrays["num_above_label"] = np.empty(num_samples, dtype=np.int32)
     arrays["correct"] = np.empty(num_samples, dtype=bool)
     keep = np.ones(num_samples, dtype=bool)

@@ -18,6 +18,7 @@ import torch
 from repanalysis.analyze._arrays import as_labels, as_tensor, check_number, pick_device
 from repanalysis.errors import DataError
 from repanalysis.extract.pairs import check_same_model
+from repanalysis.progress import progress_bar
 
 L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -105,7 +106,7 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max
 def linear_probe(train_features, train_labels, test_features, test_labels, *, num_classes: int | None = None,
                  l2: float | None = None, l2_grid=L2_GRID, val_fraction: float = 0.2, standardize: bool = True,
                  max_iter: int = 200, tol: float = 1e-5, seed: int = 0, device: str | torch.device | None = "auto",
-                 name: str | None = None) -> TransferResult:
+                 name: str | None = None, progress: bool = True) -> TransferResult:
     """Train a linear probe on (train_features (N, D), train_labels (N,)) and score it on the test pair.
 
     l2: fixed strength, or None to pick the best of ``l2_grid`` by accuracy on a seeded ``val_fraction``
@@ -113,7 +114,8 @@ def linear_probe(train_features, train_labels, test_features, test_labels, *, nu
     values). num_classes: K of the downstream task (default max label + 1 over both sets).
     device: "auto" uses CUDA when present. max_iter / tol: L-BFGS iterations and gradient tolerance (with a tiny
     l2 on separable features the optimum is far away; the cap keeps the grid search fast, like sklearn's
-    max_iter; a positive integer). Returns a :class:`TransferResult`.
+    max_iter; a positive integer). progress: a bar over the L-BFGS fits (one per grid value, then the final
+    one; fits/s) on stderr when it is a terminal. Returns a :class:`TransferResult`.
     """
     max_iter = _check_max_iter(max_iter)
     seed = check_number(seed, "seed", integer=True, minimum=0, maximum=2**63 - 1)
@@ -147,12 +149,17 @@ def linear_probe(train_features, train_labels, test_features, test_labels, *, nu
         n_val = max(1, int(round(val_fraction * len(x_tr))))
         if n_val >= len(x_tr):
             raise DataError(f"val_fraction {val_fraction} leaves no train samples; expected a value in (0, 1)")
-        val, fit = perm[:n_val], perm[n_val:]
-        for lam in l2_grid:
-            probe = fit_probe(x_tr[fit], y_tr[fit], k, float(lam), max_iter, tol, standardize=standardize)
-            val_acc[float(lam)] = float((probe.logits(x_tr[val]).argmax(1) == y_tr[val]).float().mean())
-        l2 = max(val_acc, key=lambda lam: (val_acc[lam], lam))  # ties: the stronger regulariser
-    probe = fit_probe(x_tr, y_tr, k, float(l2), max_iter, tol, standardize=standardize)
+    n_fits = 1 + (len(l2_grid) if l2 is None else 0)
+    with progress_bar(n_fits, desc=f"probe {name}" if name else "probe", unit="fit", enabled=progress) as bar:
+        if l2 is None:
+            val, fit = perm[:n_val], perm[n_val:]
+            for lam in l2_grid:
+                probe = fit_probe(x_tr[fit], y_tr[fit], k, float(lam), max_iter, tol, standardize=standardize)
+                val_acc[float(lam)] = float((probe.logits(x_tr[val]).argmax(1) == y_tr[val]).float().mean())
+                bar.update(1)
+            l2 = max(val_acc, key=lambda lam: (val_acc[lam], lam))  # ties: the stronger regulariser
+        probe = fit_probe(x_tr, y_tr, k, float(l2), max_iter, tol, standardize=standardize)
+        bar.update(1)
     with torch.no_grad():
         z_te = probe.logits(x_te)
         test_acc = float((z_te.argmax(1) == y_te).float().mean())

@@ -86,14 +86,15 @@ class ImageDataset(torch.utils.data.Dataset):
     Attributes: ``samples`` (list[str], file names relative to root or ``"<split>/<i>"`` for arrays),
     ``labels`` (int64 (N,)), ``class_names`` (K names), ``wnids`` (K WordNet ids or None),
     ``num_classes`` (K), ``root`` (Path), ``layout``, ``split``, ``transform``, ``skipped`` (files left out
-    by ``skip_bad``).
+    by ``skip_bad``), ``listed`` (how many images the labels file of a flat ImageNet-val folder lists, which
+    may be more than the folder holds; None for other layouts).
     """
 
     def __init__(self, *, root: Path, layout: str, labels: np.ndarray, class_names: Sequence[str],
                  samples: Sequence[str], transform: Callable | None, split: str | None = None,
                  wnids: Sequence[str] | None = None, files: Sequence[str] | None = None,
                  images: np.ndarray | None = None, skipped: Sequence[str] = (), class_order=None,
-                 sources: dict | None = None):
+                 sources: dict | None = None, listed: int | None = None):
         if (files is None) == (images is None):
             raise DataError("an ImageDataset needs either image files or an image array; got "
                             + ("both" if files is not None else "neither"))
@@ -107,6 +108,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.skipped = list(skipped)
         self.class_order = class_order
         self.sources = dict(sources or {})
+        self.listed = None if listed is None else int(listed)
         self._files = list(files) if files is not None else None
         self._images = images
         self.transform = transform if transform is not None else default_transform(self)
@@ -171,7 +173,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return ImageDataset(root=self.root, layout=self.layout, labels=labels, class_names=names,
                             samples=self.samples, transform=self.transform, split=self.split, wnids=wnids,
                             files=self._files, images=self._images, skipped=self.skipped, class_order=source,
-                            sources=self.sources)
+                            sources=self.sources, listed=self.listed)
 
     # --- provenance ---------------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -181,7 +183,7 @@ class ImageDataset(torch.utils.data.Dataset):
             "root": str(self.root), "layout": self.layout, "split": self.split,
             "num_samples": self.num_samples, "num_classes": self.num_classes,
             "class_order": str(order) if isinstance(order, (str, os.PathLike)) else order,
-            "skipped": list(self.skipped),
+            "skipped": list(self.skipped), "listed": self.listed,
             **{k: (str(v) if v is not None else None) for k, v in self.sources.items()},
         }
 
@@ -232,7 +234,7 @@ def default_transform(ds: ImageDataset) -> EvalTransform:
 # ------------------------------------------------------------------------------------------------------
 def open_dataset(spec, layout: str = "auto", transform: Callable | None = None, split: str | None = None,
                  class_order=None, skip_bad: bool = False, labels_file=None,
-                 synsets_file=None) -> ImageDataset:
+                 synsets_file=None, strict: bool = False) -> ImageDataset:
     """Open the data set at ``spec`` (a folder or an .npz file) as an :class:`ImageDataset`.
 
     layout: "auto" or one of LAYOUTS. transform: callable PIL image -> tensor [C, H, W] (default
@@ -241,8 +243,13 @@ def open_dataset(spec, layout: str = "auto", transform: Callable | None = None, 
     class_order: class-order file (or list of WordNet ids / names): label i becomes the model's class i.
     skip_bad: verify every image file first and leave out the unreadable ones (listed in ``.skipped``).
     labels_file / synsets_file: ``val_map.txt`` or ``LOC_val_solution.csv`` / ``LOC_synset_mapping.txt``
-    for a flat ImageNet-val folder, when they are not beside the images.
+    for a flat ImageNet-val folder, when they are not beside the images. A flat folder holding only some of
+    the images its labels file lists (a few classes copied out, a partial download) is opened on the images
+    present, with one warning giving the counts ("12 of 50,000 listed images are in the folder; using those");
+    ``strict=True`` refuses it instead. An image the labels file does not list is always an error.
     """
+    if not isinstance(strict, (bool, np.bool_)):
+        raise DataError(f"strict must be True or False; got {strict!r}")
     if spec is None or str(spec) == "":
         raise DataError("no data set given; expected a folder or an .npz file")
     root = as_path(spec, "data set").expanduser().absolute()
@@ -270,7 +277,7 @@ def open_dataset(spec, layout: str = "auto", transform: Callable | None = None, 
     if layout == "imagefolder":
         parts = _open_imagefolder(root)
     elif layout == "imagenet-val":
-        parts = _open_imagenet_val(root, labels_file, synsets_file)
+        parts = _open_imagenet_val(root, labels_file, synsets_file, strict=bool(strict))
     elif layout in ("cifar10", "cifar100"):
         root, parts, split = _open_cifar(root, layout, split)
     elif layout == "mnist":
@@ -306,7 +313,7 @@ def open_dataset(spec, layout: str = "auto", transform: Callable | None = None, 
     return ImageDataset(root=root, layout=layout, labels=labels, class_names=class_names, samples=samples,
                         transform=transform, split=split, wnids=wnids, files=files,
                         images=parts.get("images"), skipped=skipped, class_order=order_source,
-                        sources=parts.get("sources"))
+                        sources=parts.get("sources"), listed=parts.get("listed"))
 
 
 def data_root(spec, layout: str = "auto", split: str | None = None) -> Path:
@@ -534,7 +541,7 @@ def label_by_model_classes(dataset: "ImageDataset", model_class_names: Sequence[
     return ImageDataset(root=dataset.root, layout=dataset.layout, labels=mapping[dataset.labels], class_names=names,
                         samples=dataset.samples, transform=dataset.transform, split=dataset.split, wnids=None,
                         files=dataset._files, images=dataset._images, skipped=dataset.skipped,
-                        class_order=BY_MODEL_CLASS_NAMES, sources=dataset.sources)
+                        class_order=BY_MODEL_CLASS_NAMES, sources=dataset.sources, listed=dataset.listed)
 
 
 def _imagenet_name_lookup() -> dict[str, str]:
@@ -686,7 +693,9 @@ def _is_loc_csv(path: Path) -> bool:
         return fh.readline().lstrip(b"\xef\xbb\xbf").startswith(b"ImageId")
 
 
-def _open_imagenet_val(root: Path, labels_file: Path | None, synsets_file: Path | None) -> dict:
+def _open_imagenet_val(root: Path, labels_file: Path | None, synsets_file: Path | None, strict: bool = False) -> dict:
+    """A flat folder of images labelled by val_map.txt or LOC_val_solution.csv. Images the file lists but the
+    folder lacks are left out with one warning (``strict``: DataError); an image it does not list is an error."""
     top, class_dirs = _scan_top(root)
     if top and class_dirs:
         raise DataError(f"{root} holds {len(top)} images at its top level and {len(class_dirs)} sub-folders "
@@ -723,11 +732,16 @@ def _open_imagenet_val(root: Path, labels_file: Path | None, synsets_file: Path 
 
     keys = [key_of(f) for f in top]
     present = set(keys)
-    missing = [k for k in listed if k not in present]
-    if missing:
-        raise DataError(f"{len(missing)} of {len(listed)} files listed in {labels_file.name} are missing from "
-                        f"{root}, e.g. {', '.join(missing[:3])}; expected every listed image in the folder")
+    if strict:
+        missing = [k for k in listed if k not in present]
+        if missing:
+            raise DataError(f"{len(missing)} of {len(listed)} files listed in {labels_file.name} are missing from "
+                            f"{root}, e.g. {', '.join(missing[:3])}; expected every listed image in the folder")
     unlabelled = [f for f, k in zip(top, keys) if k not in listed]
+    if len(unlabelled) == len(top):
+        raise DataError(f"none of the {len(listed):,} images listed in {labels_file.name} is in {root}: its "
+                        f"{len(top)} images ({_some(unlabelled)}) have no label there; expected images named as "
+                        f"{labels_file.name} lists them")
     if unlabelled:
         raise DataError(f"{len(unlabelled)} of {len(top)} images in {root} have no label in {labels_file.name}, "
                         f"e.g. {', '.join(unlabelled[:3])}; expected a label for every image")
@@ -735,8 +749,12 @@ def _open_imagenet_val(root: Path, labels_file: Path | None, synsets_file: Path 
     if synsets_file is None and (labels.min() < 0 or labels.max() >= len(class_names)):
         raise DataError(f"labels in {labels_file} run {labels.min()}..{labels.max()}, outside ImageNet-1k's "
                         "0..999; expected ImageNet-1k labels, or pass synsets_file (--synsets-file)")
+    used = len(present)
+    if used < len(listed):
+        warnings.warn(f"{used:,} of {len(listed):,} listed images are in the folder; using those", RuntimeWarning,
+                      stacklevel=3)  # the caller of open_dataset
     return {"files": list(top), "labels": labels, "class_names": class_names, "wnids": list(wnids),
-            "sources": {"labels_file": labels_file, "synsets_file": synsets_file}}
+            "sources": {"labels_file": labels_file, "synsets_file": synsets_file}, "listed": len(listed)}
 
 
 # ------------------------------------------------------------------------------------------------------

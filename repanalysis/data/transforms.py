@@ -141,3 +141,99 @@ def transform_from_timm_config(config: dict, **overrides) -> EvalTransform:
                   channels=int(size[0]))
     params.update({k: v for k, v in overrides.items() if v is not None})
     return EvalTransform(**params)
+
+
+TRANSFORM_OVERRIDES = ("resolution", "crop_ratio", "interpolation", "mean", "std")
+
+
+def check_transform_overrides(resolution: int | None = None, crop_ratio: float | None = None,
+                              interpolation: str | None = None, mean=None, std=None) -> dict:
+    """Validate overrides of an eval transform's fields (None: keep the transform's own) and return the given
+    ones as a dict ready for :func:`override_transform`. Checks what needs no transform: resolution an
+    integer >= 1, crop_ratio in (0, 1], a known interpolation, mean and std sequences of finite numbers (std
+    > 0) and, when both are given, of the same length. DataError (one line) otherwise.
+
+    >>> check_transform_overrides(resolution=24, mean=(0.5,), std=(0.25,))
+    {'resolution': 24, 'mean': (0.5,), 'std': (0.25,)}
+    """
+    out: dict = {}
+    if resolution is not None:
+        try:
+            whole = not isinstance(resolution, bool) and float(resolution).is_integer() and int(resolution) >= 1
+        except (TypeError, ValueError):
+            whole = False
+        if not whole:
+            raise DataError(f"resolution must be an integer >= 1 (the side of the crop fed to the model); "
+                            f"got {resolution!r}")
+        out["resolution"] = int(resolution)
+    if crop_ratio is not None:
+        try:
+            inside = not isinstance(crop_ratio, bool) and 0 < float(crop_ratio) <= 1
+        except (TypeError, ValueError):
+            inside = False
+        if not inside:
+            raise DataError(f"crop ratio must be in (0, 1] (resolution / resized short side); got {crop_ratio!r}")
+        out["crop_ratio"] = float(crop_ratio)
+    if interpolation is not None:
+        if interpolation not in _INTERPOLATIONS:
+            raise DataError(f"unknown interpolation {interpolation!r}; expected one of "
+                            f"{', '.join(sorted(_INTERPOLATIONS))}")
+        out["interpolation"] = str(interpolation)
+    for key, values in (("mean", mean), ("std", std)):
+        if values is None:
+            continue
+        values = (values,) if isinstance(values, (int, float)) else values
+        try:
+            out[key] = tuple(float(v) for v in values)
+        except (TypeError, ValueError):
+            raise DataError(f"normalisation {key} must be numbers, one per input channel; got {values!r}") from None
+        if not out[key]:
+            raise DataError(f"normalisation {key} is empty; expected one number per input channel")
+    if "mean" in out and not all(math.isfinite(m) for m in out["mean"]):
+        raise DataError(f"normalisation mean must be finite numbers; got {_numbers(out['mean'])}")
+    if "std" in out and not all(math.isfinite(v) and v > 0 for v in out["std"]):
+        raise DataError(f"normalisation std must be finite and greater than 0 (it divides every pixel); "
+                        f"got {_numbers(out['std'])}")
+    if "mean" in out and "std" in out and len(out["mean"]) != len(out["std"]):
+        raise DataError(f"normalisation mean has {len(out['mean'])} values but std has {len(out['std'])}; expected "
+                        "the same number in both, one per input channel")
+    return out
+
+
+def override_transform(transform: EvalTransform, **overrides) -> EvalTransform:
+    """``transform`` with some fields replaced: what ``--resolution``, ``--crop-ratio``, ``--interpolation``,
+    ``--mean`` and ``--std`` do, for a notebook as for the command line.
+
+    overrides: resolution, crop_ratio, interpolation, mean, std (None values are ignored; see
+    :func:`check_transform_overrides`). Giving both mean and std sets the number of input channels to their
+    length (one value each: a grayscale network); giving one of them alone keeps the channel count, so it needs
+    that many values. A crop ratio needs a resizing transform (a resolution, given or the transform's own).
+    The result's geometry (``map_boxes``) is that of the pixels it produces, so Grad-CAM boxes follow it.
+
+    >>> t = override_transform(EvalTransform(resolution=None, mean=(0.1,), std=(0.3,), channels=1),
+    ...                        resolution=24, crop_ratio=0.75)     # 28x28 -> resize to 32x32 -> crop 24x24
+    >>> t.output_size(28, 28)
+    (24, 24)
+    """
+    import dataclasses
+
+    unknown = sorted(set(overrides) - set(TRANSFORM_OVERRIDES))
+    if unknown:
+        raise DataError(f"unknown transform override {unknown[0]!r}; expected some of {', '.join(TRANSFORM_OVERRIDES)}")
+    if not isinstance(transform, EvalTransform):
+        raise DataError(f"transform overrides apply to an EvalTransform; got {type(transform).__name__}")
+    changes = check_transform_overrides(**overrides)
+    if not changes:
+        return transform
+    if "mean" in changes and "std" in changes:
+        changes["channels"] = len(changes["mean"])    # e.g. one value each: a grayscale network
+    else:
+        for given, other in (("mean", "std"), ("std", "mean")):
+            if given in changes and len(changes[given]) != transform.channels:
+                raise DataError(f"normalisation {given} has {len(changes[given])} value(s) but the transform's "
+                                f"{other} has {transform.channels} ({transform.channels}-channel input); expected "
+                                f"{transform.channels}, or a {other} with as many values as the {given}")
+    if "crop_ratio" in changes and changes.get("resolution", transform.resolution) is None:
+        raise DataError(f"crop ratio {changes['crop_ratio']:g} has no effect: the transform feeds images at their "
+                        "own size (no resolution); give a resolution too")
+    return dataclasses.replace(transform, **changes)

@@ -31,6 +31,7 @@ class DemoContext:
     ood_data: path of an out-of-distribution .npz (real photo patches) for OOD analyses, if made.
     ood_dumps: model name -> Dump of the OOD data set.
     log: print function for the demo's console output.
+    progress: progress bars (stderr, when it is a terminal) on the steps that take a while.
     """
 
     out: Path
@@ -44,6 +45,7 @@ class DemoContext:
     ood_dumps: dict[str, Dump] = field(default_factory=dict)
     device: str = "auto"
     log: Callable[[str], None] = print
+    progress: bool = True
 
     @property
     def model_names(self) -> list[str]:

@@ -43,18 +43,23 @@ def ood_patches(n: int = 1000, seed: int = 0) -> np.ndarray:
 
 
 def build_context(out: str | Path, *, epochs: int = 8, n_train: int = 4000, seed: int = 0,
-                  device: str = "auto", log=print, losses=("ce", "ls", "maxsup")) -> DemoContext:
-    """Train (or reuse) the checkpoints, extract Dumps for train/test/OOD, and return the DemoContext."""
+                  device: str = "auto", log=print, losses=("ce", "ls", "maxsup"), alpha_schedule: str = "linear",
+                  progress: bool = True) -> DemoContext:
+    """Train (or reuse) the checkpoints, extract Dumps for train/test/OOD, and return the DemoContext.
+
+    ``alpha_schedule``: "linear" (LS and MaxSup alpha both 0.1 -> 0.2 over training, the MaxSup paper's default)
+    or "constant" (0.1). ``progress``: training bars (steps/s) on stderr when it is a terminal."""
     import repanalysis as ra
     from repanalysis.train import DIGIT_NAMES, make_demo_checkpoints
     from repanalysis.train.trainer import write_npz
 
     out = Path(out)
     start = time.perf_counter()
-    log(f"checkpoints: training small CNNs on real MNIST digits ({n_train} train images, {epochs} epochs) "
+    log(f"checkpoints: training small CNNs on real MNIST digits ({n_train} train images, {epochs} epochs, "
+        f"{alpha_schedule} LS / MaxSup alpha{' 0.1 -> 0.2' if alpha_schedule == 'linear' else ' 0.1'}) "
         f"or reusing {out / 'checkpoints'}")
     checkpoints, data = make_demo_checkpoints(out, losses=losses, epochs=epochs, n_train=n_train, seed=seed,
-                                              log=log)
+                                              alpha_schedule=alpha_schedule, log=log, progress=progress)
     ood = out / "data" / f"ood_photo_patches_s{seed}.npz"      # named by its seed: a run with another seed makes its own
     if not ood.exists():
         write_npz(ood, ood_patches(seed=seed), np.zeros(1000, dtype=np.int64), DIGIT_NAMES)
@@ -78,7 +83,8 @@ def build_context(out: str | Path, *, epochs: int = 8, n_train: int = 4000, seed
                 dumps[name][split] = dump
     log(f"checkpoints and Dumps ready in {time.perf_counter() - start:.1f}s")
     return DemoContext(out=out, checkpoints=checkpoints, dumps=dumps, data=data, class_names=list(DIGIT_NAMES),
-                       ood_data=ood, ood_dumps=ood_dumps, device=device, log=log)
+                       ood_data=ood, ood_dumps=ood_dumps, device=device, log=log,
+                       progress=progress)
 
 
 def summary_rows(ctx: DemoContext) -> list[dict]:

@@ -16,6 +16,12 @@ def checkpoint_of(dump) -> tuple[str | None, str | None]:
     return ck.get("path"), ck.get("sha256")
 
 
+def _used_ema(dump) -> bool:
+    """Whether a Dump was extracted with its checkpoint's EMA weights (``repanalysis extract --ema``)."""
+    ck = dump.meta.get("checkpoint") if isinstance(dump.meta, dict) else None
+    return bool(ck.get("ema")) if isinstance(ck, dict) else False
+
+
 def check_same_model(a, b, what: str) -> None:
     """DataError when both Dumps name their checkpoint's sha256 and the two differ. ``what`` names the pair
     in the message (e.g. "--fit-temperature"). A Dump read from a file that records no checkpoint (the seed
@@ -29,6 +35,12 @@ def check_same_model(a, b, what: str) -> None:
     if sa and sb and sa != sb:
         raise DataError(f"{what}: {a.path or a.name} was extracted from {pa} (sha256 {sa[:12]}) but "
                         f"{b.path or b.name} from {pb} (sha256 {sb[:12]}); expected two Dumps of the same model")
+    ea, eb = (_used_ema(d) for d in (a, b))
+    if sa and sb and ea != eb:      # one checkpoint, but its live weights for one Dump and its EMA for the other
+        ema_dump, live_dump = (a, b) if ea else (b, a)
+        raise DataError(f"{what}: {ema_dump.path or ema_dump.name} was extracted with the checkpoint's EMA weights "
+                        f"but {live_dump.path or live_dump.name} with its live weights; expected two Dumps of the "
+                        "same weights (both with --ema or both without)")
 
 
 def check_different_data(a, b, what: str) -> None:

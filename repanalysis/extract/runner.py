@@ -81,7 +81,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             class_order: str | os.PathLike | None = None, labels_file: str | os.PathLike | None = None,
             synsets_file: str | os.PathLike | None = None, transform=None, feature_dtype: str = "float32",
             trust: bool = False, progress: bool = True, name: str | None = None, log=None,
-            max_batches: int | None = None, reuse: bool = False) -> Dump:
+            max_batches: int | None = None, reuse: bool = False, strict: bool = False) -> Dump:
     """Extract logits (and penultimate features) of ``model`` on ``data`` into ``output``.
 
     model: a LoadedModel or a checkpoint path (loaded with ``arch``/``trust``). data: a data set path
@@ -91,6 +91,8 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     and ``features=True`` with one raises). A model that carries class names, run on an ImageFolder whose
     folders are named after those classes, labels each folder by the model's index of its name.
     transform: an EvalTransform overriding the model's. Returns the complete Dump.
+    strict: refuse a flat ImageNet-val folder that holds only some of the images its labels file lists (by
+    default the images present are used, with one warning giving the counts; the Dump's meta records them).
     device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N"; a LoadedModel given here is moved there for
     the run and handed back on its own device (and memory format) on every way out.
     feature_dtype: "float32" or "float16" (the features' dtype in the Dump).
@@ -135,7 +137,8 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
         dataset = data
     else:
         dataset = open_dataset(data, layout=layout, transform=transform, split=split, class_order=class_order,
-                               skip_bad=skip_bad, labels_file=labels_file, synsets_file=synsets_file)
+                               skip_bad=skip_bad, labels_file=labels_file, synsets_file=synsets_file,
+                               strict=strict)
         _check_split(dataset, data, split)
     if class_order is None:      # WordNet-id folders, or folders named after the model's classes
         dataset = label_for_model(dataset, lm.num_classes, lm.class_names, log=log)
@@ -150,7 +153,8 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     if want_features and layer is None:
         raise RepanalysisError("cannot find the model's final linear layer to read penultimate features; "
                                "pass --feature-layer NAME")
-    fingerprint = _fingerprint({"sha": lm.sha256, "arch": lm.arch, "data": dataset.fingerprint(),
+    fingerprint = _fingerprint({"sha": lm.sha256, **({"ema": True} if lm.ema else {}), "arch": lm.arch,
+                                "data": dataset.fingerprint(),
                                 "transform": transform.to_dict(), "features": want_features,
                                 "layer": feature_layer, "precision": precision, "feature_dtype": feature_dtype})
     if reuse and not seed_pt and is_complete_run(output, fingerprint, n):
@@ -193,7 +197,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
         described = dataset.describe()
         meta = {"name": name or (lm.checkpoint.stem if lm.checkpoint else lm.arch),
                 "checkpoint": {"path": str(lm.checkpoint.resolve()) if lm.checkpoint else None,
-                               "sha256": lm.sha256},
+                               "sha256": lm.sha256, "ema": lm.ema},
                 "arch": lm.arch, "family": lm.family, "num_classes": int(k),
                 "feature_layer": layer if want_features else None,
                 "dataset": described, "split": described.get("split"), "transform": transform.to_dict(),

@@ -5,6 +5,11 @@ Formats (REFERENCE.md "Checkpoint formats met in practice"): flat state_dict; ``
 ``{'state_dict': ...}`` with an attribute prefix (``model.``); ``.safetensors``; our own
 ``{'state_dict': ..., 'repanalysis': {...}}``. Pickled code (a whole nn.Module) and TorchScript load only
 with ``trust=True``: unpickling runs arbitrary code.
+
+EMA weights: training checkpoints often hold a second, exponential-moving-average copy of the weights (timm's
+train.py: ``state_dict`` + ``state_dict_ema``; torchvision's reference scripts: ``model`` + ``model_ema``, an
+AveragedModel's state_dict with ``module.`` keys and an ``n_averaged`` counter; DeiT: ``model`` + ``model_ema``).
+The live weights are read by default; ``ema=True`` reads the EMA copy.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import torch
 from repanalysis.errors import CheckpointError
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "network", "module")
+_EMA_KEYS = ("state_dict_ema", "model_ema", "ema_state_dict", "ema")
 _PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -34,6 +40,7 @@ class RawCheckpoint:
     info: dict = field(default_factory=dict)  # our 'repanalysis' block (arch, transform, ...), if any
     notes: list[str] = field(default_factory=list)
     kind: str = "state_dict"
+    ema: bool = False           # the weights are the checkpoint's EMA copy (read with ema=True)
     # a Lightning state_dict with keys under several attributes (model.* beside a loss's criterion.weight):
     # (attribute, its state_dict) for each, the largest first, to try when the whole does not fit
     alternatives: list[tuple[str, dict]] = field(default_factory=list)
@@ -53,10 +60,12 @@ def _first_line(exc: BaseException) -> str:
     return line.split(". ")[0][:160]
 
 
-def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> RawCheckpoint:
+def read_checkpoint(path: str | os.PathLike, trust: bool = False, ema: bool = False) -> RawCheckpoint:
     """Read ``path`` with safe loading (tensors and plain containers only) and unwrap it.
 
-    Raises CheckpointError (one line) for a missing, truncated, corrupt or untrusted-code file.
+    ema: take the checkpoint's EMA weights (``state_dict_ema`` / ``model_ema``) instead of the live ones.
+    Raises CheckpointError (one line) for a missing, truncated, corrupt or untrusted-code file, or for
+    ``ema=True`` on a checkpoint without EMA weights.
     """
     path = Path(path)
     if not path.exists():
@@ -72,7 +81,7 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> RawCheckpoi
             obj = load_file(str(path), device="cpu")
         except Exception as exc:
             raise CheckpointError(f"cannot read {path} as safetensors: {_first_line(exc)}") from None
-        return _unwrap(path, obj)
+        return _unwrap(path, obj, ema)
     if _is_zip(path):
         _check_zip_records(path)
     is_torchscript = _is_torchscript(path)
@@ -84,6 +93,8 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> RawCheckpoi
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise CheckpointError(f"cannot load TorchScript {path}: {_first_line(exc)}") from None
+        if ema:
+            _no_ema(path, "a TorchScript archive (one set of weights)")
         return RawCheckpoint(path, None, module=module.eval(), kind="torchscript",
                              notes=["loaded TorchScript archive (trusted)"])
     if not _is_zip(path) and not _starts_like_pickle(path):
@@ -109,7 +120,7 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> RawCheckpoi
         else:
             raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or not a PyTorch "
                                   f"checkpoint ({_first_line(exc)})") from None
-    return _unwrap(path, obj)
+    return _unwrap(path, obj, ema)
 
 
 @contextmanager
@@ -174,15 +185,50 @@ def _is_state_dict(obj) -> bool:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def _unwrap(path: Path, obj) -> RawCheckpoint:
+def _ema_entry(obj) -> str | None:
+    """The key of the checkpoint's EMA weights (a non-empty dict under one of ``_EMA_KEYS``), or None."""
+    if not isinstance(obj, dict) or _is_state_dict(obj):
+        return None
+    return next((k for k in _EMA_KEYS if isinstance(obj.get(k), dict)
+                 and any(isinstance(v, (torch.Tensor, dict)) for v in obj[k].values())), None)
+
+
+def _no_ema(path: Path, holds: str) -> None:
+    raise CheckpointError(f"checkpoint {path.name} has no EMA weights (none of {', '.join(map(repr, _EMA_KEYS))}): "
+                          f"it holds {holds}; load it without --ema (ema=False)")
+
+
+def _present_keys(obj, limit: int = 8) -> str:
+    """What a checkpoint holds at its top level, for messages: its keys, or a flat state_dict's size."""
+    if not isinstance(obj, dict):
+        return type(obj).__name__
+    if _is_state_dict(obj):
+        return f"a flat state_dict of {len(obj)} tensors ({', '.join(list(obj)[:3])}, ...)"
+    keys = sorted(map(str, obj))
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return f"keys {', '.join(keys[:limit])}{more}"
+
+
+def _unwrap(path: Path, obj, ema: bool = False) -> RawCheckpoint:
     notes: list[str] = []
     info: dict = {}
     if isinstance(obj, torch.nn.Module):
+        if ema:
+            _no_ema(path, "a pickled nn.Module (one set of weights)")
         return RawCheckpoint(path, None, module=obj.eval(), kind="module",
                              notes=["loaded a pickled nn.Module (trusted)"])
     if isinstance(obj, dict) and isinstance(obj.get("repanalysis"), dict):
         info = dict(obj["repanalysis"])
     sd = obj
+    if ema:
+        key = _ema_entry(obj)
+        if key is None:
+            _no_ema(path, _present_keys(obj))
+        notes.append(f"EMA weights taken from the checkpoint's '{key}' entry")
+        sd = obj[key]
+        # torchvision's ExponentialMovingAverage (an AveragedModel) saves its update counter beside the weights
+        if isinstance(sd.get("n_averaged"), torch.Tensor) and sd["n_averaged"].numel() == 1:
+            sd = {k: v for k, v in sd.items() if k != "n_averaged"}
     depth = 0
     while isinstance(sd, dict) and not _is_state_dict(sd) and depth < 3:
         key = next((k for k in _WRAPPER_KEYS if isinstance(sd.get(k), dict) and sd.get(k)), None)
@@ -197,14 +243,16 @@ def _unwrap(path: Path, obj) -> RawCheckpoint:
             sd = tensors
     if not _is_state_dict(sd):
         found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+        only_ema = "" if ema or _ema_entry(obj) is None else \
+            f"; it holds EMA weights under {_ema_entry(obj)!r}: load them with --ema (ema=True)"
         raise CheckpointError(f"{path} holds no state_dict (found {found}); expected a state_dict or a dict "
-                              f"with one under {', '.join(repr(k) for k in _WRAPPER_KEYS[:3])}")
+                              f"with one under {', '.join(repr(k) for k in _WRAPPER_KEYS[:3])}{only_ema}")
     alternatives = _lightning_attributes(sd) if isinstance(obj, dict) and any(k in obj for k in _LIGHTNING_KEYS) \
         else []
     sd, stripped = strip_prefixes(sd)
     if stripped:
         notes.append("stripped key prefix " + ", ".join(repr(p) for p in stripped))
-    return RawCheckpoint(path, sd, info=info, notes=notes, alternatives=alternatives)
+    return RawCheckpoint(path, sd, info=info, notes=notes, alternatives=alternatives, ema=ema)
 
 
 _LIGHTNING_KEYS = ("pytorch-lightning_version", "hyper_parameters", "optimizer_states", "lr_schedulers")

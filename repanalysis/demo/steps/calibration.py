@@ -28,7 +28,8 @@ def run(ctx) -> None:
     perm = np.random.default_rng(0).permutation(n)
     val_idx, eval_idx = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
     results = calibrate_dumps([d.subset(eval_idx) for d in tests], val_dumps=[d.subset(val_idx) for d in tests],
-                              n_bins=15, n_boot=200, seed=0, device=ctx.device)
+                              n_bins=15, n_boot=200, seed=0, device=ctx.device,
+                              progress=ctx.progress)
     ctx.log(f"test split halved: T fitted on {len(val_idx)} samples, metrics on the other {len(eval_idx)} "
             "(95% bootstrap intervals, 200 resamples)")
     ctx.log(format_table(comparison_rows(results), headers=TABLE_HEADERS))

@@ -37,7 +37,7 @@ def _downstream_digits(folder):
 def run(ctx) -> None:
     """Write separation, projection, embedding, collapse and transfer outputs under ``ctx.out / 'geometry'``."""
     from repanalysis.analyze.collapse import neural_collapse
-    from repanalysis.analyze.embed import embed_dump
+    from repanalysis.analyze.embed import embed_dumps
     from repanalysis.analyze.geometry import class_separation, separation_table
     from repanalysis.analyze.projection import project_dump
     from repanalysis.report import write_csv_atomic
@@ -72,8 +72,8 @@ def run(ctx) -> None:
             f"{', '.join(ctx.class_names[i] for i in auto)}")
 
     # UMAP of all ten digits (test split)
-    embs = [embed_dump(d, None, method=EMBED_METHOD, samples_per_class=100, seed=0, name=n)
-            for n, d in zip(names, test_dumps)]
+    embs = embed_dumps(test_dumps, None, names=names, method=EMBED_METHOD, samples_per_class=100, seed=0,
+                       progress=ctx.progress)
     written += save_figure(plot_embeddings(embs, split="test"), out / f"embedding_{EMBED_METHOD}")
 
     # neural collapse on the train split
@@ -100,7 +100,8 @@ def _transfer(ctx, out):
         lm = ra.load_model(ctx.checkpoints[n])
         dumps = {s: ra.extract(lm, p, out / "downstream" / f"{n}_{s}", progress=False, workers=0, batch_size=256,
                                name=n, overwrite=True, reuse=True) for s, p in data.items()}   # same run: reused
-        probes.append(probe_dumps(dumps["train"], dumps["test"], seed=0, device=ctx.device, name=n))
+        probes.append(probe_dumps(dumps["train"], dumps["test"], seed=0, device=ctx.device, name=n,
+                                  progress=ctx.progress))
     ctx.log(format_table([{"model": r.name, "downstream test acc": r.test_accuracy, "l2": f"{r.l2:g}",
                            "N train": r.n_train, "N test": r.n_test} for r in probes]))
     write_json_atomic(out / "transfer.json", [r.to_dict() for r in probes])

@@ -1,4 +1,4 @@
-"""Demo step: Grad-CAM localisation (MaxSup sec. 5.3-5.4, Fig. 3).
+"""Demo step: Grad-CAM localisation (MaxSup Sec. 5.4).
 
 Two parts: (1) the demo's CE / LS / MaxSup checkpoints on real MNIST test digits, the object region being
 the box around each digit's ink; (2) the real ImageNet-trained EfficientNet-Lite0 (weights shipped in the
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ORDER = 50
-TITLE = "Grad-CAM localisation: where each model looks, CAM precision/recall on the object (MaxSup Fig. 3)"
+TITLE = "Grad-CAM localisation: where each model looks, CAM precision/recall on the object (MaxSup Sec. 5.4)"
 
 N_DIGITS = 512
 PHOTOS = Path(__file__).resolve().parents[2] / "data" / "photos"  # package data
@@ -45,7 +45,7 @@ def run(ctx) -> None:
             images = npz["images"][:n]
         regions = BoxRegions(foreground_boxes(images, ds.samples[:n]), lm.transform, source="digit ink boxes")
         results.append(localise_dataset(lm.model, ds, regions, lm.transform, limit=n, keep=6, batch_size=128,
-                                        device=device, name=name))
+                                        device=device, name=name, progress=ctx.progress))
     ctx.log(f"Grad-CAM on {results[0].num_images} test digits (layer {results[0].layer}); region = box around the ink")
     ctx.log(format_table([r.summary() for r in results], TABLE_COLUMNS))
     payload["digits"] = [r.to_dict() for r in results]
