@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/repanalysis demo --out figures/demo
 
 test: $(STAMP)
+	$(BIN)/lint-imports    # the floors of ../shared/DESIGN.md (contracts in pyproject.toml)
 	$(BIN)/python -m pytest -q
 
 # Every benchmark at full size (the README's figures); `make bench BENCH_ARGS=--quick` for the seconds-long smoke

@@ -36,7 +36,7 @@ from repanalysis.errors import RepanalysisError
 def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_rule, device, out, as_json, quiet):
     """ECE, AECE, classwise and O-/U-ECE, NLL, Brier with CIs; reliability diagrams (FedLaS Tables 1, 4)."""
     from repanalysis.outputs import output_set
-    from repanalysis.analyze._arrays import pick_device
+    from repanalysis.arrays import pick_device
     from repanalysis.analyze.calibration import TABLE_HEADERS, calibrate_dumps, comparison_rows
     from repanalysis.analyze.confidence import confidence_dumps
     from repanalysis.plot.calibration import save_calibration_figures

@@ -26,7 +26,7 @@ def load_dumps(paths: Sequence[str], names: str | None = None, *, distinct: bool
 
     ``distinct``: the display names must differ (each input is a model of its own); otherwise only the same
     Dump given twice under one name is refused (``separation`` pairs a train and a test Dump by name)."""
-    from repanalysis.extract.store import load_dump
+    from repanalysis.dump import load_dump
 
     name_list = split_names(names)
     if name_list is not None and len(name_list) != len(paths):
@@ -75,7 +75,7 @@ def check_distinct_names(names: Sequence[str], paths: Sequence, *, from_names: b
 
 
 def echo_json(obj) -> None:
-    from repanalysis.extract.store import json_text
+    from repanalysis.outputs import json_text
 
     click.echo(json_text(obj))
 
@@ -99,7 +99,7 @@ def out_option(default: str):
 
 
 def _check_device(ctx, param, value):
-    from repanalysis.analyze._arrays import pick_device
+    from repanalysis.arrays import pick_device
 
     pick_device(value)        # an unknown or absent device stops here, before any work
     return value

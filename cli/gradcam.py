@@ -63,7 +63,7 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
             quiet, **transform_flags):
     """Grad-CAM localisation: CAM precision/recall/F1/IoU on object boxes, per model, with overlay grids."""
     from repanalysis.outputs import output_set
-    from repanalysis.analyze._arrays import pick_device
+    from repanalysis.arrays import pick_device
     from repanalysis.analyze.cam import localise_checkpoints
     from repanalysis.analyze.localisation import check_threshold
     from repanalysis.plot.cam import plot_cam_grid, plot_pr_curves

@@ -12,7 +12,7 @@ from repanalysis.cli.common import echo_json, json_option
 def command(inputs, as_json):
     """Show N, K, D, accuracy and provenance of Dumps or seed .pt files."""
     from repanalysis.cli._extraction import HEADERS, summary_row
-    from repanalysis.extract.store import load_dump
+    from repanalysis.dump import load_dump
     from repanalysis.report import format_table
 
     rows, details = [], []

@@ -24,7 +24,7 @@ from repanalysis.errors import RepanalysisError
 def command(in_paths, ood_paths, names, device, out, as_json):
     """OOD AUROC and FPR@95%TPR of max softmax, max logit, energy and feature L1 norm (FedLaS Table 3)."""
     from repanalysis.outputs import output_set
-    from repanalysis.analyze._arrays import pick_device
+    from repanalysis.arrays import pick_device
     from repanalysis.analyze.confidence import ood_dumps
     from repanalysis.plot.calibration import save_calibration_figures
     from repanalysis.report import format_table, write_json_atomic

@@ -22,7 +22,7 @@ from repanalysis.cli.common import device_option, echo_json, json_option, load_i
 def command(inputs, names, chunk_size, device, out, as_json):
     """d_within, d_total and R^2 of penultimate features per model (MaxSup Table 2)."""
     from repanalysis.outputs import output_set
-    from repanalysis.analyze._arrays import pick_device
+    from repanalysis.arrays import pick_device
     from repanalysis.analyze.geometry import class_separation, separation_models, separation_table
     from repanalysis.plot.geometry import plot_separation_bars
     from repanalysis.plot.style import save_figure

@@ -45,7 +45,7 @@ _compat.apply()  # must run before anything imports torchvision (a no-op where i
 __version__ = "0.1.0"
 
 from repanalysis.errors import RepanalysisError  # noqa: E402
-from repanalysis.extract.store import Dump, load_dump  # noqa: E402
+from repanalysis.dump import Dump, load_dump  # noqa: E402
 # Bound explicitly: the name would otherwise resolve to the repanalysis.extract sub-package.
 from repanalysis.extract.runner import extract  # noqa: E402
 

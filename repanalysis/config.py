@@ -133,7 +133,7 @@ def default_dumps(require_features: bool = False):
 
     Raises ConfigError when there is none, saying how to make one.
     """
-    from repanalysis.extract.store import load_dump
+    from repanalysis.dump import load_dump
 
     root = runs_dir()
     found = []
@@ -194,7 +194,7 @@ def set_value(key: str, value: str, user: bool = False, cwd=None) -> Path:
     if new_table is None or not _same(new_table, expected):
         raise ConfigError(f"cannot set {key} in {path} without changing its other settings (a layout this "
                           f"editor does not follow); the file is unchanged: edit it by hand")
-    from repanalysis.extract.store import umask_mode
+    from repanalysis.outputs import umask_mode
     from repanalysis.outputs import remove_files, temp_file
 
     real = Path(os.path.realpath(path))       # a linked config file (dotfiles) is edited where it lives

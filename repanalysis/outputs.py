@@ -16,6 +16,8 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import re
 import socket
@@ -23,6 +25,9 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
 
 from repanalysis.errors import DataError
 
@@ -166,3 +171,87 @@ def _host_tag() -> str:
 
 
 _HOST_TAG: str | None = None
+
+
+# --- atomic text files: results and a Dump's meta.json --------------------------------------------------
+def umask_mode(path: str | os.PathLike) -> None:
+    """Give a file made by mkstemp (0600) the mode a plain open() would give it (0666 minus the umask)."""
+    current = os.umask(0)
+    os.umask(current)
+    os.chmod(path, 0o666 & ~current)
+
+
+def _write_atomic(path: str | os.PathLike, write, newline: str | None = None, *, in_set: bool = True) -> None:
+    """Write a text file through a temporary file in the same folder and a rename: a reader never sees half
+    a file, and an interrupted or failed write (a full disk) leaves the previous file untouched."""
+    path = Path(path)
+    fd, tmp = temp_file(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+            write(fh)
+        umask_mode(tmp)
+        if in_set:
+            place(tmp, path)          # now, or with the rest of an enclosing output_set
+        else:
+            os.replace(tmp, path)     # a Dump's own meta.json: in place at once, whatever the caller opened
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj, *, in_set: bool = True) -> None:
+    """Write JSON atomically (see :func:`_write_atomic`); NaN and inf become null (see :func:`json_text`).
+    ``in_set``: a result file, put in place with the enclosing :func:`repanalysis.outputs.output_set` if any;
+    False for a Dump's meta.json, which must be in place as soon as it is written."""
+    def write(fh):
+        fh.write(json_text(obj))
+        fh.write("\n")
+    _write_atomic(path, write, in_set=in_set)
+
+
+def json_text(obj) -> str:
+    """Strict JSON text of results: numpy scalars and arrays as numbers and lists (numpy dict keys as their
+    plain values), NaN and +-inf as null (``json.dumps`` would write the non-standard ``NaN``, which other JSON
+    readers reject), result objects through their ``to_dict()``; anything else raises :class:`DataError`."""
+    return json.dumps(_json_plain(obj), indent=2, default=_json_default, allow_nan=False)
+
+
+def _json_plain(obj):
+    if isinstance(obj, dict):
+        return {(k.item() if isinstance(k, np.generic) else k): _json_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_plain(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if callable(getattr(obj, "to_dict", None)) and not isinstance(obj, type):   # results (CalibrationResult, ...)
+        return _json_plain(obj.to_dict())
+    return obj
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping]) -> None:
+    """Write dict rows as CSV atomically; the header is the first row's keys."""
+    import csv
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    def write(fh):
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["model"])
+        writer.writeheader()
+        writer.writerows(rows)
+    _write_atomic(path, write, newline="")
+
+
+def _json_default(obj):
+    """What :func:`_json_plain` leaves for json.dumps to ask about (numpy values are already plain)."""
+    if isinstance(obj, Path):
+        return str(obj)
+    raise DataError(f"cannot write a {type(obj).__name__} as JSON; expected numbers, text, lists, dicts, numpy "
+                    "arrays or a result object with to_dict()")
+

@@ -8,6 +8,7 @@ import torch
 
 import repanalysis as ra  # (compat fix before torchmetrics imports torchvision)
 from repanalysis.analyze import calibration as C
+from repanalysis.analyze.calibration import _fused, bootstrap
 from repanalysis.errors import DataError
 
 from _bars import record_bars
@@ -197,7 +198,7 @@ def test_against_loops_on_random_logits(dtype):
 def test_chunking_does_not_change_values(monkeypatch):
     z, y = random_logits(n=1000, k=7, seed=3)
     whole = C.calibration_report(z, y)
-    monkeypatch.setattr(C, "_CHUNK_ELEMENTS_CPU", 50)      # 7 rows per chunk
+    monkeypatch.setattr(_fused, "_CHUNK_ELEMENTS_CPU", 50)      # 7 rows per chunk
     chunked = C.calibration_report(z, y)
     for key in C.SCALARS:
         assert getattr(chunked, key) == pytest.approx(getattr(whole, key), abs=1e-13), key
@@ -237,8 +238,8 @@ def test_parallel_scan_equals_one_thread(monkeypatch):
     z, y = random_logits(n=2003, k=9, seed=4)
     z = z.float()
     one = C.calibration_report(z, y)
-    monkeypatch.setattr(C, "_CHUNK_ELEMENTS_CPU", 90)              # 10 rows per chunk, 200 chunks
-    monkeypatch.setattr(C, "_CHUNK_ELEMENTS_CLASSWISE", 90)
+    monkeypatch.setattr(_fused, "_CHUNK_ELEMENTS_CPU", 90)              # 10 rows per chunk, 200 chunks
+    monkeypatch.setattr(_fused, "_CHUNK_ELEMENTS_CLASSWISE", 90)
     before = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
@@ -387,7 +388,7 @@ def test_bootstrap_progress_bar_counts_replicates_per_block(monkeypatch, progres
     import repanalysis.progress
 
     calls = record_bars(monkeypatch, repanalysis.progress)
-    monkeypatch.setattr(C, "_BOOT_ELEMENTS", 300 * 64)           # 64 replicates per block of N = 300
+    monkeypatch.setattr(bootstrap, "_BOOT_ELEMENTS", 300 * 64)           # 64 replicates per block of N = 300
     z, y = random_logits(n=300, k=4, seed=1)
     res = C.calibration_report(z, y, n_boot=150, seed=0, name="CE", progress=progress)
     assert len(res.replicates["ece"]) == 150

@@ -12,7 +12,7 @@ import torch
 
 import repanalysis  # noqa: F401
 from repanalysis.analyze import calibration as C
-from repanalysis.analyze._arrays import pick_device
+from repanalysis.arrays import pick_device
 from repanalysis.analyze.projection import project_classes
 from repanalysis.analyze.transfer import linear_probe, probe_dumps
 from repanalysis.errors import DataError, DumpError, RepanalysisError
@@ -350,7 +350,7 @@ def test_a_seed_pt_in_a_pair_is_named_as_unchecked(tmp_path, capsys):
     assert code == 0, stderr
     with warnings.catch_warnings():
         warnings.simplefilter("error")         # arrays wrapped in memory: nothing to warn about
-        from repanalysis.extract.pairs import check_same_model
+        from repanalysis.dump.pairs import check_same_model
         check_same_model(d, Dump.from_arrays(torch.randn(4, 3), torch.arange(4) % 3), "pair")
 
 

@@ -518,7 +518,7 @@ def test_cli_extract_ema_flag_picks_the_ema_weights_and_records_it(ema_run, tmp_
     from _cli import run_cli
     from repanalysis.data.datasets import open_dataset
     from repanalysis.errors import DataError
-    from repanalysis.extract.pairs import check_same_model
+    from repanalysis.dump.pairs import check_same_model
 
     paths, live, emas = ema_run
     monkeypatch.setenv("REPANALYSIS_RUNS", str(tmp_path / "runs"))

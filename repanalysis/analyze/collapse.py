@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import as_labels, as_tensor, check_number, pick_device
+from repanalysis.arrays import as_labels, as_tensor, check_number, pick_device
 from repanalysis.analyze.geometry import add_classes, check_chunk_size
 from repanalysis.errors import DataError
 
@@ -75,7 +75,7 @@ class CollapseResult:
 
 
 def _chunks(source, arrays: dict, chunk_size: int):
-    from repanalysis.extract.store import Dump, release_pages
+    from repanalysis.dump import Dump, release_pages
 
     if isinstance(source, Dump):
         for _, chunk in source.iter_chunks(tuple(arrays), chunk_size=chunk_size):   # releases pages
@@ -128,7 +128,7 @@ def neural_collapse(features, labels=None, *, classifier_weight=None, classifier
     imbalanced classes Tr(S_T^+ S_B) can exceed rank(S_B) and the "sample" VCI fall below 0 (the rare classes'
     mean offsets are large next to the spread they add to S_T). Returns a :class:`CollapseResult`.
     """
-    from repanalysis.extract.store import Dump
+    from repanalysis.dump import Dump
 
     chunk_size = check_chunk_size(chunk_size)
     if vci_total not in VCI_TOTALS:

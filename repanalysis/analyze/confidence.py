@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import as_tensor, check_logits_labels, model_names, refuse_probabilities
+from repanalysis.arrays import as_tensor, check_logits_labels, model_names, refuse_probabilities
 from repanalysis.errors import DataError
 
 SCORES = ("max_softmax", "max_logit", "energy", "feature_l1")
@@ -282,7 +282,7 @@ def ood_dumps(in_dumps, ood_dumps, *, names=None, device=None) -> list[OODResult
 
     Each pair must come from the same checkpoint (the sha256 both Dumps record) and hold different samples
     (not the same Dump, nor two Dumps of one extraction run); DataError otherwise."""
-    from repanalysis.extract.pairs import check_different_data, check_same_model
+    from repanalysis.dump.pairs import check_different_data, check_same_model
 
     ins, oods = list(in_dumps), list(ood_dumps)
     if len(ins) != len(oods):

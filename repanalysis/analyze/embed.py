@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from repanalysis.analyze._arrays import check_number
+from repanalysis.arrays import check_number
 from repanalysis.analyze.projection import check_features_labels, class_indices, sample_per_class
 from repanalysis.errors import DataError
 from repanalysis.progress import track
@@ -123,7 +123,7 @@ def embed_dumps(dumps, classes=None, *, names=None, progress: bool = True, **kwa
     together). The Dumps must have the same number of classes and ``names`` (default: the Dumps' names) must
     be distinct. ``progress``: a bar over the models (models/s) on stderr when it is a terminal. ``kwargs`` go
     to :func:`embed_features` (method, samples_per_class, seed, metric, ...)."""
-    from repanalysis.analyze._arrays import model_names
+    from repanalysis.arrays import model_names
     from repanalysis.analyze.projection import _same_task
     from repanalysis.data.class_resolution import resolve_for_dumps
 

@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import as_labels, check_number, pick_device
+from repanalysis.arrays import as_labels, check_number, pick_device
 from repanalysis.errors import DataError
 
 DEFAULT_CHUNK = 8192
@@ -202,7 +202,7 @@ def iter_feature_chunks(source, labels=None, chunk_size: int = DEFAULT_CHUNK
 
     Memory-mapped inputs are released page by page as the scan moves on, so memory stays bounded.
     """
-    from repanalysis.extract.store import Dump, release_pages
+    from repanalysis.dump import Dump, release_pages
 
     chunk_size = check_chunk_size(chunk_size)
 
@@ -248,7 +248,7 @@ def class_separation(features, labels=None, *, num_classes: int | None = None, c
         >>> r = class_separation(h, y); (r.d_within, r.d_total, r.r2)
         (0.0, 0.5, 1.0)
     """
-    from repanalysis.extract.store import Dump
+    from repanalysis.dump import Dump
 
     if isinstance(features, Dump):
         num_classes = num_classes or features.num_classes

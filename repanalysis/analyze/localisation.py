@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import as_tensor, check_number
+from repanalysis.arrays import as_tensor, check_number
+from repanalysis.data.boxes import boxes_to_mask  # noqa: F401  (masks are made in data/boxes.py; part of this API)
 from repanalysis.errors import DataError
 
 
@@ -72,35 +73,6 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 # --- regions ---------------------------------------------------------------------------------------------
-
-def boxes_to_mask(boxes, height: int, width: int, valid=None) -> torch.Tensor:
-    """Union of boxes as a pixel mask.
-
-    boxes: [N, M, 4] (or [M, 4] for one image) of (x0, y0, x1, y1) in pixels, x = columns, y = rows;
-    valid: [N, M] bool marking real boxes when rows are padded (default: all). Pixel (r, c) covers
-    [c, c+1) x [r, r+1) and is inside a box when its centre (c + 0.5, r + 0.5) is: x0 <= c + 0.5 <= x1
-    and y0 <= r + 0.5 <= y1. Returns [N, H, W] bool (or [H, W] for one image).
-    """
-    b = as_tensor(boxes, dtype=torch.float64)
-    single = b.ndim == 2
-    if single:
-        b = b.unsqueeze(0)
-    if b.ndim != 3 or b.shape[-1] != 4:
-        raise DataError(f"boxes must be [N, M, 4] or [M, 4] as (x0, y0, x1, y1); got shape {tuple(b.shape)}")
-    height = check_number(height, "mask height", integer=True, minimum=1)
-    width = check_number(width, "mask width", integer=True, minimum=1)
-    v = torch.ones(b.shape[:2], dtype=torch.bool) if valid is None else as_tensor(valid, device=b.device).bool()
-    if single and v.ndim == 1:
-        v = v.unsqueeze(0)
-    if v.shape != b.shape[:2]:
-        raise DataError(f"valid must be [N, M] with one flag per box {tuple(b.shape[:2])}; got shape {tuple(v.shape)}")
-    cx = torch.arange(width, dtype=torch.float64) + 0.5
-    cy = torch.arange(height, dtype=torch.float64) + 0.5
-    in_x = (cx >= b[..., 0:1]) & (cx <= b[..., 2:3]) & v[..., None]       # [N, M, W]
-    in_y = (cy >= b[..., 1:2]) & (cy <= b[..., 3:4])                      # [N, M, H]
-    mask = (in_y.unsqueeze(-1) & in_x.unsqueeze(-2)).any(dim=1)           # [N, H, W]
-    return mask[0] if single else mask
-
 
 def threshold_masks(cams, threshold: float = 0.5) -> torch.Tensor:
     """M = CAM >= tau, [N, H, W] bool (REFERENCE.md; MaxSup section 5.4); [H, W] for one CAM [H, W]."""

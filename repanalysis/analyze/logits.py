@@ -34,9 +34,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import check_logits_labels, check_number, model_names, pick_device
+from repanalysis.arrays import check_logits_labels, check_number, model_names, pick_device
 from repanalysis.errors import DataError
-from repanalysis.extract.store import release_pages
+from repanalysis.dump import release_pages
 
 # Per-sample float statistics held by a LogitStats, in table/JSON order.
 PER_SAMPLE_STATS = ("near_zero_fraction", "top1_prob", "logit_range", "logit_norm", "ls_loss",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import as_labels, as_tensor, check_number, model_names
+from repanalysis.arrays import as_labels, as_tensor, check_number, model_names
 from repanalysis.errors import DataError
 
 METHODS = ("template", "centroid")

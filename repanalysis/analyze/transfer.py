@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import as_labels, as_tensor, check_number, pick_device
+from repanalysis.arrays import as_labels, as_tensor, check_number, pick_device
 from repanalysis.errors import DataError
-from repanalysis.extract.pairs import check_same_model
+from repanalysis.dump.pairs import check_same_model
 from repanalysis.progress import progress_bar
 
 L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)

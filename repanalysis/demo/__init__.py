@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from repanalysis.extract.store import Dump
+from repanalysis.dump import Dump
 from repanalysis.errors import DataError
 from repanalysis.outputs import output_set
 

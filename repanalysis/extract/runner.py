@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import check_number, pick_device
+from repanalysis.arrays import check_number, pick_device
 from repanalysis.errors import DataError, DumpError, RepanalysisError
 from repanalysis.extract.store import Dump, DumpWriter, check_pt_output, is_complete_run, load_dump, save_seed_pt
 from repanalysis.models.features import FeatureTap

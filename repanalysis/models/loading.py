@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from repanalysis.analyze._arrays import pick_device
+from repanalysis.arrays import pick_device
 from repanalysis.data.transforms import EvalTransform, transform_from_timm_config
 from repanalysis.errors import CheckpointError, DataError, RepanalysisError
 from repanalysis.models import registry
@@ -221,7 +221,7 @@ def _default_transform(arch: str, model: nn.Module, notes: list[str] | None = No
     elif source == "local":
         c = channels or 3
         if c == 1:   # the repanalysis demo CNNs: MNIST digits at their own size
-            from repanalysis.train.trainer import mnist_transform
+            from repanalysis.models.small_cnn import mnist_transform
 
             transform = mnist_transform()
         else:        # local CNNs train on small images at their own size: no resize
@@ -364,7 +364,7 @@ def _from_module(raw: RawCheckpoint, arch: str | None, sha: str, notes: list[str
     k = None
     if classifier is not None:
         k = model.get_submodule(classifier.split("+")[0]).out_features
-    from repanalysis.train.nets import SmallCNN
+    from repanalysis.models.small_cnn import SmallCNN
 
     # the transform of the architecture given, or of our own network pickled whole; else ImageNet eval
     known = None

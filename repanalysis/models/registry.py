@@ -25,7 +25,7 @@ class ArchSpec:
 
 
 def _small_cnn(num_classes: int = 10, **kwargs) -> nn.Module:
-    from repanalysis.train.nets import SmallCNN
+    from repanalysis.models.small_cnn import SmallCNN
 
     return SmallCNN(num_classes=num_classes, **kwargs)
 

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.colors import to_rgb
 from matplotlib.patches import Patch
 
-from repanalysis.analyze._arrays import check_number
+from repanalysis.arrays import check_number
 from repanalysis.analyze.calibration import CalibrationResult
 from repanalysis.analyze.confidence import MisclassificationResult, OODResult
 from repanalysis.errors import DataError

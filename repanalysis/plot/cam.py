@@ -17,7 +17,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
 
-from repanalysis.analyze._arrays import check_number
+from repanalysis.arrays import check_number
 from repanalysis.analyze.cam import CamExample, LocalisationResult
 from repanalysis.errors import DataError
 from repanalysis.plot.style import (ANNOTATION_FONTSIZE, NEUTRAL, check_result, check_results, get_ax, literal,

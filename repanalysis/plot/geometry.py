@@ -9,7 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from repanalysis.analyze._arrays import check_number
+from repanalysis.arrays import check_number
 from repanalysis.analyze.collapse import CollapseResult
 from repanalysis.analyze.embed import EmbeddingResult
 from repanalysis.analyze.geometry import SeparationResult, separation_models

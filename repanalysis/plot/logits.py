@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from repanalysis.analyze._arrays import check_number
+from repanalysis.arrays import check_number
 from repanalysis.analyze.logits import LogitStats
 from repanalysis.outputs import output_set
 from repanalysis.plot.style import (ANNOTATION_FONTSIZE, check_result, check_results, finite, get_ax,

@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from repanalysis.errors import DataError
-from repanalysis.extract.store import umask_mode
+from repanalysis.outputs import umask_mode
 from repanalysis.outputs import output_set, place, remove_files, temp_file
 
 if not os.environ.get("DISPLAY") and os.environ.get("MPLBACKEND") is None:

@@ -5,7 +5,7 @@ import math
 import numbers
 from typing import Mapping, Sequence
 
-from repanalysis.extract.store import write_csv_atomic, write_json_atomic  # noqa: F401  (re-exported: one writer)
+from repanalysis.outputs import write_csv_atomic, write_json_atomic  # noqa: F401  (re-exported: one writer)
 
 
 def format_value(value, digits: int = 4) -> str:

@@ -1,6 +1,6 @@
 """Training small CNNs with CE / LS / MaxSup / logit penalty on real digits (demo and test checkpoints)."""
 from repanalysis.train.losses import LOSSES, make_loss
-from repanalysis.train.nets import SmallCNN
+from repanalysis.models.small_cnn import SmallCNN
 from repanalysis.train.trainer import (DIGIT_NAMES, make_demo_checkpoints, make_demo_data, mnist_digits,
                                        mnist_transform, save_checkpoint, train_small_cnn)
 

@@ -91,7 +91,7 @@ def make_loss(name: str, /, **kwargs):
     >>> make_loss("ls").alpha(1.0), make_loss("ls", alpha_schedule="constant").alpha(1.0)
     (0.2, 0.1)
     """
-    from repanalysis.analyze._arrays import check_number
+    from repanalysis.arrays import check_number
     from repanalysis.errors import DataError
 
     key = name.lower().replace("-", "_") if isinstance(name, str) else None

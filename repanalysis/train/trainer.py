@@ -15,22 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repanalysis.analyze._arrays import as_labels, check_number
+from repanalysis.arrays import as_labels, check_number
 from repanalysis.data.transforms import EvalTransform
 from repanalysis.errors import DataError
-from repanalysis.extract.store import umask_mode
+from repanalysis.outputs import umask_mode
 from repanalysis.paths import as_path
 from repanalysis.progress import progress_bar
 from repanalysis.train.losses import LOSSES, SCHEDULES, make_loss
-from repanalysis.train.nets import SmallCNN
+from repanalysis.models.small_cnn import MNIST_MEAN, MNIST_STD, SmallCNN, mnist_transform  # noqa: F401
 
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-
-
-def mnist_transform() -> EvalTransform:
-    """The eval transform of the demo models: 28x28 grayscale, no resize, MNIST mean/std."""
-    return EvalTransform(resolution=None, mean=(MNIST_MEAN,), std=(MNIST_STD,), channels=1)
 
 
 @functools.lru_cache(maxsize=1)

@@ -23,7 +23,7 @@ def run(ctx) -> None:
     import numpy as np
 
     import repanalysis as ra
-    from repanalysis.analyze._arrays import pick_device
+    from repanalysis.arrays import pick_device
     from repanalysis.analyze.cam import localise_dataset
     from repanalysis.data.boxes import BoxRegions, foreground_boxes
     from repanalysis.plot.cam import plot_cam_grid, plot_pr_curves

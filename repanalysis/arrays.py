@@ -1,4 +1,4 @@
-"""Shared input handling for analyses: arrays in, validated torch tensors out, one-line errors.
+"""Array and option checks every floor uses: device choice, number checks, logits/labels coercion, display names.
 
 Every analysis accepts numpy arrays (memory maps included) or torch tensors and runs the same
 vectorised torch code on CPU or GPU (``device=None`` keeps CPU; pass "cuda" or use :func:`pick_device`).
