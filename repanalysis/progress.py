@@ -12,22 +12,22 @@ from typing import Iterable, Iterator, TypeVar
 T = TypeVar("T")
 
 
+def _options(desc: str, unit: str, enabled: bool) -> dict:
+    return {"desc": desc, "unit": unit, "dynamic_ncols": True, "file": sys.stderr, "disable": None if enabled else True}
+
+
 def progress_bar(total: int | None = None, *, desc: str, unit: str = "it", enabled: bool = True, initial: int = 0,
                  unit_scale: bool = False):
     """A tqdm bar on stderr (``update(n)``, ``close()``, usable as a context manager); a disabled one when
     ``enabled`` is False or stderr is not a terminal (then every call on it is a no-op)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=unit_scale, dynamic_ncols=True,
-                file=sys.stderr, disable=None if enabled else True)
+    return tqdm(total=total, initial=initial, unit_scale=unit_scale, **_options(desc, unit, enabled))
 
 
 def track(iterable: Iterable[T], *, desc: str, unit: str = "it", total: int | None = None,
           enabled: bool = True) -> Iterator[T]:
     """``iterable`` with a progress bar (see :func:`progress_bar`); ``total`` defaults to ``len(iterable)``."""
-    if total is None and hasattr(iterable, "__len__"):
-        total = len(iterable)
-    with progress_bar(total, desc=desc, unit=unit, enabled=enabled) as bar:
-        for item in iterable:
-            yield item
-            bar.update(1)
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, **_options(desc, unit, enabled))

@@ -38,19 +38,13 @@ class EvalTransform:
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
-        if self.interpolation not in _INTERPOLATIONS:
-            raise DataError(f"unknown interpolation {self.interpolation!r}; expected one of "
-                            f"{', '.join(sorted(_INTERPOLATIONS))}")
+        _check_interpolation(self.interpolation)
         if not 0 < self.crop_ratio <= 1:
             raise DataError(f"crop ratio must be in (0, 1]; got {self.crop_ratio}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise DataError(f"mean/std need {self.channels} values for {self.channels}-channel input; "
                             f"got {len(self.mean)} and {len(self.std)}")
-        if not all(math.isfinite(float(m)) for m in self.mean):
-            raise DataError(f"normalisation mean must be finite numbers; got {_numbers(self.mean)}")
-        if not all(math.isfinite(float(v)) and float(v) > 0 for v in self.std):
-            raise DataError(f"normalisation std must be finite and greater than 0 (it divides every pixel); "
-                            f"got {_numbers(self.std)}")
+        _check_normalisation(self.mean, self.std)
 
     # --- geometry ---------------------------------------------------------------------------------
     def resize_size(self, width: int, height: int) -> tuple[int, int]:
@@ -143,6 +137,20 @@ def transform_from_timm_config(config: dict, **overrides) -> EvalTransform:
     return EvalTransform(**params)
 
 
+def _check_interpolation(name) -> None:
+    if name not in _INTERPOLATIONS:
+        raise DataError(f"unknown interpolation {name!r}; expected one of {', '.join(sorted(_INTERPOLATIONS))}")
+
+
+def _check_normalisation(mean, std) -> None:
+    """DataError unless every mean value is finite and every std value finite and > 0 (either may be empty)."""
+    if not all(math.isfinite(float(m)) for m in mean):
+        raise DataError(f"normalisation mean must be finite numbers; got {_numbers(mean)}")
+    if not all(math.isfinite(float(v)) and float(v) > 0 for v in std):
+        raise DataError(f"normalisation std must be finite and greater than 0 (it divides every pixel); "
+                        f"got {_numbers(std)}")
+
+
 TRANSFORM_OVERRIDES = ("resolution", "crop_ratio", "interpolation", "mean", "std")
 
 
@@ -175,9 +183,7 @@ def check_transform_overrides(resolution: int | None = None, crop_ratio: float |
             raise DataError(f"crop ratio must be in (0, 1] (resolution / resized short side); got {crop_ratio!r}")
         out["crop_ratio"] = float(crop_ratio)
     if interpolation is not None:
-        if interpolation not in _INTERPOLATIONS:
-            raise DataError(f"unknown interpolation {interpolation!r}; expected one of "
-                            f"{', '.join(sorted(_INTERPOLATIONS))}")
+        _check_interpolation(interpolation)
         out["interpolation"] = str(interpolation)
     for key, values in (("mean", mean), ("std", std)):
         if values is None:
@@ -189,11 +195,7 @@ def check_transform_overrides(resolution: int | None = None, crop_ratio: float |
             raise DataError(f"normalisation {key} must be numbers, one per input channel; got {values!r}") from None
         if not out[key]:
             raise DataError(f"normalisation {key} is empty; expected one number per input channel")
-    if "mean" in out and not all(math.isfinite(m) for m in out["mean"]):
-        raise DataError(f"normalisation mean must be finite numbers; got {_numbers(out['mean'])}")
-    if "std" in out and not all(math.isfinite(v) and v > 0 for v in out["std"]):
-        raise DataError(f"normalisation std must be finite and greater than 0 (it divides every pixel); "
-                        f"got {_numbers(out['std'])}")
+    _check_normalisation(out.get("mean", ()), out.get("std", ()))
     if "mean" in out and "std" in out and len(out["mean"]) != len(out["std"]):
         raise DataError(f"normalisation mean has {len(out['mean'])} values but std has {len(out['std'])}; expected "
                         "the same number in both, one per input channel")

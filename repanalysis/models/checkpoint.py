@@ -243,8 +243,8 @@ def _unwrap(path: Path, obj, ema: bool = False) -> RawCheckpoint:
             sd = tensors
     if not _is_state_dict(sd):
         found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
-        only_ema = "" if ema or _ema_entry(obj) is None else \
-            f"; it holds EMA weights under {_ema_entry(obj)!r}: load them with --ema (ema=True)"
+        ema_key = None if ema else _ema_entry(obj)
+        only_ema = "" if ema_key is None else f"; it holds EMA weights under {ema_key!r}: load them with --ema (ema=True)"
         raise CheckpointError(f"{path} holds no state_dict (found {found}); expected a state_dict or a dict "
                               f"with one under {', '.join(repr(k) for k in _WRAPPER_KEYS[:3])}{only_ema}")
     alternatives = _lightning_attributes(sd) if isinstance(obj, dict) and any(k in obj for k in _LIGHTNING_KEYS) \
