@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean figures
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,12 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/repanalysis demo --out figures/demo
+
+# figures/*.png and .pdf from the demo's Dumps, by executing figures/figures.ipynb (nbclient); runs the demo first
+# when its Dumps are missing. Other Dumps: $(BIN)/python figures/run_notebook.py --dumps D --checkpoints C --data A --out O
+figures: $(STAMP)
+	ls -d figures/demo/dumps/*_test >/dev/null 2>&1 || $(BIN)/repanalysis demo --out figures/demo
+	$(BIN)/python figures/run_notebook.py
 
 test: $(STAMP)
 	$(BIN)/lint-imports    # the floors of ../shared/DESIGN.md (contracts in pyproject.toml)

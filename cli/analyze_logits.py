@@ -37,6 +37,7 @@ def _parse_range(value: str) -> tuple[float, float]:
 @json_option
 def command(inputs, names, threshold, alpha, kde_samples, kde_range, device, out, as_json):
     """Near-zero logits, top-1 probability and the LS error-enhancement split (MaxSup Figures 2-3)."""
+    from repanalysis.dump.provenance import with_provenance
     from repanalysis.outputs import output_set
     from repanalysis.analyze.logits import TABLE_HEADERS, compare_logits, comparison_dict, comparison_table
     from repanalysis.plot.logits import save_logit_figures
@@ -48,7 +49,7 @@ def command(inputs, names, threshold, alpha, kde_samples, kde_range, device, out
     out.mkdir(parents=True, exist_ok=True)
     payload = comparison_dict(results)
     with output_set():                       # the JSON and the figures replace the last run's together
-        write_json_atomic(out / "logit_stats.json", payload)
+        write_json_atomic(out / "logit_stats.json", with_provenance(payload, dumps))
         written = save_logit_figures(results, out)
     if as_json:
         echo_json(payload)

@@ -36,6 +36,7 @@ from repanalysis.errors import RepanalysisError
 def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_rule, device, out, as_json, quiet):
     """ECE, AECE, classwise and O-/U-ECE, NLL, Brier with CIs; reliability diagrams (FedLaS Tables 1, 4)."""
     from repanalysis.outputs import output_set
+    from repanalysis.dump.provenance import with_provenance
     from repanalysis.arrays import pick_device
     from repanalysis.analyze.calibration import TABLE_HEADERS, calibrate_dumps, comparison_rows
     from repanalysis.analyze.confidence import confidence_dumps
@@ -58,7 +59,7 @@ def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_r
                "adaptive_rule": adaptive_rule, "models": [r.to_dict() for r in results],
                "confidence": [c.to_dict() for c in confidence]}
     with output_set():                       # the JSON and the figures replace the last run's together
-        write_json_atomic(out / "calibration.json", payload)
+        write_json_atomic(out / "calibration.json", with_provenance(payload, [*dumps, *(val_dumps or [])]))
         written = save_calibration_figures(out, calibration=results, misclassification=confidence)
     if as_json:
         echo_json(payload)

@@ -21,6 +21,7 @@ from repanalysis.cli.common import device_option, echo_json, json_option, load_i
 @json_option
 def command(inputs, names, vci_total, device, out, as_json):
     """Neural-collapse metrics NC1-NC4, VCI and per-class feature norms of each Dump."""
+    from repanalysis.dump.provenance import with_provenance
     from repanalysis.outputs import output_set
     from repanalysis.analyze.collapse import neural_collapse
     from repanalysis.analyze.geometry import common_split
@@ -33,7 +34,7 @@ def command(inputs, names, vci_total, device, out, as_json):
     out.mkdir(parents=True, exist_ok=True)
     payload = [r.to_dict() for r in results]
     with output_set():                       # the JSON and the figure replace the last run's together
-        write_json_atomic(out / "collapse.json", payload)
+        write_json_atomic(out / "collapse.json", with_provenance(payload, dumps))
         written = save_figure(plot_feature_norms(results, class_names=dumps[0].class_names,
                                                  split=common_split(dumps)).figure, out / "feature_norms")
     if as_json:

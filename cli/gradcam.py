@@ -63,6 +63,7 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
             quiet, **transform_flags):
     """Grad-CAM localisation: CAM precision/recall/F1/IoU on object boxes, per model, with overlay grids."""
     from repanalysis.outputs import output_set
+    from repanalysis.dump.provenance import checkpoint_inputs, with_provenance
     from repanalysis.arrays import pick_device
     from repanalysis.analyze.cam import localise_checkpoints
     from repanalysis.analyze.localisation import check_threshold
@@ -99,7 +100,8 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
                "boxes": str(boxes) if boxes else None, "models": [r.to_dict() for r in results]}
     written = [out / "gradcam.json", out / "gradcam_per_image.csv"]
     with output_set():                       # JSON, CSV and both figures replace the last run's together
-        write_json_atomic(out / "gradcam.json", payload)
+        write_json_atomic(out / "gradcam.json", with_provenance(payload, inputs=checkpoint_inputs(
+            checkpoints, [r.name for r in results], data, overrides, ema)))
         write_csv_atomic(out / "gradcam_per_image.csv", [row for r in results for row in r.per_image_rows()])
         written += save_figure(plot_cam_grid(results, max_images=show, class_names=class_names), out / "gradcam_grid")
         written += save_figure(plot_pr_curves(results).figure, out / "gradcam_pr")

@@ -5,6 +5,7 @@ import errno
 import importlib
 import os
 import pkgutil
+import shlex
 import sys
 import warnings
 
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
         with click.Context(cli, info_name="repanalysis") as ctx:
             click.echo(cli.get_help(ctx))
         return
+    from repanalysis.dump import provenance
+
+    provenance.COMMAND = shlex.join(["repanalysis", *argv])     # recorded in every result JSON this run writes
     try:
         cli.main(args=argv, prog_name="repanalysis", standalone_mode=False)
     except click.exceptions.Abort:

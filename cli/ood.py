@@ -23,6 +23,7 @@ from repanalysis.errors import RepanalysisError
 @json_option
 def command(in_paths, ood_paths, names, device, out, as_json):
     """OOD AUROC and FPR@95%TPR of max softmax, max logit, energy and feature L1 norm (FedLaS Table 3)."""
+    from repanalysis.dump.provenance import with_provenance
     from repanalysis.outputs import output_set
     from repanalysis.arrays import pick_device
     from repanalysis.analyze.confidence import ood_dumps
@@ -38,7 +39,7 @@ def command(in_paths, ood_paths, names, device, out, as_json):
     out.mkdir(parents=True, exist_ok=True)
     payload = {"models": [r.to_dict() for r in results]}
     with output_set():                       # the JSON and the figure replace the last run's together
-        write_json_atomic(out / "ood.json", payload)
+        write_json_atomic(out / "ood.json", with_provenance(payload, [*ins, *oods]))
         written = save_calibration_figures(out, ood=results)
     if as_json:
         echo_json(payload)

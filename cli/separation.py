@@ -21,6 +21,7 @@ from repanalysis.cli.common import device_option, echo_json, json_option, load_i
 @json_option
 def command(inputs, names, chunk_size, device, out, as_json):
     """d_within, d_total and R^2 of penultimate features per model (MaxSup Table 2)."""
+    from repanalysis.dump.provenance import with_provenance
     from repanalysis.outputs import output_set
     from repanalysis.arrays import pick_device
     from repanalysis.analyze.geometry import class_separation, separation_models, separation_table
@@ -36,7 +37,7 @@ def command(inputs, names, chunk_size, device, out, as_json):
     payload = [{**r.to_dict(), "model": model, "source": str(d.path) if d.path is not None else None}
                for r, model, d in zip(results, separation_models(results), dumps)]
     with output_set():                       # the JSON and the figure replace the last run's together
-        write_json_atomic(out / "separation.json", payload)
+        write_json_atomic(out / "separation.json", with_provenance(payload, dumps))
         written = save_figure(plot_separation_bars(results)[0].figure, out / "separation")
     if as_json:
         echo_json(payload)

@@ -30,6 +30,7 @@ from repanalysis.errors import RepanalysisError
 def command(train, test, names, l2, seed, device, out, as_json, quiet):
     """Linear-probe accuracy of frozen penultimate features on a downstream task."""
     from repanalysis.analyze.transfer import probe_dumps
+    from repanalysis.dump.provenance import with_provenance
     from repanalysis.report import format_table, write_json_atomic
 
     if len(train) != len(test):
@@ -45,7 +46,7 @@ def command(train, test, names, l2, seed, device, out, as_json, quiet):
         results.append(probe_dumps(tr, te, l2=l2, seed=seed, device=device, name=name, progress=not quiet))
     out.mkdir(parents=True, exist_ok=True)
     payload = [r.to_dict() for r in results]
-    write_json_atomic(out / "transfer.json", payload)
+    write_json_atomic(out / "transfer.json", with_provenance(payload, [*trains, *tests]))
     if as_json:
         echo_json(payload)
     else:

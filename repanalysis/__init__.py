@@ -42,7 +42,7 @@ from repanalysis import _compat  # noqa: E402
 
 _compat.apply()  # must run before anything imports torchvision (a no-op where it loads normally)
 
-__version__ = "0.1.0"
+from repanalysis._version import __version__  # noqa: E402
 
 from repanalysis.errors import RepanalysisError  # noqa: E402
 from repanalysis.dump import Dump, load_dump  # noqa: E402

@@ -110,6 +110,19 @@ def output_set():
     current._commit()
 
 
+def current_file(target: str | os.PathLike) -> Path:
+    """Where ``target``'s newest content is now: the temporary file queued for it in the active
+    :func:`output_set` (written in this set, not yet renamed into place), else ``target`` itself. A report that
+    embeds figures drawn in the same set reads them through this."""
+    target = Path(target)
+    active = getattr(_ACTIVE, "set", None)
+    if active is not None:
+        for tmp, queued in reversed(active._moves):
+            if queued == target:
+                return Path(tmp)
+    return target
+
+
 def place(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
     """Move the complete temporary file ``tmp`` to ``target``: now, or at the end of the enclosing set."""
     active = getattr(_ACTIVE, "set", None)
@@ -210,6 +223,13 @@ def write_json_atomic(path: str | os.PathLike, obj, *, in_set: bool = True) -> N
     _write_atomic(path, write, in_set=in_set)
 
 
+def write_text_atomic(path: str | os.PathLike, text: str, *, in_set: bool = True) -> None:
+    """Write ``text`` (UTF-8) atomically (see :func:`_write_atomic`), with the enclosing
+    :func:`output_set` if any: an HTML report, a README of results. ``in_set=False``: in place at once (an input
+    that later steps of the same set read, such as a box list)."""
+    _write_atomic(path, lambda fh: fh.write(text), newline="", in_set=in_set)
+
+
 def json_text(obj) -> str:
     """Strict JSON text of results: numpy scalars and arrays as numbers and lists (numpy dict keys as their
     plain values), NaN and +-inf as null (``json.dumps`` would write the non-standard ``NaN``, which other JSON
@@ -236,13 +256,14 @@ def _json_plain(obj):
 
 
 def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping]) -> None:
-    """Write dict rows as CSV atomically; the header is the first row's keys."""
+    """Write dict rows as CSV atomically; the header is every row's keys in order of first appearance (a row
+    without a column leaves its cell empty)."""
     import csv
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
 
     def write(fh):
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["model"])
+        writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)) or ["model"])
         writer.writeheader()
         writer.writerows(rows)
     _write_atomic(path, write, newline="")

@@ -388,7 +388,9 @@ def test_bootstrap_progress_bar_counts_replicates_per_block(monkeypatch, progres
     import repanalysis.progress
 
     calls = record_bars(monkeypatch, repanalysis.progress)
-    monkeypatch.setattr(bootstrap, "_BOOT_ELEMENTS", 300 * 64)           # 64 replicates per block of N = 300
+    import repanalysis.analyze.resample as resample
+
+    monkeypatch.setattr(resample, "BOOT_ELEMENTS", 300 * 64)              # 64 replicates per block of N = 300
     z, y = random_logits(n=300, k=4, seed=1)
     res = C.calibration_report(z, y, n_boot=150, seed=0, name="CE", progress=progress)
     assert len(res.replicates["ece"]) == 150

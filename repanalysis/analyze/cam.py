@@ -304,6 +304,15 @@ class LocalisationResult:
                 "iou": mean(self.iou), "energy_pg": mean(self.energy), "pointing": mean(self.pointing_hit),
                 "pr_area": mean(self.pr_area), "box_share": mean(self.region_fraction)}
 
+    def to_frame(self):
+        """Tidy pandas DataFrame of the :meth:`summary` means over images (accuracy, precision, recall, f1, iou,
+        energy_pg, pointing, pr_area, box_share): columns model, metric, value, n (images scored)."""
+        from repanalysis.frames import tidy_frame
+
+        s = self.summary()
+        return tidy_frame(self.name, {k: v for k, v in s.items() if k not in ("model", "images", "skipped")},
+                          n=self.num_images)
+
     def per_image_rows(self) -> list[dict]:
         cols = ("precision", "recall", "f1", "iou", "energy", "pr_area", "region_fraction")
         return [{"model": self.name, "image": self.sample_names[i], "label": int(self.labels[i]),

@@ -73,6 +73,18 @@ class CollapseResult:
                 "NC4": self.nc4, "VCI": self.vci, "mean L2 norm": float(np.average(self.norm_l2_mean,
                                                                                weights=self.counts))}
 
+    def to_frame(self):
+        """Tidy pandas DataFrame of the :meth:`summary` scalars under their attribute names (nc1, nc2_equinorm,
+        nc2_equiangular, nc2_max_angle, nc3, nc4, vci, mean_l2_norm; NaN for nc3 / nc4 without W): columns
+        model, metric, value, n (samples)."""
+        from repanalysis.frames import tidy_frame
+
+        s = self.summary()
+        return tidy_frame(self.name, {"nc1": self.nc1, "nc2_equinorm": self.nc2_equinorm,
+                                      "nc2_equiangular": self.nc2_equiangular, "nc2_max_angle": self.nc2_max_angle,
+                                      "nc3": self.nc3, "nc4": self.nc4, "vci": self.vci,
+                                      "mean_l2_norm": s["mean L2 norm"]}, n=self.n_samples)
+
 
 def _chunks(source, arrays: dict, chunk_size: int):
     from repanalysis.dump import Dump, release_pages

@@ -60,6 +60,17 @@ class MisclassificationResult:
             out["correct"] = self.correct.astype(int).tolist()
         return out
 
+    def to_frame(self):
+        """Tidy pandas DataFrame: an ``accuracy`` row (score None), then one ``auroc`` row per score; columns
+        model, score, metric, value, n (samples)."""
+        from repanalysis.frames import rows_frame, tidy_rows
+
+        n = int(self.correct.size)
+        rows = tidy_rows(self.name, {"accuracy": self.accuracy}, n=n, score=None)
+        for score, value in self.auroc.items():
+            rows += tidy_rows(self.name, {"auroc": value}, n=n, score=score)
+        return rows_frame(rows)
+
 
 @dataclass
 class OODResult:
@@ -81,6 +92,15 @@ class OODResult:
         return {"name": self.name, "num_in": self.num_in, "num_ood": self.num_ood, "n_excluded": self.n_excluded,
                 "auroc": {k: _num(v) for k, v in self.auroc.items()},
                 "fpr_at_95_tpr": {k: _num(v) for k, v in self.fpr_at_95_tpr.items()}}
+
+    def to_frame(self):
+        """Tidy pandas DataFrame, rows ``auroc`` and ``fpr_at_95_tpr`` for each score: columns model, score,
+        metric, value, n (in-distribution + OOD samples), n_in, n_ood."""
+        from repanalysis.frames import rows_frame, tidy_rows
+
+        return rows_frame(row for score in self.auroc for row in tidy_rows(
+            self.name, {"auroc": self.auroc[score], "fpr_at_95_tpr": self.fpr_at_95_tpr.get(score)},
+            n=self.num_in + self.num_ood, score=score, n_in=self.num_in, n_ood=self.num_ood))
 
 
 def _num(v: float):

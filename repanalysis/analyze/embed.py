@@ -43,6 +43,13 @@ class EmbeddingResult:
         return [{"model": self.name, "sample": int(i), "label": int(y), "class": names[int(y)],
                  "x": float(a), "y": float(b)} for i, y, (a, b) in zip(self.sample_index, self.labels, self.coords)]
 
+    def to_frame(self):
+        """Tidy pandas DataFrame of the coordinates, one row per point (not per metric: an embedding holds no
+        scalars): columns model, sample, label, class (name), x, y, as :meth:`to_rows`."""
+        from repanalysis.frames import points_frame
+
+        return points_frame(self.name, self.coords, self.labels, self.sample_index, self.classes, self.class_names)
+
 
 def embed_features(features, labels, classes=None, *, method: str = "umap", samples_per_class: int | None = 300,
                    seed: int = 0, metric: str = "cosine", n_neighbors: int = 15, min_dist: float = 0.1,

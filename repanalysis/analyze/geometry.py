@@ -89,6 +89,14 @@ class SeparationResult:
             out[key] = np.asarray(out[key]).tolist()
         return out
 
+    def to_frame(self):
+        """Tidy pandas DataFrame, one row per metric (d_within, d_total, r2): columns model, split (None when
+        unknown), metric, value, n (samples used)."""
+        from repanalysis.frames import tidy_frame
+
+        return tidy_frame(self.name, {"d_within": self.d_within, "d_total": self.d_total, "r2": self.r2},
+                          n=self.n_samples, split=self.split)
+
 
 class SeparationAccumulator:
     """Streaming closed form: ``update(features_chunk, labels_chunk)`` any number of times, then ``compute()``.
@@ -156,13 +164,8 @@ class SeparationAccumulator:
         if rows.numel() < 2:
             raise DataError(f"class separation needs at least 2 classes with samples; found {rows.numel()}")
         classes, counts = self.values[rows], self.counts[rows]
-        c = self.sums[rows] / counts[:, None].to(torch.float64)  # class means of unit vectors, (C, D)
-        # Kornblith et al. 2021 closed form: per-class mean pairwise cosine distance = 1 - ||c_k||^2
-        per_class = 1.0 - (c * c).sum(dim=1)
-        d_within = float(per_class.mean())
-        c_bar = c.mean(dim=0)
-        # Kornblith et al. 2021 closed form: d_total = 1 - ||mean_k c_k||^2 (every class pair weighted 1/K^2)
-        d_total = float(1.0 - (c_bar * c_bar).sum())
+        per_class, d_within, d_total = distances_from_sums(self.sums[rows], counts.to(torch.float64))
+        d_within, d_total = float(d_within), float(d_total)
         single = classes[counts == 1].tolist()
         if single:
             shown = ", ".join(str(s) for s in single[:10]) + (" ..." if len(single) > 10 else "")
@@ -179,6 +182,25 @@ class SeparationAccumulator:
                                 per_class_d_within=per_class.cpu().numpy(), classes=classes.cpu().numpy(),
                                 counts=counts.cpu().numpy(), n_samples=int(counts.sum()),
                                 n_excluded=self.n_excluded, single_sample_classes=single, name=name, split=split)
+
+
+def distances_from_sums(sums: torch.Tensor, counts: torch.Tensor):
+    """The closed form from per-class sums of unit vectors: ``(per_class_d_within, d_within, d_total)``.
+
+    sums: (..., C, D) float64 sum of u = h / ||h|| over each class; counts: (..., C) float64 samples per class,
+    or total multiplicities (a bootstrap replicate). Leading dimensions are batch dimensions (one per
+    replicate). A class whose count is 0 is left out of the class averages (K counts the classes present) and
+    its per-class value is NaN.
+    """
+    present = counts > 0
+    k = present.sum(dim=-1).to(sums.dtype)
+    c = torch.where(present[..., None], sums / counts.clamp_min(1e-300)[..., None], 0.0)  # class means of u
+    # Kornblith et al. 2021 closed form: per-class mean pairwise cosine distance = 1 - ||c_k||^2
+    per_class = torch.where(present, 1.0 - (c * c).sum(dim=-1), torch.nan)
+    d_within = torch.where(present, per_class, 0.0).sum(dim=-1) / k
+    c_bar = c.sum(dim=-2) / k[..., None]
+    # Kornblith et al. 2021 closed form: d_total = 1 - ||mean_k c_k||^2 (every class pair weighted 1/K^2)
+    return per_class, d_within, 1.0 - (c_bar * c_bar).sum(dim=-1)
 
 
 _D_TOTAL_FLOOR = 1e-12      # d_total at or below this is rounding noise of identical directions (R^2 undefined)

@@ -150,6 +150,20 @@ class LogitStats:
                 "logit_range": self.mean("logit_range"), "ee_active": self.ee_active_fraction,
                 "ee_share": self.ee_loss_share}
 
+    def frame_values(self) -> dict[str, float]:
+        """The scalars of :meth:`to_frame`: accuracy, the mean of each PER_SAMPLE_STATS statistic (under its own
+        name), ee_active_fraction, ee_mean_active and ee_loss_share."""
+        return {"accuracy": self.accuracy, **{s: self.mean(s) for s in PER_SAMPLE_STATS},
+                "ee_active_fraction": self.ee_active_fraction, "ee_mean_active": self.ee_mean_active,
+                "ee_loss_share": self.ee_loss_share}
+
+    def to_frame(self):
+        """Tidy pandas DataFrame, one row per metric of :meth:`frame_values` (a per-sample statistic's row holds
+        its mean): columns model, metric, value, n (samples kept)."""
+        from repanalysis.frames import tidy_frame
+
+        return tidy_frame(self.name, self.frame_values(), n=self.num_samples)
+
     def to_dict(self, include_arrays: bool = False) -> dict:
         """JSON-ready summary; ``include_arrays`` adds every per-sample array as a list."""
         out = {
@@ -420,3 +434,29 @@ def comparison_dict(results: Sequence[LogitStats], include_arrays: bool = False)
 def _released(chunks: Iterator, arrays: Sequence) -> Iterator:
     """Pass ``(start, logits, labels)`` chunks through, dropping pages of memory-mapped ``arrays`` already read."""
     return release_pages(chunks, arrays)
+
+
+def logit_gap(logits, *, device=None, chunk_size: int | None = None) -> np.ndarray:
+    """Mean logit gap of each sample: (1/K) sum_k d_k with d_k = max_l z_l - z_k >= 0 (FedLaS Eq. 5, from MbLS).
+
+    logits (N, K) array, memmap or tensor -> (N,) float64; NaN for a row with a NaN or infinite logit. Streams
+    row chunks (``chunk_size`` rows, default 2^22 // K). The mean over k equals max_l z_l - mean_k z_k (the
+    MaxSup penalty without its alpha).
+
+    Example::
+
+        >>> logit_gap(np.array([[2.0, 0.0, -1.0]])).round(4)     # (0 + 2 + 3) / 3
+        array([1.6667])
+    """
+    shape = tuple(getattr(logits, "shape", np.shape(logits)))
+    if len(shape) != 2 or shape[1] == 0:
+        raise DataError(f"logits must be 2-D [N, K] with K >= 1; got shape {shape}")
+    rows = _chunk_rows(shape[1], chunk_size)
+    dev = None if device is None else pick_device(device)
+    out = np.empty(shape[0], dtype=np.float64)
+    for s in range(0, shape[0], rows):
+        z = _readonly_tensor(logits[s:s + rows]).to(device=dev, dtype=torch.float64)
+        # FedLaS Eq. 5: d_k = max_l z_l - z_k, averaged over the K classes
+        gap = (z.amax(dim=1, keepdim=True) - z).mean(dim=1)
+        out[s:s + rows] = torch.where(torch.isfinite(z).all(dim=1), gap, torch.nan).cpu().numpy()
+    return out

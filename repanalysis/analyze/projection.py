@@ -67,6 +67,13 @@ class ProjectionResult:
                  "x": float(x0), "y": float(x1)}
                 for i, y, (x0, x1) in zip(self.sample_index, self.labels, self.coords)]
 
+    def to_frame(self):
+        """Tidy pandas DataFrame of the coordinates, one row per point (not per metric: a projection holds no
+        scalars): columns model, sample, label, class (name), x, y, as :meth:`to_rows`."""
+        from repanalysis.frames import points_frame
+
+        return points_frame(self.name, self.coords, self.labels, self.sample_index, self.classes, self.class_names)
+
     def predict(self, coords) -> np.ndarray:
         """Class index predicted by the model among the three classes at plane points (m, 2) (template only)."""
         if self.decision_weights is None:

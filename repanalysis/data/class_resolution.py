@@ -181,8 +181,16 @@ def _finite_confusion(logits, labels, num_classes: int | None = None) -> tuple[n
     k = int(num_classes or z.shape[1])
     finite = torch.isfinite(z).all(dim=1)
     pred = z[finite].float().argmax(dim=1).long()
-    idx = y[finite].long() * k + pred
-    return torch.bincount(idx, minlength=k * k).reshape(k, k).numpy(), int((~finite).sum())
+    return confusion_counts(y[finite], pred, k), int((~finite).sum())
+
+
+def confusion_counts(labels, preds, num_classes: int) -> np.ndarray:
+    """(K, K) int64 counts of (true, predicted) pairs, row = true class, column = predicted: one bincount of
+    ``y * K + pred``. labels, preds: (N,) integer tensors or arrays with values in [0, K)."""
+    k = int(num_classes)
+    y = torch.as_tensor(labels).long()
+    p = torch.as_tensor(preds).long().to(y.device)
+    return torch.bincount(y * k + p, minlength=k * k).reshape(k, k).cpu().numpy()
 
 
 def _warn_nonfinite(n_bad: int, n: int, name: str | None = None) -> None:

@@ -53,3 +53,42 @@ def check_different_data(a, b, what: str) -> None:
     if same_path or (fa and fa == fb):
         how = "is the same Dump as" if same_path else "holds the same samples (the same extraction run) as"
         raise DataError(f"{what}: {b.path or b.name} {how} {a.path or a.name}; expected a Dump of other data")
+
+
+def check_same_samples(dumps, what: str = "compare") -> None:
+    """DataError unless every Dump holds the same task and samples in the same order: the same number of
+    classes and class names (the label order), the same number of samples, the same labels and (where both
+    record them) the same sample names. A comparison of models on different images or label orders would be
+    meaningless; the message names the first two Dumps that differ and how."""
+    import numpy as np
+
+    dumps = list(dumps)
+    if not dumps:
+        raise DataError(f"{what}: no inputs; expected at least one Dump")
+    first = dumps[0]
+
+    def label(d):
+        return f"{d.name} ({d.path})" if d.path is not None else str(d.name)
+
+    for d in dumps[1:]:
+        if d.num_classes != first.num_classes:
+            raise DataError(f"{what}: {label(first)} has {first.num_classes} classes but {label(d)} has "
+                            f"{d.num_classes}; expected models of the same classes")
+        ca, cb = first.class_names, d.class_names
+        if ca and cb and list(ca) != list(cb):
+            i = next(j for j, (x, y) in enumerate(zip(ca, cb)) if x != y)
+            raise DataError(f"{what}: the class order differs: class {i} is {ca[i]!r} in {label(first)} but {cb[i]!r} "
+                            f"in {label(d)}; expected the same classes in the same order")
+        if d.num_samples != first.num_samples:
+            raise DataError(f"{what}: {label(first)} holds {first.num_samples} samples but {label(d)} holds "
+                            f"{d.num_samples}; expected Dumps of the same images")
+        la, lb = np.asarray(first.labels), np.asarray(d.labels)
+        if not np.array_equal(la, lb):
+            i = int(np.flatnonzero(la != lb)[0])
+            raise DataError(f"{what}: sample {i} has label {la[i]} in {label(first)} but {lb[i]} in {label(d)}; "
+                            "expected the same images in the same order, labelled alike")
+        na, nb = first.sample_names(), d.sample_names()
+        if na and nb and list(na) != list(nb):
+            i = next(j for j, (x, y) in enumerate(zip(na, nb)) if x != y)
+            raise DataError(f"{what}: sample {i} is {na[i]} in {label(first)} but {nb[i]} in {label(d)}; "
+                            "expected the same images in the same order")

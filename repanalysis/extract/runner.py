@@ -81,16 +81,26 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             class_order: str | os.PathLike | None = None, labels_file: str | os.PathLike | None = None,
             synsets_file: str | os.PathLike | None = None, transform=None, feature_dtype: str = "float32",
             trust: bool = False, progress: bool = True, name: str | None = None, log=None,
-            max_batches: int | None = None, reuse: bool = False, strict: bool = False) -> Dump:
+            max_batches: int | None = None, reuse: bool = False, strict: bool = False,
+            classifier: str | None = None) -> Dump:
     """Extract logits (and penultimate features) of ``model`` on ``data`` into ``output``.
 
-    model: a LoadedModel or a checkpoint path (loaded with ``arch``/``trust``). data: a data set path
-    (any layout of ``open_dataset``) or an ImageDataset. output: a Dump directory, or a ``.pt`` path for
+    model: a LoadedModel, a checkpoint path (loaded with ``arch``/``trust``; also a folder or ``"hf-hub:..."`` in
+    timm's saved layout, see ``load_model``) or an in-memory ``torch.nn.Module`` (as ``models.loading.from_module``
+    reads it: architecture recognised or ``arch``, sha256 of its state_dict, no checkpoint path; the module is
+    handed back on its own device, memory format and train/eval mode). classifier: the name of the final
+    nn.Linear ('head.fc') whose input is the penultimate feature, when the one found (timm's get_classifier(),
+    else the last nn.Linear) is not it. data: a data set path (any layout of ``open_dataset``), an ImageDataset,
+    a map-style ``torch.utils.data.Dataset`` of ``(image tensor [C, H, W], int label)`` items, or a DataLoader
+    over one yielding ``(images [B, C, H, W], labels [B])`` in order (not shuffled; its own batch size and workers
+    apply), see ``data.torch_data``; such data applies its own preprocessing, and the Dump's meta records
+    ``transform`` only when one is given. output: a Dump directory, or a ``.pt`` path for
     the seed format ``{'logits', 'labels'}`` (built through a resumable ``<output>.partial`` Dump).
     features: store penultimate features (default: yes for a Dump folder; a ``.pt`` output cannot hold them,
     and ``features=True`` with one raises). A model that carries class names, run on an ImageFolder whose
     folders are named after those classes, labels each folder by the model's index of its name.
-    transform: an EvalTransform overriding the model's. Returns the complete Dump.
+    transform: an EvalTransform overriding the model's; a data set path needs one (the model's own, or this) when
+    the model is an nn.Module of no known architecture. Returns the complete Dump.
     strict: refuse a flat ImageNet-val folder that holds only some of the images its labels file lists (by
     default the images present are used, with one warning giving the counts; the Dump's meta records them).
     device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N"; a LoadedModel given here is moved there for
@@ -104,15 +114,18 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     raises DumpError "cannot write <output>: <reason>" and leaves nothing behind.
     """
     from repanalysis.data.datasets import label_for_model, open_dataset
-    from repanalysis.models.loading import LoadedModel, load_model
+    from repanalysis.data.torch_data import is_torch_data, wrap_torch_data
+    from repanalysis.models.loading import LoadedModel, from_module, load_model
+    from repanalysis.models.hub import is_hub_spec
 
     if not isinstance(precision, str) or precision not in PRECISIONS:
         raise DataError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     # every option is checked before anything is loaded or written
     output = as_path(output, "output")
-    if not isinstance(model, LoadedModel):
+    in_memory = isinstance(model, (LoadedModel, torch.nn.Module))     # the caller's: handed back as it came
+    if not in_memory and not is_hub_spec(model):
         model = as_path(model, "checkpoint")
-    if not hasattr(data, "fingerprint"):
+    if not hasattr(data, "fingerprint") and not is_torch_data(data):
         data = as_path(data, "data set")
     batch_size = check_number(batch_size, "batch_size", integer=True, minimum=1)
     if workers is not None:
@@ -131,16 +144,33 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
         check_pt_output(output)
     if seed_pt and output.exists() and not overwrite:
         raise DumpError(f"output {output} already exists; pass --overwrite to replace it")
-    lm = model if isinstance(model, LoadedModel) else load_model(model, arch, trust=trust, device="cpu", log=log)
-    transform = transform or lm.transform
-    if hasattr(data, "fingerprint"):
+    if isinstance(model, LoadedModel):
+        lm = model
+    elif isinstance(model, torch.nn.Module):
+        lm = from_module(model, arch=arch)
+    else:
+        lm = load_model(model, arch, trust=trust, device="cpu", log=log)
+    if classifier is not None:
+        lm = lm.with_classifier(classifier)
+    torch_data = is_torch_data(data)
+    transform = transform or (None if torch_data else lm.transform)   # torch data applies its own
+    if transform is None and hasattr(data, "fingerprint"):               # an ImageDataset: its own
+        own = getattr(data, "transform", None)
+        transform = own if hasattr(own, "to_dict") else None
+    if transform is None and isinstance(data, Path):
+        raise DataError(f"data {data} is read from files, which needs an eval transform, but {lm.arch} is no known "
+                        "architecture; pass transform=EvalTransform(resolution=..., mean=..., std=...) "
+                        "(repanalysis.data.EvalTransform), or arch=")
+    if torch_data:
+        dataset = wrap_torch_data(data)
+    elif hasattr(data, "fingerprint"):
         dataset = data
     else:
         dataset = open_dataset(data, layout=layout, transform=transform, split=split, class_order=class_order,
                                skip_bad=skip_bad, labels_file=labels_file, synsets_file=synsets_file,
                                strict=strict)
         _check_split(dataset, data, split)
-    if class_order is None:      # WordNet-id folders, or folders named after the model's classes
+    if class_order is None and not torch_data:      # WordNet-id folders, or folders named after the model's classes
         dataset = label_for_model(dataset, lm.num_classes, lm.class_names, log=log)
     n = len(dataset)
     if n == 0:
@@ -151,19 +181,24 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
         raise RepanalysisError(f"{what} but the model outputs {lm.num_classes}; expected the model's classes")
     layer = feature_layer or lm.classifier_name
     if want_features and layer is None:
+        if isinstance(model, torch.nn.Module):
+            raise DataError(f"cannot find the final linear layer of {type(model).__name__} (it has no nn.Linear) to "
+                            "read penultimate features; pass classifier='<its name>' (or feature_layer=NAME, or "
+                            "features=False)")
         raise RepanalysisError("cannot find the model's final linear layer to read penultimate features; "
                                "pass --feature-layer NAME")
     fingerprint = _fingerprint({"sha": lm.sha256, **({"ema": True} if lm.ema else {}), "arch": lm.arch,
                                 "data": dataset.fingerprint(),
-                                "transform": transform.to_dict(), "features": want_features,
+                                "transform": transform.to_dict() if transform else None, "features": want_features,
                                 "layer": feature_layer, "precision": precision, "feature_dtype": feature_dtype})
     if reuse and not seed_pt and is_complete_run(output, fingerprint, n):
         if log:
             log(f"using {output}: a complete Dump of this same run")
         return load_dump(output, name=name)
     # The caller's model goes back to its own device on every way out (one loaded here from a path stays put).
-    home = _model_device(lm.model) if lm is model else None
+    home = _model_device(lm.model) if in_memory else None
     net = lm.model
+    modes = [(m, m.training) for m in net.modules()]      # eval() for the run, the caller's modes back after
     # channels_last (NHWC) suits cuDNN and oneDNN alike: measured on 2 CPU cores, batch 32 at 224 px, it runs
     # ResNet-18 1.3x, EfficientNet-B0 1.5x and MobileNetV2 1.6x faster. Transformers gain nothing.
     # Switched before the probe forward (measured: 1.22x vs 1.14x of the reference when switched only for
@@ -180,6 +215,10 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
                 if want_features:
                     with FeatureTap(net, layer, mode="input" if feature_layer is None else "output") as tap:
                         z0 = net(x0)
+                    if tap.value is None:
+                        raise RepanalysisError(f"layer {layer!r} did not run in the model's forward pass, so it "
+                                               "gives no features; expected its final linear layer: pass "
+                                               "classifier='<its name>' (or feature_layer=NAME)")
                     d = tap.value.shape[1]
                 else:
                     z0 = net(x0)
@@ -195,12 +234,13 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
         if want_features and weights is not None:
             static = {"classifier_weight": weights[0], "classifier_bias": weights[1]}
         described = dataset.describe()
-        meta = {"name": name or (lm.checkpoint.stem if lm.checkpoint else lm.arch),
+        meta = {"name": name or lm.name or (lm.checkpoint.stem if lm.checkpoint else lm.arch),
                 "checkpoint": {"path": str(lm.checkpoint.resolve()) if lm.checkpoint else None,
                                "sha256": lm.sha256, "ema": lm.ema},
                 "arch": lm.arch, "family": lm.family, "num_classes": int(k),
                 "feature_layer": layer if want_features else None,
-                "dataset": described, "split": described.get("split"), "transform": transform.to_dict(),
+                "dataset": described, "split": described.get("split"),
+                "transform": transform.to_dict() if transform else None,
                 "class_names": dataset.class_names or lm.class_names, "wnids": getattr(dataset, "wnids", None),
                 "precision": precision, "device": str(dev), "load_notes": lm.notes, "fingerprint": fingerprint,
                 "fingerprint_scheme": FINGERPRINT_SCHEME,
@@ -238,6 +278,8 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             net.to(memory_format=torch.contiguous_format)
         if home is not None and home != dev:
             net.to(home)
+        for module, training in modes:
+            module.training = training
 
 
 def _cause(exc: RuntimeError) -> str:
@@ -301,9 +343,12 @@ def _run(net, dataset, writer: DumpWriter, dev, precision, batch_size, workers, 
         return
     if workers is None:
         workers = min(8, max(0, (os.cpu_count() or 1) - 1))
-    loader = DataLoader(Subset(dataset, range(start, n)), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, pin_memory=dev.type == "cuda", persistent_workers=False,
-                        prefetch_factor=4 if workers else None)
+    if hasattr(dataset, "batches"):     # a caller's DataLoader, iterated as it is
+        loader = dataset.batches(start)
+    else:
+        loader = DataLoader(Subset(dataset, range(start, n)), batch_size=batch_size, shuffle=False,
+                            num_workers=workers, pin_memory=dev.type == "cuda", persistent_workers=False,
+                            prefetch_factor=4 if workers else None)
     bar = _progress(n, start, progress)
     pos = start
     last_commit = time.monotonic()

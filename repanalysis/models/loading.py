@@ -9,6 +9,7 @@ efficientnet-lite0 package's weights for timm's ``tf_efficientnet_lite0``) is lo
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -34,8 +35,10 @@ class LoadedModel:
     model: nn.Module in eval mode. arch: the architecture name (as --arch takes it). family: 'resnet',
     'vit', 'deit', 'efficientnet', 'cnn', ... num_classes: K. classifier_name / classifier: the final
     nn.Linear whose input is the penultimate feature ('head+head_dist' for a model averaging two heads).
-    transform: the eval EvalTransform. notes: what loading did (inferred arch, stripped prefixes, positional
-    load). ema: the weights are the checkpoint's EMA copy (``load_model(..., ema=True)``), not its live ones.
+    transform: the eval EvalTransform (None for an in-memory module of no known architecture given none, see
+    :func:`from_module`). notes: what loading did (inferred arch, stripped prefixes, positional load). ema: the
+    weights are the checkpoint's EMA copy (``load_model(..., ema=True)``), not its live ones. name: a display
+    name for a model without a checkpoint file of its own name (a hub model's id), else None.
     """
 
     model: nn.Module
@@ -43,12 +46,13 @@ class LoadedModel:
     family: str
     num_classes: int
     classifier_name: str | None
-    transform: EvalTransform
+    transform: EvalTransform | None
     checkpoint: Path | None = None
     sha256: str | None = None
     class_names: list[str] | None = None
     notes: list[str] = field(default_factory=list)
     ema: bool = False
+    name: str | None = None
 
     @property
     def classifier(self) -> nn.Module | None:
@@ -77,6 +81,12 @@ class LoadedModel:
         if n == 1:
             return ws[0].numpy(), bs[0].numpy()
         return (torch.cat(ws, dim=1) / n).numpy(), (torch.stack(bs).sum(0) / n).numpy()
+
+    def with_classifier(self, name: str) -> "LoadedModel":
+        """This model with its classifier named: ``name`` is the final nn.Linear ('head.fc'; 'a+b' for two
+        averaged heads), whose input is the penultimate feature; K becomes its output count. DataError (listing
+        the model's linear layers) when ``name`` is not one."""
+        return dataclasses.replace(self, classifier_name=name, num_classes=_named_classifier(self.model, name))
 
     def describe(self) -> dict:
         return {"arch": self.arch, "family": self.family, "num_classes": self.num_classes,
@@ -109,6 +119,108 @@ def find_classifier(model: nn.Module, num_classes: int | None = None) -> str | N
         if isinstance(module, nn.Linear) and (num_classes is None or module.out_features == num_classes):
             last = name
     return last
+
+
+def _named_classifier(model: nn.Module, name) -> int:
+    """K (output count) of the classifier ``name`` ('head.fc', or 'a+b' for two heads); DataError unless every
+    part names an nn.Linear of ``model``."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    hint = f"its linear layers: {', '.join(linears[-6:])}" if linears else "it has no nn.Linear"
+    if not isinstance(name, str) or not name:
+        raise DataError(f"classifier must be the name of the model's final nn.Linear (a str); got {name!r} ({hint})")
+    counts = set()
+    for part in name.split("+"):
+        try:
+            layer = model.get_submodule(part)
+        except AttributeError:
+            layer = None
+        if not isinstance(layer, nn.Linear):
+            what = "is no layer" if layer is None else f"is a {type(layer).__name__}"
+            raise DataError(f"classifier {part!r} of {type(model).__name__} {what}; expected the name of its final "
+                            f"nn.Linear ({hint})")
+        counts.add(layer.out_features)
+    if len(counts) != 1:
+        raise DataError(f"classifier {name!r} joins linear layers of different output counts {sorted(counts)}; "
+                        "expected heads with the same classes")
+    return counts.pop()
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """sha256 of a module's weights: each state_dict entry's name, dtype, shape and bytes, in order (the same
+    weights give the same hash on any device and in any memory format). The fingerprint of an in-memory model."""
+    h = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        h.update(f"{key}\0{value.dtype}\0{tuple(value.shape)}\0".encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def from_module(module: nn.Module, *, arch: str | None = None, classifier: str | None = None,
+                transform: EvalTransform | None = None, class_names=None) -> LoadedModel:
+    """An in-memory network (a notebook's ``nn.Module``) as a :class:`LoadedModel`, as a checkpoint of the same
+    weights would load; the module is neither moved, copied nor switched to eval mode.
+
+    arch: its architecture name (any torchvision / timm name); when None it is recognised (our SmallCNN, a timm
+    model by its ``pretrained_cfg``, else the checkpoint inference on its state_dict's names and shapes), and a
+    network matching none is recorded by its class name (family 'custom'). classifier: the final nn.Linear's
+    name ('head.fc'), found as for checkpoints when None (timm's get_classifier(), else the last nn.Linear).
+    transform: the eval transform for image paths; default the architecture's own (its timm data config, the
+    torchvision ImageNet eval, the MNIST transform of SmallCNN), None for a network of no known architecture
+    (``extract`` on a data set path then asks for ``transform=``). sha256: :func:`state_dict_sha256`;
+    ``checkpoint`` is None.
+
+    >>> lm = from_module(SmallCNN())           # doctest: +SKIP
+    >>> lm.arch, lm.classifier_name, lm.num_classes, lm.checkpoint
+    ('small_cnn', 'fc', 10, None)
+    """
+    if not isinstance(module, nn.Module):
+        raise DataError(f"expected an nn.Module; got {type(module).__name__}")
+    if isinstance(module, torch.jit.ScriptModule):
+        raise DataError("a TorchScript module has no readable layers; expected a Python nn.Module (or load the "
+                        "archive with load_model(path, trust=True))")
+    if arch is not None and not isinstance(arch, str):
+        raise DataError(f"arch must be a model name (str); got {type(arch).__name__} {arch!r}")
+    if transform is not None and not isinstance(transform, EvalTransform):
+        raise DataError(f"transform must be an EvalTransform; got {type(transform).__name__}")
+    notes = ["in-memory nn.Module"]
+    known = arch if arch is not None else _module_arch(module)
+    family = "custom"
+    if known is not None:
+        try:
+            family = registry.family_of(*registry.resolve_arch(known))
+        except CheckpointError:     # a free-form label of the user's own network: no default transform
+            pass
+    if classifier is not None:
+        k = _named_classifier(module, classifier)
+    else:
+        classifier = find_classifier(module)
+        k = module.get_submodule(classifier.split("+")[0]).out_features if classifier else 0
+    if transform is None and family != "custom":
+        transform = _default_transform(known, module)
+        notes.append(f"transform: the default of {known}")
+    return LoadedModel(model=module, arch=known or type(module).__name__, family=family, num_classes=k,
+                       classifier_name=classifier, transform=transform, checkpoint=None,
+                       sha256=state_dict_sha256(module), class_names=list(class_names) if class_names else None,
+                       notes=notes)
+
+
+def _module_arch(module: nn.Module) -> str | None:
+    """The registered architecture an in-memory network is: our SmallCNN, a timm model (its pretrained_cfg's
+    architecture), else the one family whose parameter names and shapes its state_dict matches exactly."""
+    from repanalysis.models.small_cnn import SmallCNN
+
+    if isinstance(module, SmallCNN):
+        return "small_cnn"
+    cfg = getattr(module, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("architecture") and type(module).__module__.startswith("timm."):
+        return registry.qualified("timm", cfg["architecture"])
+    try:
+        found, how = infer_arch(module.state_dict())
+    except (CheckpointError, RuntimeError, TypeError, ValueError):
+        return None
+    return found if how == "exact" else None
 
 
 def _the_linear(module) -> nn.Linear | None:
@@ -255,7 +367,9 @@ def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust:
                device: str | torch.device = "cpu", log=None, ema: bool = False) -> LoadedModel:
     """Load a checkpoint into its architecture and return a :class:`LoadedModel` in eval mode.
 
-    checkpoint: .pth/.pt/.safetensors (any format of REFERENCE.md); arch: torchvision or timm model name
+    checkpoint: .pth/.pt/.safetensors (any format of REFERENCE.md); or a model in timm's / the Hugging Face
+    hub's saved layout (``config.json`` + ``model.safetensors``): a folder holding them, or ``"hf-hub:<org>/<name>"``
+    read from the local hub cache only (see :mod:`repanalysis.models.hub`). arch: torchvision or timm model name
     (inferred when None); trust: allow pickled modules / TorchScript (runs code from the file).
     device: "cpu" (default), "auto" (CUDA when present), "cuda" or "cuda:N".
     ema: load the checkpoint's EMA weights (timm's ``state_dict_ema``, torchvision's / DeiT's ``model_ema``)
@@ -266,8 +380,16 @@ def load_model(checkpoint: str | os.PathLike, arch: str | None = None, *, trust:
         >>> lm = load_model("runs/ce.pth")             # doctest: +SKIP
         >>> lm.arch, lm.num_classes, lm.classifier_name # doctest: +SKIP
         ('small_cnn', 10, 'fc')
+        >>> load_model("hf-hub:timm/resnet50.a1_in1k").transform.interpolation   # doctest: +SKIP
+        'bicubic'
     """
+    from repanalysis.models import hub
+
+    if hub.is_hub_spec(checkpoint):
+        return hub.load_hub_model(checkpoint, arch, device=device, log=log, ema=ema)
     path = as_path(checkpoint, "checkpoint")
+    if hub.is_hub_folder(path):
+        return hub.load_hub_model(path, arch, device=device, log=log, ema=ema)
     if arch is not None and not isinstance(arch, str):
         raise DataError(f"arch must be a model name (str); got {type(arch).__name__} {arch!r}")
     if not isinstance(ema, (bool, np.bool_)):

@@ -43,3 +43,21 @@ def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None, 
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None, digits: int = 4,
+                   headers: Mapping[str, str] | None = None) -> str:
+    """Rows (dicts) as a GitHub-flavoured Markdown table (cells as :func:`format_value`; ``|`` escaped)."""
+    if not rows:
+        return "(no rows)"
+    if columns is None:
+        columns = list(dict.fromkeys(key for r in rows for key in r))
+    headers = dict(headers or {})
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(str(headers.get(c, c))) for c in columns) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i, _ in enumerate(columns)) + "|"]
+    lines += ["| " + " | ".join(cell(format_value(r.get(c), digits)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

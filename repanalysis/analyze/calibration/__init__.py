@@ -49,7 +49,7 @@ Layout (one job per module; every name is re-exported here, so ``repanalysis.ana
 ``_fused`` (the fused per-sample pass over the logits: :func:`_scan`, :func:`single_threaded`), ``metrics``
 (ECE, MCE, AECE, classwise ECE, O-/U-ECE, NLL, Brier, :func:`calibration_report`), ``bootstrap`` (percentile
 intervals), ``temperature`` (temperature scaling), ``compare`` (several Dumps, table rows). The tuning constants
-(``_CHUNK_ELEMENTS_*`` in ``_fused``, ``_BOOT_ELEMENTS`` in ``bootstrap``) are read from the module that defines
+(``_CHUNK_ELEMENTS_*`` in ``_fused``, ``BOOT_ELEMENTS`` in ``repanalysis.analyze.resample``) are read from the module that defines
 them: patch them there.
 
 Example::

@@ -10,8 +10,7 @@ import torch
 from repanalysis.analyze.calibration._fused import _Scan
 from repanalysis.analyze.calibration.binning import _adaptive_sums, _errors_from_sums, _prefix, equal_width_bin
 from repanalysis.analyze.calibration.results import SCALARS
-
-_BOOT_ELEMENTS = 1 << 22          # replicate block size for the bootstrap (bsz * N entries at once)
+from repanalysis.analyze.resample import BOOT_ELEMENTS as _BOOT_ELEMENTS, bootstrap_weights
 _DENSE_DESIGN_ELEMENTS = 1 << 23  # classwise bootstrap: dense (N, 2KM) design up to 64 MiB, else sparse
 
 
@@ -19,9 +18,9 @@ def _bootstrap(z, sc: _Scan, order, n_bins, n_boot, seed, close_first, *, progre
                name: str = "model") -> dict[str, np.ndarray]:
     """Every scalar on n_boot resamples of the N samples -> {name: (n_boot,) array}.
 
-    Resample r draws N indices uniformly with replacement (torch.randint, seeded generator, blocks of
-    replicates in order); each is turned into multiplicity weights w (B, N) so every metric is a weighted
-    sum over the original samples: no loop over samples and no copy of the logits per replicate. The progress
+    Resample r draws N indices uniformly with replacement (:func:`repanalysis.analyze.resample.bootstrap_weights`:
+    the stream every analysis draws, so models seeded alike are resampled alike); each is a row of multiplicity
+    weights w (B, N) so every metric is a weighted sum over the original samples: no loop over samples and no copy of the logits per replicate. The progress
     bar (``progress``) advances once per block of replicates.
     """
     from repanalysis.progress import progress_bar
@@ -29,7 +28,6 @@ def _bootstrap(z, sc: _Scan, order, n_bins, n_boot, seed, close_first, *, progre
     n = sc.conf.numel()
     k = sc.num_classes
     dev = sc.conf.device
-    gen = torch.Generator(device=dev).manual_seed(int(seed))
     a = sc.correct.to(torch.float64)
     ew_bin = equal_width_bin(sc.conf, n_bins, float32_values=z.dtype != torch.float64)
     per_sample = torch.stack([a, sc.conf, sc.nll, sc.brier], 1)              # (N, 4)
@@ -42,13 +40,9 @@ def _bootstrap(z, sc: _Scan, order, n_bins, n_boot, seed, close_first, *, progre
             warnings.simplefilter("ignore")                                  # torch's sparse-beta notice
             cw_dense, cw_t = None, cw_design.to_sparse_coo().t().coalesce().to_sparse_csr()
     out = {key: [] for key in SCALARS}
-    bsz = max(1, min(n_boot, _BOOT_ELEMENTS // max(n, 1)))
     with progress_bar(n_boot, desc=f"bootstrap {name}", unit="replicate", enabled=progress) as bar:
-        for done in range(0, n_boot, bsz):
-            b = min(bsz, n_boot - done)
-            idx = torch.randint(n, (b, n), generator=gen, device=dev)
-            flat = (idx + torch.arange(b, device=dev)[:, None] * n).reshape(-1)
-            w = torch.bincount(flat, minlength=b * n).view(b, n).to(torch.float64)   # multiplicities
+        for w in bootstrap_weights(n, n_boot, seed, dev):     # (b, N) multiplicities, the stream every analysis draws
+            b = w.shape[0]
             means = (w @ per_sample) / n
             for j, key in enumerate(("accuracy", "mean_confidence", "nll", "brier")):
                 out[key].append(means[:, j])

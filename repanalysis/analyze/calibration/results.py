@@ -99,6 +99,13 @@ class CalibrationResult:
             out["correct"] = self.correct.astype(int).tolist()
         return out
 
+    def to_frame(self):
+        """Tidy pandas DataFrame, one row per name of SCALARS: columns model, metric, value, ci_low, ci_high
+        (the bootstrap interval of ``ci``; NaN without one, e.g. n_boot = 0), n (samples)."""
+        from repanalysis.frames import tidy_frame
+
+        return tidy_frame(self.name, self.scalars(), self.ci, n=self.num_samples)
+
 
 @dataclass
 class TemperatureResult:
@@ -112,6 +119,14 @@ class TemperatureResult:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+    def to_frame(self, name: str | None = None):
+        """Tidy pandas DataFrame, rows temperature, nll_before, nll_after: columns model (``name``; a fit has
+        none of its own, so "model" by default), converged, metric, value, n (samples fitted on)."""
+        from repanalysis.frames import tidy_frame
+
+        return tidy_frame(name, {"temperature": self.temperature, "nll_before": self.nll_before,
+                                 "nll_after": self.nll_after}, n=self.num_samples, converged=bool(self.converged))
 
 
 def _nan_to_none(a: np.ndarray) -> list:

@@ -17,6 +17,7 @@ def run(ctx) -> None:
 
     from repanalysis.analyze.calibration import TABLE_HEADERS, calibrate_dumps, comparison_rows
     from repanalysis.analyze.confidence import misclassification_scores, ood_detection
+    from repanalysis.dump.provenance import with_provenance
     from repanalysis.plot.calibration import save_calibration_figures
     from repanalysis.report import format_table, write_json_atomic
 
@@ -51,8 +52,9 @@ def run(ctx) -> None:
                               for r in ood for k in r.auroc]))
     else:
         ctx.log("no OOD dumps in this demo run: OOD AUROC skipped")
-    write_json_atomic(out / "calibration.json", {"models": [r.to_dict() for r in results],
-                                                 "confidence": [c.to_dict() for c in confidence],
-                                                 "ood": [r.to_dict() for r in ood]})
+    write_json_atomic(out / "calibration.json", with_provenance({"models": [r.to_dict() for r in results],
+                                                                 "confidence": [c.to_dict() for c in confidence],
+                                                                 "ood": [r.to_dict() for r in ood]},
+                                                                [*tests, *ctx.ood_dumps.values()]))
     written = save_calibration_figures(out, calibration=results, misclassification=confidence, ood=ood)
     ctx.log(f"wrote calibration.json and {len(written)} figure files to {out}")

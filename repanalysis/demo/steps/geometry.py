@@ -40,6 +40,7 @@ def run(ctx) -> None:
     from repanalysis.analyze.embed import embed_dumps
     from repanalysis.analyze.geometry import class_separation, separation_table
     from repanalysis.analyze.projection import project_dump
+    from repanalysis.dump.provenance import with_provenance
     from repanalysis.report import write_csv_atomic
     from repanalysis.data.class_resolution import resolve_for_dumps
     from repanalysis.plot.geometry import (plot_embeddings, plot_feature_norms, plot_projections,
@@ -55,7 +56,8 @@ def run(ctx) -> None:
     # MaxSup Table 2: d_within / d_total / R^2, train and test side by side
     seps = [class_separation(ctx.dumps[n][split], name=n, split=split) for n in names for split in ("train", "test")]
     ctx.log(format_table(separation_table(seps)))
-    write_json_atomic(out / "separation.json", [r.to_dict() for r in seps])
+    all_dumps = [ctx.dumps[n][split] for n in names for split in ("train", "test")]
+    write_json_atomic(out / "separation.json", with_provenance([r.to_dict() for r in seps], all_dumps))
     written += save_figure(plot_separation_bars(seps)[0].figure, out / "separation")
 
     # Müller 3-class projections of the demo's triplet, template (with decision regions) and centroid
@@ -79,7 +81,8 @@ def run(ctx) -> None:
     # neural collapse on the train split
     cols = [neural_collapse(ctx.dumps[n]["train"], name=n) for n in names]
     ctx.log(format_table([r.summary() for r in cols]))
-    write_json_atomic(out / "collapse.json", [r.to_dict() for r in cols])
+    write_json_atomic(out / "collapse.json", with_provenance([r.to_dict() for r in cols],
+                                                             [ctx.dumps[n]["train"] for n in names]))
     norms = plot_feature_norms(cols, class_names=ctx.class_names, split="train")
     written += save_figure(norms.figure, out / "feature_norms")
 
@@ -95,14 +98,17 @@ def _transfer(ctx, out):
     from repanalysis.report import format_table, write_json_atomic
 
     data = _downstream_digits(out / "downstream")
-    probes = []
+    from repanalysis.dump.provenance import with_provenance
+
+    probes, probe_dumps_used = [], []
     for n in ctx.model_names:
         lm = ra.load_model(ctx.checkpoints[n])
         dumps = {s: ra.extract(lm, p, out / "downstream" / f"{n}_{s}", progress=False, workers=0, batch_size=256,
                                name=n, overwrite=True, reuse=True) for s, p in data.items()}   # same run: reused
+        probe_dumps_used += [dumps["train"], dumps["test"]]
         probes.append(probe_dumps(dumps["train"], dumps["test"], seed=0, device=ctx.device, name=n,
                                   progress=ctx.progress))
     ctx.log(format_table([{"model": r.name, "downstream test acc": r.test_accuracy, "l2": f"{r.l2:g}",
                            "N train": r.n_train, "N test": r.n_test} for r in probes]))
-    write_json_atomic(out / "transfer.json", [r.to_dict() for r in probes])
+    write_json_atomic(out / "transfer.json", with_provenance([r.to_dict() for r in probes], probe_dumps_used))
     return probes

@@ -26,6 +26,7 @@ def run(ctx) -> None:
     from repanalysis.arrays import pick_device
     from repanalysis.analyze.cam import localise_dataset
     from repanalysis.data.boxes import BoxRegions, foreground_boxes
+    from repanalysis.dump.provenance import checkpoint_inputs, with_provenance
     from repanalysis.plot.cam import plot_cam_grid, plot_pr_curves
     from repanalysis.plot.style import save_figure
     from repanalysis.report import format_table, write_json_atomic
@@ -66,7 +67,8 @@ def run(ctx) -> None:
                                     "region_fraction"], headers={"region_fraction": "box share"}))
         payload["photos"] = result.to_dict()
         written += save_figure(plot_cam_grid([result], max_images=6, class_names=class_names), out / "photos_grid")
-    write_json_atomic(out / "gradcam.json", payload)
+    write_json_atomic(out / "gradcam.json", with_provenance(payload, inputs=checkpoint_inputs(
+        list(ctx.checkpoints.values()), list(ctx.checkpoints), ctx.data["test"])))
     ctx.log(f"wrote gradcam.json and {len(written)} figure files to {out}")
 
 
