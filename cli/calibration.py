@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import click
 
-from repanalysis.cli.common import (device_option, echo_json, json_option, load_dumps, load_inputs, names_option,
-                                    out_option, quiet_option)
+from repanalysis.cli.common import (bootstrap_options, device_option, echo_json, json_option, load_dumps, load_inputs,
+                                    names_option, out_option, quiet_option)
 from repanalysis.errors import RepanalysisError
 
 
@@ -21,11 +21,7 @@ from repanalysis.errors import RepanalysisError
               help="Number of confidence bins (equal-width and adaptive).")
 @click.option("--fit-temperature", "val_paths", multiple=True, metavar="VAL_DUMP",
               help="Validation Dump to fit a temperature on; give it once per DUMP, in the same order.")
-@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Bootstrap resamples for the confidence intervals (0: none).")
-@click.option("--ci", "ci_level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
-              show_default=True, help="Confidence level of the bootstrap intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling.")
+@bootstrap_options
 @click.option("--adaptive-rule", type=click.Choice(["reference", "corrected"]), default="reference",
               show_default=True, help="reference: the lowest-confidence sample is in no adaptive bin (as the "
               "reference code); corrected: it is in the first bin.")

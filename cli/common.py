@@ -111,6 +111,22 @@ def device_option(help: str = "auto (CUDA when present), cpu, cuda or cuda:N."):
 
 names_option = click.option("--names", default=None, help="Comma-separated display names, one per input.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+def bootstrap_options(fn=None, *, what: str = "the confidence intervals"):
+    """--bootstrap (resamples, 0: none), --ci (level) and --seed, the options of every command with bootstrap
+    intervals (calibration, per-class, compare); ``what`` completes --bootstrap's help."""
+    def add(f):
+        for option in reversed([
+            click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
+                         help=f"Bootstrap resamples of the images for {what} (0: none)."),
+            click.option("--ci", "ci_level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
+                         show_default=True, help="Confidence level of the bootstrap intervals."),
+            click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling."),
+        ]):
+            f = option(f)
+        return f
+    return add(fn) if fn is not None else add
+
+
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bar (none is drawn when stderr is not a terminal).")
 
 

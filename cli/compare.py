@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from repanalysis.cli.common import (device_option, names_option, out_option, quiet_option, transform_options,
-                                    transform_overrides)
+from repanalysis.cli.common import (bootstrap_options, device_option, names_option, out_option, quiet_option,
+                                    transform_options, transform_overrides)
 
 
 @click.command("compare")
@@ -35,11 +35,7 @@ from repanalysis.cli.common import (device_option, names_option, out_option, qui
 @click.option("--classes", default="auto", show_default=True,
               help="Three classes for the 3-class projection (names or indices), or auto: the most confused triplet.")
 @click.option("--baseline", default=None, help="The model the others are compared against (default: the first).")
-@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Bootstrap resamples of the images for the paired intervals (0: none).")
-@click.option("--ci", "ci_level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
-              show_default=True, help="Confidence level of the intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the resampling and subsampling.")
+@bootstrap_options(what="the paired intervals")
 @click.option("--bins", "n_bins", type=click.IntRange(min=1), default=15, show_default=True,
               help="Confidence bins of the calibration metrics.")
 @click.option("--cam-images", type=click.IntRange(min=1), default=None,

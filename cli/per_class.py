@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import click
 
-from repanalysis.cli.common import device_option, echo_json, json_option, load_inputs, names_option, out_option
+from repanalysis.cli.common import (bootstrap_options, device_option, echo_json, json_option, load_inputs,
+                                    names_option, out_option)
 
 
 def _shown(rows: list, limit: int) -> tuple[list, int]:
@@ -27,11 +28,7 @@ def _shown(rows: list, limit: int) -> tuple[list, int]:
 @click.argument("inputs", nargs=-1, metavar="[DUMP ...]")
 @names_option
 @click.option("--baseline", default=None, help="The model the others are compared against (default: the first).")
-@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Bootstrap resamples for the intervals (0: none).")
-@click.option("--ci", "ci_level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
-              show_default=True, help="Confidence level of the bootstrap intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling.")
+@bootstrap_options(what="the paired intervals")
 @click.option("--top-k", "top_k", type=click.IntRange(min=0), default=3, show_default=True,
               help="Top confusions kept per class.")
 @click.option("--show", "show", type=click.IntRange(min=0), default=20, show_default=True,

@@ -22,7 +22,8 @@ AGREE = re.compile(r"^agree: (?P<what>.+) max\|diff\| = (?P<diff>\S+) <= (?P<tol
 
 def test_benchmarks_are_found():
     names = {p.stem for p in BENCHMARKS}
-    assert {"calibration", "extract_speed", "gradcam_speed", "logit_stats", "separation"} <= names
+    assert {"calibration", "extract_speed", "gradcam_speed", "logit_stats", "separation", "cka", "compare_demo",
+            "dynamics"} <= names
 
 
 @pytest.mark.slow

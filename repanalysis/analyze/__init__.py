@@ -6,7 +6,8 @@ calibration, confidence, cam); import from there, e.g. ``from repanalysis.analyz
 from repanalysis._lazy import submodule_getattr
 
 _MODULES = ("logits", "geometry", "projection", "embed", "collapse", "transfer", "calibration",
-            "confidence", "cam", "localisation", "frames", "paired", "resample", "per_class")
+            "confidence", "cam", "localisation", "frames", "paired", "resample", "per_class", "dynamics",
+            "cka")
 
 
 __getattr__ = submodule_getattr(__name__, _MODULES, globals())

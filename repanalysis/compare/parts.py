@@ -48,6 +48,11 @@ class Part:
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)
 
+    def add_figures(self, written, captions: dict) -> None:
+        """The PNGs among a save call's ``written`` files whose stem ``captions`` names: stem -> (title, caption)."""
+        self.figures += [FigureOut(Path(p), *captions[Path(p).stem]) for p in written
+                         if Path(p).suffix == ".png" and Path(p).stem in captions]
+
 
 @dataclass
 class Job:
@@ -160,9 +165,7 @@ def part_calibration(job: Job) -> Part:
         "ood_roc": ("OOD ROC curves", "True-positive against false-positive rate for telling evaluation data from "
                     "the OOD data; the closer to the top-left corner, the better."),
     }
-    for path in written:
-        if path.suffix == ".png" and path.stem in captions:
-            part.figures.append(FigureOut(path, *captions[path.stem]))
+    part.add_figures(written, captions)
     n = check_paired_samples({r.name: r.num_samples for r in results}, "calibration")
     part.paired = _paired(job, "calibration", "val", {r.name: {k: getattr(r, k) for k, _, _ in FEDLAS_COLUMNS}
                                                       for r in results},
@@ -201,9 +204,7 @@ def part_logits(job: Job) -> Part:
         "ls_split": ("LS regularisation vs error enhancement", "Per sample, the two parts of the LS term (Corollary "
                      "3.4): regularisation of logits below z_y and error enhancement from logits above it."),
     }
-    for path in written:
-        if path.suffix == ".png" and path.stem in captions:
-            part.figures.append(FigureOut(path, *captions[path.stem]))
+    part.add_figures(written, captions)
     if job.n_boot:
         n = check_paired_samples({s.name: s.num_samples for s in stats}, "logits")
         estimates = {row["model"]: {k: row[k] for k in LOGIT_METRICS} for row in rows}
@@ -394,9 +395,7 @@ def part_per_class(job: Job) -> Part:
         "error_confidence": ("Confidence in wrong predictions", "Distribution of max-softmax confidence over each "
                              "model's misclassified samples; mass on the right means confident mistakes."),
     }
-    for path in written:
-        if path.suffix == ".png" and path.stem in captions:
-            part.figures.append(FigureOut(path, *captions[path.stem]))
+    part.add_figures(written, captions)
     part.payload = res.to_dict()
     part.results = [res]
     return part

@@ -59,7 +59,8 @@ def build_context(out: str | Path, *, epochs: int = 8, n_train: int = 4000, seed
         f"{alpha_schedule} LS / MaxSup alpha{' 0.1 -> 0.2' if alpha_schedule == 'linear' else ' 0.1'}) "
         f"or reusing {out / 'checkpoints'}")
     checkpoints, data = make_demo_checkpoints(out, losses=losses, epochs=epochs, n_train=n_train, seed=seed,
-                                              alpha_schedule=alpha_schedule, log=log, progress=progress)
+                                              alpha_schedule=alpha_schedule, log=log, progress=progress,
+                                              save_every_epoch=True)    # for the dynamics step
     ood = out / "data" / f"ood_photo_patches_s{seed}.npz"      # named by its seed: a run with another seed makes its own
     if not ood.exists():
         write_npz(ood, ood_patches(seed=seed), np.zeros(1000, dtype=np.int64), DIGIT_NAMES)

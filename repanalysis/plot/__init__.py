@@ -11,7 +11,7 @@ from repanalysis.plot.style import (CLASS_COLORS, MODEL_COLORS, OKABE_ITO, apply
 __all__ = ["CLASS_COLORS", "MODEL_COLORS", "OKABE_ITO", "apply_style", "class_styles", "get_ax", "model_colors",
            "save_figure", "subplots"]
 
-_MODULES = ("logits", "geometry", "calibration", "cam", "style")
+_MODULES = ("logits", "geometry", "calibration", "cam", "style", "cka", "dynamics", "per_class")
 
 
 __getattr__ = submodule_getattr(__name__, _MODULES, globals())

@@ -112,7 +112,8 @@ def _to_input(images) -> torch.Tensor:
 def train_small_cnn(images: np.ndarray, labels: np.ndarray, loss: str = "ce", *, epochs: int = 4,
                     batch_size: int = 64, lr: float = 0.1, width: int = 16, seed: int = 0,
                     num_classes: int = 10, loss_kwargs: dict | None = None, log=None,
-                    progress: bool = True) -> SmallCNN:
+                    progress: bool = True, epoch_dir: str | os.PathLike | None = None,
+                    epoch_info: dict | None = None) -> SmallCNN:
     """Train a SmallCNN with SGD + cosine schedule under a fixed seed (same seed -> same weights).
 
     ``images`` [N, H, W]: uint8 (or integer) 0..255, or float in [0, 1] (used as they are) or 0..255 (see
@@ -122,6 +123,10 @@ def train_small_cnn(images: np.ndarray, labels: np.ndarray, loss: str = "ce", *,
     ``progress``: a bar of the SGD steps (steps/s) on stderr when it is a terminal. Every argument is checked
     before training (DataError naming what is wrong); training stops with a DataError naming the epoch and step
     where the loss stops being finite (a learning rate too high for the data).
+    ``epoch_dir``: also save a checkpoint after every epoch k = 1..epochs as ``<epoch_dir>/epoch_<k>.pth``
+    (:func:`save_checkpoint` with ``epoch=k``: ``{'state_dict', 'epoch', 'repanalysis'}``, which ``load_model``
+    reads and ``repanalysis dynamics`` orders by its epoch); ``epoch_info``: extra entries of their
+    ``repanalysis`` block (the run's settings). The last one holds the weights this function returns.
     """
     epochs, seed = _check_schedule(epochs, seed)
     batch_size = check_number(batch_size, "batch_size", integer=True, minimum=1)
@@ -131,6 +136,10 @@ def train_small_cnn(images: np.ndarray, labels: np.ndarray, loss: str = "ce", *,
     if loss_kwargs is not None and not isinstance(loss_kwargs, Mapping):
         raise DataError(f"loss_kwargs must be a dict of the loss's options; got {type(loss_kwargs).__name__}")
     criterion = make_loss(loss, **(loss_kwargs or {}))
+    if epoch_dir is not None:
+        epoch_dir = as_path(epoch_dir, "epoch_dir")
+        if epoch_dir.exists() and not epoch_dir.is_dir():
+            raise DataError(f"epoch_dir {epoch_dir} is a file; expected a folder for the per-epoch checkpoints")
     x = _to_input(images)
     y = as_labels(labels, num_samples=len(x), num_classes=num_classes)
     torch.manual_seed(seed)
@@ -163,6 +172,8 @@ def train_small_cnn(images: np.ndarray, labels: np.ndarray, loss: str = "ce", *,
             if log:
                 log(f"  {loss}: epoch {epoch + 1}/{epochs} loss {value.item():.3f} "
                     f"({time.perf_counter() - start:.1f}s)")
+            if epoch_dir is not None:
+                _save_epoch(model, epoch_dir, epoch + 1, loss, {"epochs": epochs, "seed": seed, **(epoch_info or {})})
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise DataError(f"training diverged: the weights are not finite after the last step ({total}/{total}, "
                         f"lr={lr}); expected finite weights: use a lower lr")
@@ -175,9 +186,20 @@ def _check_schedule(epochs, seed) -> tuple[int, int]:
             check_number(seed, "seed", integer=True, minimum=0))
 
 
+def _save_epoch(model: SmallCNN, folder: Path, epoch: int, loss: str, info: dict) -> None:
+    """The checkpoint of one finished epoch, ``<folder>/epoch_<epoch>.pth`` (atomic, so a killed run leaves whole
+    files only)."""
+    try:
+        save_checkpoint(model, folder / f"epoch_{epoch}.pth", loss=loss, extra=info, epoch=epoch)
+    except OSError as exc:
+        raise DataError(f"cannot write {folder / f'epoch_{epoch}.pth'}: {exc.strerror or exc}; expected a writable "
+                        "folder") from None
+
+
 def save_checkpoint(model: SmallCNN, path: str | os.PathLike, *, loss: str, class_names=None,
-                    extra: dict | None = None) -> Path:
-    """Save ``{'state_dict': ..., 'repanalysis': {arch, num_classes, transform, loss, ...}}`` atomically.
+                    extra: dict | None = None, epoch: int | None = None) -> Path:
+    """Save ``{'state_dict': ..., 'repanalysis': {arch, num_classes, transform, loss, ...}}`` atomically, with
+    ``'epoch': epoch`` beside them when given (a checkpoint of a training series).
 
     Only tensors and plain values: it loads with ``torch.load(weights_only=True)``.
     """
@@ -189,7 +211,8 @@ def save_checkpoint(model: SmallCNN, path: str | os.PathLike, *, loss: str, clas
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pth")
     os.close(fd)
     try:
-        torch.save({"state_dict": model.state_dict(), "repanalysis": info}, tmp)
+        torch.save({"state_dict": model.state_dict(), "repanalysis": info,
+                    **({"epoch": int(epoch)} if epoch is not None else {})}, tmp)
         umask_mode(tmp)
         os.replace(tmp, path)
     finally:
@@ -233,7 +256,8 @@ def make_demo_data(folder: str | os.PathLike, *, n_train: int = 4000, seed: int 
 
 def make_demo_checkpoints(folder: str | os.PathLike, losses=("ce", "ls", "maxsup"), *, epochs: int = 4,
                           n_train: int = 4000, seed: int = 0, alpha_schedule: str = "linear", log=None,
-                          progress: bool = True) -> tuple[dict[str, Path], dict[str, Path]]:
+                          progress: bool = True, save_every_epoch: bool = False
+                          ) -> tuple[dict[str, Path], dict[str, Path]]:
     """Write the digits' train/test .npz files and one trained checkpoint per loss (reused when present).
 
     Returns ({model name: checkpoint path}, {split: npz path}). Names: CE, LS, MaxSup, LogitPenalty. The data
@@ -246,6 +270,10 @@ def make_demo_checkpoints(folder: str | os.PathLike, losses=("ce", "ls", "maxsup
     terminal. Every argument is checked before anything is written: ``losses`` is a loss name or a non-empty
     sequence of distinct names (for the data files alone, :func:`make_demo_data`), ``folder`` a folder or a
     path where one can be made.
+    ``save_every_epoch``: also keep a checkpoint per epoch, ``<checkpoint without .pth>/epoch_<k>.pth``
+    (:func:`epoch_folder`; ``checkpoints/ce_e8_n4000_s0/epoch_1.pth`` ...), made alongside the final checkpoint,
+    which is cached exactly as without it; a series is trained again (the same deterministic run) only when one
+    of its files is missing or was made with other settings.
     """
     folder = _demo_folder(folder)
     epochs, seed = _check_schedule(epochs, seed)
@@ -264,18 +292,78 @@ def make_demo_checkpoints(folder: str | os.PathLike, losses=("ce", "ls", "maxsup
         stale = scheduled and path.exists() and _cached_schedule(path, loss) not in (None, alpha_schedule)
         if stale and log:
             log(f"  {path.name} was trained with another alpha schedule: training it again ({alpha_schedule})")
-        if stale or not path.exists():
+        extra = {"epochs": epochs, "seed": seed, "n_train": n_train,
+                 **({"alpha_schedule": alpha_schedule} if scheduled else {})}
+        series = epoch_folder(path) if save_every_epoch else None
+        need_series = series is not None and (stale or _series_files(series, epochs, loss, extra) is None)
+        if stale or not path.exists() or need_series:
             loss_kwargs = {"alpha_schedule": alpha_schedule} if scheduled else None
             model = train_small_cnn(*splits["train"], loss=loss, epochs=epochs, seed=seed, loss_kwargs=loss_kwargs,
-                                    log=log, progress=progress)
-            extra = {"epochs": epochs, "seed": seed, "n_train": n_train,
-                     **({"alpha_schedule": alpha_schedule} if scheduled else {})}
-            try:
-                save_checkpoint(model, path, loss=loss, extra=extra)
-            except OSError as exc:
-                raise DataError(f"cannot write {path}: {exc.strerror or exc}; expected a writable folder") from None
+                                    log=log, progress=progress, epoch_dir=series if need_series else None,
+                                    epoch_info={k: v for k, v in extra.items() if k not in ("epochs", "seed")})
+            if stale or not path.exists():     # a series made for a cached final checkpoint leaves it untouched
+                try:
+                    save_checkpoint(model, path, loss=loss, extra=extra)
+                except OSError as exc:
+                    raise DataError(f"cannot write {path}: {exc.strerror or exc}; expected a writable folder") \
+                        from None
         checkpoints[name] = path
     return checkpoints, data
+
+
+def epoch_folder(checkpoint: str | os.PathLike) -> Path:
+    """The folder of a demo checkpoint's per-epoch series (``make_demo_checkpoints(save_every_epoch=True)``): its
+    path without the suffix (``checkpoints/ce_e8_n4000_s0.pth`` -> ``checkpoints/ce_e8_n4000_s0/``)."""
+    return as_path(checkpoint, "checkpoint").with_suffix("")
+
+
+def epoch_checkpoints(folder: str | os.PathLike, epochs: int) -> list[Path] | None:
+    """``[<folder>/epoch_1.pth, ..., <folder>/epoch_<epochs>.pth]`` when all of them exist, else None."""
+    folder = as_path(folder, "folder")
+    paths = [folder / f"epoch_{k}.pth" for k in range(1, int(epochs) + 1)]
+    return paths if all(p.is_file() for p in paths) else None
+
+
+def _series_files(folder: Path, epochs: int, loss: str, settings: dict) -> list[Path] | None:
+    """The series' files when every epoch is there and its last checkpoint records this loss and ``settings``
+    (epochs, seed, n_train, data, ...), else None (trained again)."""
+    paths = epoch_checkpoints(folder, epochs)
+    if paths is None:
+        return None
+    try:
+        obj = torch.load(paths[-1], map_location="cpu", weights_only=True, mmap=True)
+        info = obj.get("repanalysis", {})
+    except Exception:   # a damaged file: the series is made again
+        return None
+    same = info.get("loss") == loss and obj.get("epoch") == epochs and \
+        all(info.get(k) == v for k, v in settings.items())
+    return paths if same else None
+
+
+def train_checkpoint_series(images, labels, folder: str | os.PathLike, loss: str = "ce", *, epochs: int = 4,
+                            seed: int = 0, loss_kwargs: dict | None = None, log=None, progress: bool = True,
+                            **train_kwargs) -> list[Path]:
+    """Train a SmallCNN (:func:`train_small_cnn`) keeping a checkpoint per epoch, ``<folder>/epoch_<k>.pth``, and
+    return their paths in epoch order; reused without training when all of them are there from a run of the
+    same loss, epochs, seed, options and data (by the sha256 of the images and labels), trained again otherwise.
+    """
+    import hashlib
+
+    epochs, seed = _check_schedule(epochs, seed)
+    folder = as_path(folder, "folder")
+    x, y = np.ascontiguousarray(np.asarray(images)), np.ascontiguousarray(np.asarray(labels))
+    digest = hashlib.sha256(x.tobytes() + str(x.shape).encode() + y.astype(np.int64).tobytes()).hexdigest()
+    settings = {"seed": seed, "n_train": int(len(y)), "data_sha256": digest,
+                "options": repr(sorted({**(loss_kwargs or {}), **train_kwargs}.items()))}
+    paths = _series_files(folder, epochs, loss, {"epochs": epochs, **settings})
+    if paths is not None:
+        if log:
+            log(f"  {loss}: reusing the {epochs} checkpoints in {folder}")
+        return paths
+    train_small_cnn(images, labels, loss, epochs=epochs, seed=seed, loss_kwargs=loss_kwargs, log=log,
+                    progress=progress, epoch_dir=folder, epoch_info={k: v for k, v in settings.items() if k != "seed"},
+                    **train_kwargs)
+    return epoch_checkpoints(folder, epochs)
 
 
 def _takes_schedule(loss: str) -> bool:
