@@ -37,11 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["CE", "LS", "MaxSup"]
 
 
-def run(argv, cwd) -> float:
-    """Run ``repanalysis <argv>`` as its own process; its wall time."""
+def run(argv, cwd, device: bool = True) -> float:
+    """Run ``repanalysis <argv>`` (on the CPU when the command takes ``--device``) as its own process; its wall
+    time."""
     exe = Path(sys.executable).with_name("repanalysis")
     start = time.perf_counter()
-    proc = subprocess.run([str(exe), *argv, "--device", "cpu"], cwd=cwd, capture_output=True, text=True,
+    proc = subprocess.run([str(exe), *argv, *(["--device", "cpu"] if device else [])], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, "MPLBACKEND": "Agg"})
     if proc.returncode:
         sys.exit(f"repanalysis {' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
@@ -55,7 +56,7 @@ def _analyses(dumps, val, names, models, data, boxes, cam, cwd) -> float:
               "--names", ",".join(n for n in NAMES for _ in (0, 1)), "--out", "separation"], cwd)
     t += run(["collapse", *[dumps[n, "train"] for n in NAMES], *names, "--out", "collapse"], cwd)
     t += run(["features", *[a for d in val for a in ("--dump", d)], *names, "--out", "features"], cwd)
-    t += run(["embed", *val, *names, "--out", "embed"], cwd)
+    t += run(["embed", *val, *names, "--out", "embed"], cwd, device=False)
     t += run(["gradcam", *[a for c in models for a in ("--checkpoint", c)], *names, "--data", str(data["test"]),
               "--boxes", str(boxes), "--limit", str(cam), "--out", "gradcam", "--quiet"], cwd)
     return t

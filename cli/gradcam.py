@@ -17,9 +17,11 @@ from repanalysis.cli.common import (device_option, echo_json, json_option, names
                                     split_names, transform_options, transform_overrides)
 from repanalysis.errors import RepanalysisError
 
-METHOD_CHOICES = ["gradcam", "gradcam++", "xgradcam", "eigencam", "layercam"]
+METHOD_CHOICES = ["gradcam", "gradcam++", "xgradcam", "eigencam", "layercam", "hirescam", "gradcam-elementwise",
+                  "eigengradcam", "scorecam", "ablationcam", "fullgrad", "kpcacam", "fem", "randomcam"]  # = repanalysis.analyze.cam.METHODS (not imported here: keeps --help fast)
 TABLE_COLUMNS = ["model", "images", "skipped", "accuracy", "precision", "recall", "f1", "iou", "pointing",
-                 "energy_pg", "pr_area", "box_share"]
+                 "energy_pg", "pr_area", "box_share", "maxboxacc", "maxboxacc_v2", "top1_loc"]
+FAITHFULNESS_COLUMNS = ["avg_drop", "increase", "road_morf", "road_lerf", "road_combined"]
 
 
 @click.command("gradcam")
@@ -48,6 +50,8 @@ TABLE_COLUMNS = ["model", "images", "skipped", "accuracy", "precision", "recall"
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--strict", is_flag=True, help="Fail on an image without a box instead of skipping it, and on a flat "
               "ImageNet val folder holding only some of the images its labels file lists.")
+@click.option("--faithfulness", is_flag=True, help="Also Average Drop / Increase in Confidence and ROAD (MoRF, LeRF, "
+              "combined) per model: about 37 extra forward passes per image.")
 @click.option("--show", default=6, show_default=True, type=click.IntRange(1, 20), help="Images in the grid figure.")
 @device_option()
 @click.option("--workers", default=None, type=click.IntRange(0), help="DataLoader workers (default: cores - 1, max 8).")
@@ -59,7 +63,7 @@ TABLE_COLUMNS = ["model", "images", "skipped", "accuracy", "precision", "recall"
 @json_option
 @quiet_option
 def command(checkpoints, names, arch, data, layout, split, class_order, boxes, synsets, target, method, layer,
-            threshold, topk, limit, batch_size, strict, show, device, workers, trust_checkpoint, ema, out, as_json,
+            threshold, topk, limit, batch_size, strict, faithfulness, show, device, workers, trust_checkpoint, ema, out, as_json,
             quiet, **transform_flags):
     """Grad-CAM localisation: CAM precision/recall/F1/IoU on object boxes, per model, with overlay grids."""
     from repanalysis.outputs import output_set
@@ -93,7 +97,8 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
         checkpoints, data, boxes, names=split_names(names), arch=arch, layout=layout, split=split,
         class_order=class_order, synsets=synsets, trust_checkpoint=trust_checkpoint, ema=ema, device=dev, log=log,
         method=method, layer=layer, target=target, threshold=threshold, topk=topk, batch_size=batch_size,
-        limit=limit, strict=strict, keep=show, workers=workers, transform=overrides, progress=not quiet)
+        limit=limit, strict=strict, keep=show, workers=workers, transform=overrides, progress=not quiet,
+        faithfulness=faithfulness)
 
     out.mkdir(parents=True, exist_ok=True)
     payload = {"method": method, "target": target, "threshold": threshold, "topk": topk, "ema": ema,
@@ -108,8 +113,11 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
     if as_json:
         echo_json(payload)
     else:
-        click.echo(format_table([r.summary() for r in results], TABLE_COLUMNS,
-                                headers={"energy_pg": "energy", "pointing": "pointing", "box_share": "box share"}))
+        click.echo(format_table([r.summary() for r in results],
+                                TABLE_COLUMNS + (FAITHFULNESS_COLUMNS if faithfulness else []),
+                                headers={"energy_pg": "energy", "pointing": "pointing", "box_share": "box share",
+                                         "maxboxacc_v2": "maxboxacc v2", "top1_loc": "top-1 loc",
+                                         "avg_drop": "avg drop %", "increase": "increase"}))
     for path in written:
         click.echo(f"wrote {path}", err=True)
 

@@ -236,7 +236,8 @@ def test_localisation_frame(real_checkpoints, real_data):
         results.append(localise_dataset(lm.model, ds, regions, lm.transform, limit=12, keep=0, batch_size=12,
                                         name=m))
     frames = [r.to_frame() for r in results]
-    metrics = ["accuracy", "precision", "recall", "f1", "iou", "energy_pg", "pointing", "pr_area", "box_share"]
+    metrics = ["accuracy", "precision", "recall", "f1", "iou", "energy_pg", "pointing", "pr_area", "box_share",
+               "maxboxacc", "maxboxacc_v2", "top1_loc"]
     for r, f in zip(results, frames):
         assert list(f.columns) == ["model", "metric", "value", "n"]
         assert f["metric"].tolist() == metrics and (f["n"] == r.num_images).all() and r.num_images == 12

@@ -1,7 +1,23 @@
 """Class activation maps with pytorch-grad-cam: batched, one target per image, hooks always released.
 
-Methods (``method=``): "gradcam" (default), "gradcam++", "xgradcam", "eigencam", "layercam", each the
-pytorch-grad-cam class of that name. The target layer is found per family (REFERENCE.md "Grad-CAM
+Methods (``method=``, :data:`METHODS`), each the pytorch-grad-cam class of that name: "gradcam" (default),
+"gradcam++", "xgradcam", "eigencam", "layercam", "hirescam", "gradcam-elementwise", "eigengradcam",
+"scorecam", "ablationcam", "fullgrad", "kpcacam", "fem", "randomcam" (a random-weights baseline
+for the faithfulness metrics; draws from numpy's global generator). Special cases:
+
+- "fullgrad" uses no target layer: pytorch-grad-cam's FullGrad sums the input gradient x input and the
+  gradient x bias of every Conv2d/BatchNorm2d with a bias, so the backward pass runs down to the input
+  (no graph cut, slower, more memory) and ``layer`` is ignored (the layer is reported as "all-biases").
+- "scorecam" runs one forward pass per channel of the target layer per image (512 for a ResNet-18's
+  ``layer4``, 2048 for a ResNet-50's; in pytorch-grad-cam's own batches of 16) and "ablationcam" one per
+  channel as well (in batches of 32): both are gradient-free and 100-1000x slower than Grad-CAM; keep
+  ``batch_size`` small (it bounds the images per call, not their inner batches) and ``limit`` the data set.
+- "kpcacam", "eigencam", "fem" and "randomcam" are class-agnostic: the target class does not change the map.
+- Not offered: pytorch-grad-cam's meta-methods (FinerCAM, RefineCAM, SESS, which wrap a base method),
+  SegEigenCAM (segmentation outputs), DeepFeatureFactorization (not a per-class map) and ShapleyCAM (its
+  Hessian-vector product needs the parameters to require gradients, which CAM runs here switch off).
+
+The target layer is found per family (REFERENCE.md "Grad-CAM
 localisation"): ViT/DeiT (timm ``blocks[-1].norm1``, torchvision ``encoder.layers[-1].ln_1``) with the
 patch tokens reshaped to the model's own grid and the CLS/distillation/register tokens dropped; any
 other network: the last module of the last convolutional stage, i.e. the last module run in the forward
@@ -20,6 +36,8 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,32 +49,48 @@ from torch import nn
 
 import repanalysis  # noqa: F401  (applies the torchvision import fix before pytorch_grad_cam loads)
 from repanalysis.analyze import localisation as loc
+from repanalysis.analyze.boxacc import box_ious
+from repanalysis.analyze.faithfulness import FAITHFULNESS_METRICS, faithfulness_scores
 from repanalysis.analyze.cam_layers import (CamLayer, TokenGrid, _eval_mode, layer_candidates,  # noqa: F401
                                             resolve_cam_layer)
 from repanalysis.arrays import as_labels, as_tensor, check_number, distinct_names, pick_device
 from repanalysis.errors import ConfigError, DataError, RepanalysisError
 from repanalysis.progress import progress_bar
 
-METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "layercam")
+# method name -> pytorch-grad-cam class name (the names users type; "-" and "_" are ignored when matching)
+_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "eigencam": "EigenCAM",
+            "layercam": "LayerCAM", "hirescam": "HiResCAM", "gradcam-elementwise": "GradCAMElementWise",
+            "eigengradcam": "EigenGradCAM", "scorecam": "ScoreCAM", "ablationcam": "AblationCAM",
+            "fullgrad": "FullGrad", "kpcacam": "KPCA_CAM", "fem": "FEM", "randomcam": "RandomCAM"}
+METHODS = tuple(_CLASSES)
 TARGET_MODES = ("gt", "pred")
+NO_TARGET_LAYER = ("fullgrad",)        # methods reading every bias layer and the input gradient, not one layer
+_NO_GRAPH_CUT = ("fullgrad",)  # needs gradients below the target layer, down to the input
+
+
+def method_key(method: str) -> str:
+    """The :data:`METHODS` name of ``method`` (case, "-" and "_" ignored; "plusplus" = "++"); DataError naming
+    the valid methods for an unknown one."""
+    def norm(m):
+        return str(m).lower().replace("_", "").replace("-", "").replace("plusplus", "++")
+
+    found = {norm(m): m for m in METHODS}.get(norm(method))
+    if found is None:
+        raise DataError(f"unknown CAM method {method!r}; expected one of {', '.join(METHODS)}")
+    return found
 
 
 def cam_class(method: str):
     """The pytorch-grad-cam class for ``method`` (one of :data:`METHODS`, case-insensitive)."""
-    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
+    import pytorch_grad_cam
 
-    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
-               "eigencam": EigenCAM, "layercam": LayerCAM}
-    key = str(method).lower().replace("_", "").replace("-", "").replace("plusplus", "++")
-    if key not in classes:
-        raise ConfigError(f"unknown CAM method {method!r}; expected one of {', '.join(METHODS)}")
-    return classes[key]
+    return getattr(pytorch_grad_cam, _CLASSES[method_key(method)])
 
 
 # --- CAMs for a batch of images --------------------------------------------------------------------------
 
 @contextmanager
-def _backward_stops_at(model: nn.Module, module: nn.Module):
+def _backward_stops_at(model: nn.Module, module: nn.Module | None):
     """Freeze the parameters and make ``module``'s output a fresh graph leaf, so that the forward pass
     below it records no graph and the backward pass stops there. Restores everything on exit."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
@@ -69,12 +103,14 @@ def _backward_stops_at(model: nn.Module, module: nn.Module):
             return output.detach().requires_grad_(True).clone()
         return None
 
-    handle = module.register_forward_hook(cut)  # registered before pytorch-grad-cam's hooks: they see the cut
+    # registered before pytorch-grad-cam's hooks: they see the cut (module None: no cut, parameters frozen only)
+    handle = module.register_forward_hook(cut) if module is not None else None
     try:
         with torch.enable_grad():
             yield
     finally:
-        handle.remove()
+        if handle is not None:
+            handle.remove()
         for p, flag in flags:
             p.requires_grad_(flag)
 
@@ -149,9 +185,20 @@ class CamEngine:
     def __init__(self, model: nn.Module, method: str = "gradcam", layer: str | CamLayer | None = None,
                  example: torch.Tensor | None = None):
         self.model = model
-        self.method = str(method).lower()
+        self.method = method_key(method)
         self.cam_cls = cam_class(method)
-        self.layer = layer if isinstance(layer, CamLayer) else resolve_cam_layer(model, layer, example)
+        if self.method in NO_TARGET_LAYER:       # FullGrad: every bias layer and the input, no target layer
+            try:
+                tokens = resolve_cam_layer(model, None, example).reshape_transform is not None
+            except RepanalysisError:
+                tokens = False
+            if tokens:                           # pytorch-grad-cam's FullGrad sums bias gradients of conv maps
+                raise DataError("fullgrad works on convolutional networks only (it sums the bias gradients of "
+                                "[N, C, H, W] maps); this model's features are tokens: choose another method, e.g. "
+                                "gradcam, hirescam or layercam")
+            self.layer = CamLayer("all-biases", model, "fullgrad")
+        else:
+            self.layer = layer if isinstance(layer, CamLayer) else resolve_cam_layer(model, layer, example)
         self._stack = None
         self._cam = None
 
@@ -160,9 +207,22 @@ class CamEngine:
 
         self._stack = ExitStack()
         self._stack.enter_context(_eval_mode(self.model))   # CAMs in eval mode; the caller's modes come back
-        self._stack.enter_context(_backward_stops_at(self.model, self.layer.module))
+        if self.method in _NO_GRAPH_CUT:                    # gradients below the layer: only freeze parameters
+            self._stack.enter_context(_backward_stops_at(self.model, None))
+        else:
+            self._stack.enter_context(_backward_stops_at(self.model, self.layer.module))
+        if self.method in NO_TARGET_LAYER:
+            with contextlib.redirect_stdout(io.StringIO()):     # FullGrad prints a warning for any target layer
+                cam = self.cam_cls(model=self.model, target_layers=[])
+            self._cam = self._stack.enter_context(cam)
+            return self
+        extra = {}
+        if self.method == "ablationcam" and self.layer.reshape_transform is not None:
+            from pytorch_grad_cam.ablation_layer import AblationLayerVit   # ablates token channels, not maps
+
+            extra["ablation_layer"] = AblationLayerVit()
         self._cam = self._stack.enter_context(self.cam_cls(model=self.model, target_layers=[self.layer.module],
-                                                           reshape_transform=self.layer.reshape_transform))
+                                                           reshape_transform=self.layer.reshape_transform, **extra))
         shield = self.layer.module.register_forward_hook(_shield_from_inplace)  # after pytorch-grad-cam's hooks
         self._stack.callback(shield.remove)
         return self
@@ -287,6 +347,9 @@ class LocalisationResult:
     pr_recall: np.ndarray
     skipped: list[str] = field(default_factory=list)
     examples: list[CamExample] = field(default_factory=list)
+    box_iou: np.ndarray | None = None       # [N, T] IoU of the largest component's box per threshold (v1)
+    box_iou_v2: np.ndarray | None = None    # [N, T] best IoU over all components' boxes (MaxBoxAccV2)
+    faithfulness: dict = field(default_factory=dict)  # FAITHFULNESS_METRICS -> [N] (when asked for)
 
     @property
     def num_images(self) -> int:
@@ -302,22 +365,36 @@ class LocalisationResult:
                 "accuracy": mean(self.preds == self.labels) if self.num_images else float("nan"),
                 "precision": mean(self.precision), "recall": mean(self.recall), "f1": mean(self.f1),
                 "iou": mean(self.iou), "energy_pg": mean(self.energy), "pointing": mean(self.pointing_hit),
-                "pr_area": mean(self.pr_area), "box_share": mean(self.region_fraction)}
+                "pr_area": mean(self.pr_area), "box_share": mean(self.region_fraction), **self.box_summary(),
+                **{k: mean(v) for k, v in self.faithfulness.items()}}
+
+    def box_summary(self) -> dict:
+        """MaxBoxAcc (v1, delta 0.5; the default), its threshold, MaxBoxAccV2 and Top-1 Loc (boxacc.py); NaN
+        without boxes (mask regions)."""
+        from repanalysis.analyze.boxacc import box_accuracy
+
+        if self.box_iou is None or self.num_images == 0:
+            return {"maxboxacc": math.nan, "box_threshold": math.nan, "maxboxacc_v2": math.nan,
+                    "top1_loc": math.nan}
+        return box_accuracy(self.box_iou, self.box_iou_v2, self.thresholds, self.preds == self.labels)
 
     def to_frame(self):
-        """Tidy pandas DataFrame of the :meth:`summary` means over images (accuracy, precision, recall, f1, iou,
-        energy_pg, pointing, pr_area, box_share): columns model, metric, value, n (images scored)."""
+        """Tidy pandas DataFrame of the :meth:`summary` numbers (the means over images accuracy, precision, recall,
+        f1, iou, energy_pg, pointing, pr_area, box_share; maxboxacc, maxboxacc_v2, top1_loc; the faithfulness
+        means when computed): columns model, metric, value, n (images scored)."""
         from repanalysis.frames import tidy_frame
 
         s = self.summary()
-        return tidy_frame(self.name, {k: v for k, v in s.items() if k not in ("model", "images", "skipped")},
+        return tidy_frame(self.name, {k: v for k, v in s.items()
+                                      if k not in ("model", "images", "skipped", "box_threshold")},
                           n=self.num_images)
 
     def per_image_rows(self) -> list[dict]:
         cols = ("precision", "recall", "f1", "iou", "energy", "pr_area", "region_fraction")
         return [{"model": self.name, "image": self.sample_names[i], "label": int(self.labels[i]),
                  "target": int(self.targets[i]), "pred": int(self.preds[i]),
-                 "pointing_hit": bool(self.pointing_hit[i]), **{c: float(getattr(self, c)[i]) for c in cols}}
+                 "pointing_hit": bool(self.pointing_hit[i]), **{c: float(getattr(self, c)[i]) for c in cols},
+                 **{k: float(v[i]) for k, v in self.faithfulness.items()}}
                 for i in range(self.num_images)]
 
     def to_dict(self) -> dict:
@@ -360,7 +437,7 @@ def localise_dataset(model: nn.Module, dataset, regions, transform=None, *, meth
                      topk: float | None = None, thresholds: Sequence[float] | None = None,
                      batch_size: int = 32, limit: int | None = None, strict: bool = False,
                      keep: int = 8, workers: int = 0, device=None, name: str = "model",
-                     progress: bool = False) -> LocalisationResult:
+                     progress: bool = False, faithfulness: bool = False) -> LocalisationResult:
     """Grad-CAM localisation of ``model`` over ``dataset`` against ``regions``, in bounded memory.
 
     dataset: items (image [C, H, W], label, index), ``samples`` names and ``load_image(i)`` (PIL).
@@ -371,6 +448,9 @@ def localise_dataset(model: nn.Module, dataset, regions, transform=None, *, meth
     workers: DataLoader worker processes decoding images. Memory: one batch of CAMs at a time, then
     per-image numbers only (O(N) floats) and ``keep`` CAMs. progress: a bar on stderr counting images (shown
     only when stderr is a terminal; :func:`repanalysis.progress.progress_bar`).
+    Box accuracy (MaxBoxAcc, MaxBoxAccV2, Top-1 Loc; :mod:`repanalysis.analyze.boxacc`) is scored on the same
+    threshold grid when the regions are boxes. faithfulness: also Average Drop / Increase in Confidence and
+    ROAD per image (:mod:`repanalysis.analyze.faithfulness`; 1 + 36 extra forward passes per image: off by default).
     """
     if target not in TARGET_MODES:
         raise ConfigError(f"target must be one of {', '.join(TARGET_MODES)}; got {target!r}")
@@ -399,6 +479,7 @@ def localise_dataset(model: nn.Module, dataset, regions, transform=None, *, meth
     thr = loc.default_thresholds() if thresholds is None else torch.as_tensor(thresholds, dtype=torch.float32)
     rows: dict[str, list] = {k: [] for k in _PER_IMAGE}
     curve = _MeanCurve(thr.numel())
+    ious_v1, ious_v2, faith = [], [], []
     examples: list[CamExample] = []
     subset = torch.utils.data.Subset(dataset, indices.tolist())
     loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers)
@@ -418,6 +499,14 @@ def localise_dataset(model: nn.Module, dataset, regions, transform=None, *, meth
             for key in _PER_IMAGE:
                 rows[key].append(values[key].cpu().numpy())
             curve.add(scores.sweep)
+            v1, v2 = box_ious(out.cams.numpy(), [r.boxes for r in reg], thr.numpy())
+            ious_v1.append(v1.astype(np.float32))
+            ious_v2.append(v2.astype(np.float32))
+            if faithfulness:
+                device_images = _as_images(images, model).to(next(model.parameters()).device)
+                with _eval_mode(model):
+                    faith.append(faithfulness_scores(model, device_images, out.cams.numpy(), out.targets))
+                engine._cam.activations_and_grads.clear()    # the metrics' forward passes went through the hooks
             for j in range(min(len(labels), keep - len(examples))):
                 i = int(index[j])
                 pixels = (np.asarray(transform.geometric(dataset.load_image(i)).convert("RGB"))
@@ -431,7 +520,10 @@ def localise_dataset(model: nn.Module, dataset, regions, transform=None, *, meth
     return LocalisationResult(name=name, method=engine_ctx.method, layer=engine_ctx.layer.name, target_mode=target,
                               threshold=float(threshold), topk=topk, sample_names=[names[i] for i in indices],
                               **cat, thresholds=thr.numpy(), pr_precision=mean_precision, pr_recall=mean_recall,
-                              skipped=skipped, examples=examples)
+                              skipped=skipped, examples=examples, box_iou=np.concatenate(ious_v1),
+                              box_iou_v2=np.concatenate(ious_v2),
+                              faithfulness={k: np.concatenate([f[k] for f in faith]) for k in FAITHFULNESS_METRICS}
+                              if faith else {})
 
 
 _PER_IMAGE = ("labels", "targets", "preds", "pr_area", "precision", "recall", "f1", "iou", "energy", "pointing_hit",

@@ -77,7 +77,8 @@ class OODResult:
     """In- vs out-of-distribution separation of each score, for one model.
 
     auroc / fpr_at_95_tpr: score name -> float. roc: score name -> (fpr, tpr) arrays for plotting.
-    num_in, num_ood: sample counts used (finite rows only).
+    num_in, num_ood: sample counts used (finite rows only). aupr_in / aupr_out: score name -> average
+    precision with the in-distribution (resp. OOD, score negated) samples as the positive class.
     """
 
     name: str
@@ -87,20 +88,32 @@ class OODResult:
     num_in: int
     num_ood: int
     n_excluded: int = 0
+    aupr_in: dict[str, float] = field(default_factory=dict)
+    aupr_out: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "num_in": self.num_in, "num_ood": self.num_ood, "n_excluded": self.n_excluded,
                 "auroc": {k: _num(v) for k, v in self.auroc.items()},
-                "fpr_at_95_tpr": {k: _num(v) for k, v in self.fpr_at_95_tpr.items()}}
+                "fpr_at_95_tpr": {k: _num(v) for k, v in self.fpr_at_95_tpr.items()},
+                "aupr_in": {k: _num(v) for k, v in self.aupr_in.items()},
+                "aupr_out": {k: _num(v) for k, v in self.aupr_out.items()}}
 
-    def to_frame(self):
-        """Tidy pandas DataFrame, rows ``auroc`` and ``fpr_at_95_tpr`` for each score: columns model, score,
-        metric, value, n (in-distribution + OOD samples), n_in, n_ood."""
+    def to_frame(self, aupr: bool = False):
+        """Tidy pandas DataFrame, rows ``auroc`` and ``fpr_at_95_tpr`` (with ``aupr``, also ``aupr_in`` and
+        ``aupr_out``) for each score: columns model, score, metric, value, n (in-distribution + OOD samples),
+        n_in, n_ood."""
         from repanalysis.frames import rows_frame, tidy_rows
 
+        def values(score):
+            out = {"auroc": self.auroc[score], "fpr_at_95_tpr": self.fpr_at_95_tpr.get(score)}
+            for metric, d in (("aupr_in", self.aupr_in), ("aupr_out", self.aupr_out)):
+                if aupr and score in d:
+                    out[metric] = d[score]
+            return out
+
         return rows_frame(row for score in self.auroc for row in tidy_rows(
-            self.name, {"auroc": self.auroc[score], "fpr_at_95_tpr": self.fpr_at_95_tpr.get(score)},
-            n=self.num_in + self.num_ood, score=score, n_in=self.num_in, n_ood=self.num_ood))
+            self.name, values(score), n=self.num_in + self.num_ood, score=score, n_in=self.num_in,
+            n_ood=self.num_ood))
 
 
 def _num(v: float):
@@ -193,6 +206,32 @@ def fpr_at_tpr(pos_scores: np.ndarray, neg_scores: np.ndarray, tpr_level: float 
     return float(fpr[min(i, fpr.size - 1)]), fpr, tpr
 
 
+def aupr_in_out(pos_scores: np.ndarray, neg_scores: np.ndarray) -> tuple[float, float]:
+    """(AUPR-in, AUPR-out): scikit-learn's average_precision_score with the positives (in-distribution) as the
+    positive class, then with the negatives (OOD) as the positive class and the scores negated."""
+    from sklearn.metrics import average_precision_score
+
+    if pos_scores.size == 0 or neg_scores.size == 0:
+        return float("nan"), float("nan")
+    y = np.r_[np.ones(pos_scores.size), np.zeros(neg_scores.size)]
+    s = np.r_[pos_scores, neg_scores].astype(np.float64)
+    return float(average_precision_score(y, s)), float(average_precision_score(1 - y, -s))
+
+
+def ood_metrics(pos: dict[str, np.ndarray], neg: dict[str, np.ndarray], *, name: str, n_excluded: int = 0
+                ) -> OODResult:
+    """An OODResult from per-score arrays of in-distribution (positive) and OOD samples (finite values)."""
+    auroc, fpr95, roc, ain, aout = {}, {}, {}, {}, {}
+    for key in pos:
+        auroc[key] = _auroc(pos[key], neg[key])
+        fpr95[key], fpr, tpr = fpr_at_tpr(pos[key], neg[key])
+        roc[key] = (fpr, tpr)
+        ain[key], aout[key] = aupr_in_out(pos[key], neg[key])
+    first = next(iter(pos.values()))
+    return OODResult(name=name, auroc=auroc, fpr_at_95_tpr=fpr95, roc=roc, num_in=int(first.size),
+                     num_ood=int(next(iter(neg.values())).size), n_excluded=n_excluded, aupr_in=ain, aupr_out=aout)
+
+
 # --- analyses ------------------------------------------------------------------------------------------
 def misclassification_scores(logits, labels, features=None, *, num_classes: int | None = None,
                              name: str = "model", device=None) -> MisclassificationResult:
@@ -233,7 +272,7 @@ def misclassification_scores(logits, labels, features=None, *, num_classes: int 
 
 def ood_detection(in_logits, ood_logits, in_features=None, ood_features=None, *, name: str = "model",
                   device=None) -> OODResult:
-    """AUROC and FPR at 95% TPR of each score for in-distribution (positive) vs OOD samples of one model.
+    """AUROC, FPR at 95% TPR and AUPR-in/out of each score for in-distribution (positive) vs OOD samples.
 
     in_logits (N_in, K), ood_logits (N_ood, K) from the same model; features (N, D) for both or neither.
     """
@@ -271,13 +310,7 @@ def ood_detection(in_logits, ood_logits, in_features=None, ood_features=None, *,
     so = {k: v[oko].cpu().numpy() for k, v in so.items()}
     if min(next(iter(si.values())).size, next(iter(so.values())).size) == 0:
         raise DataError("OOD detection needs at least one finite in-distribution and one OOD sample")
-    auroc, fpr95, roc = {}, {}, {}
-    for key in si:
-        auroc[key] = _auroc(si[key], so[key])
-        fpr95[key], fpr, tpr = fpr_at_tpr(si[key], so[key])
-        roc[key] = (fpr, tpr)
-    return OODResult(name=name, auroc=auroc, fpr_at_95_tpr=fpr95, roc=roc, num_in=int(oki.sum()),
-                     num_ood=int(oko.sum()), n_excluded=n_bad)
+    return ood_metrics(si, so, name=name, n_excluded=n_bad)
 
 
 # --- Dumps ---------------------------------------------------------------------------------------------

@@ -299,7 +299,7 @@ def part_geometry(job: Job) -> Part:
 
 # --- Grad-CAM localisation (MaxSup Sec. 5.4) ---------------------------------------------------------------------
 CAM_COLUMNS = ["model", "images", "accuracy", "precision", "recall", "f1", "iou", "pointing", "energy_pg", "pr_area",
-               "box_share"]
+               "box_share", "maxboxacc", "top1_loc"]
 
 
 def part_gradcam(job: Job) -> Part:
@@ -329,8 +329,10 @@ def part_gradcam(job: Job) -> Part:
         "gradcam", "Grad-CAM localisation",
         f"Means over {results[0].num_images} images: precision (share of the CAM region inside the box), recall "
         "(share of the box covered), F1, IoU, pointing game (CAM maximum in the box), energy-based pointing game, "
-        "area under the precision-recall sweep, and the box's share of the image (the precision of a CAM covering "
-        "everything); higher is better.", rows, columns=CAM_COLUMNS))
+        "area under the precision-recall sweep, the box's share of the image (the precision of a CAM covering "
+        "everything), MaxBoxAcc (Choe et al. 2020: share of images whose box around the largest CAM component has "
+        "IoU >= 0.5 with the object, at the best threshold) and Top-1 Loc (that, and the class right); higher is "
+        "better.", rows, columns=CAM_COLUMNS))
     part.figures += job.figure(save_figure(plot_cam_grid(results, max_images=6, class_names=class_names),
                                            job.figures / "gradcam" / "grid"),
                                "Grad-CAM overlays", "The same images for every model (rows), CAM as a heat map with "

@@ -29,8 +29,12 @@ CORRECT_COLOR = NEUTRAL   # NCI scatter: right predictions grey dots, wrong ones
 WRONG_COLOR = OVER_COLOR
 TS_SUFFIX = " +TS"
 SCORE_LABELS = {"max_softmax": "max softmax", "max_logit": "max logit", "energy": "energy (logsumexp z)",
-                "feature_l1": "feature L1 norm"}
-SCORE_STYLES = {"max_softmax": "-", "max_logit": "--", "energy": "-.", "feature_l1": ":"}
+                "feature_l1": "feature L1 norm", "mahalanobis": "Mahalanobis",
+                "relative_mahalanobis": "relative Mahalanobis", "knn": "KNN (k-th neighbour)", "vim": "ViM",
+                "react_energy": "ReAct energy"}
+SCORE_STYLES = {"max_softmax": "-", "max_logit": "--", "energy": "-.", "feature_l1": ":",
+                "mahalanobis": (0, (5, 1, 1, 1, 1, 1)), "relative_mahalanobis": (0, (8, 2)),
+                "knn": (0, (1, 1)), "vim": (0, (3, 1, 1, 1)), "react_energy": (0, (6, 2, 2, 2))}
 
 
 # gap patches, the same in the diagram and in its legend. Over-confidence (above the accuracy bar): white with

@@ -48,7 +48,8 @@ Layout (one job per module; every name is re-exported here, so ``repanalysis.ana
 ``results`` (the Result dataclasses, ``SCALARS``), ``binning`` (edges, bin indices, per-bin sums and errors),
 ``_fused`` (the fused per-sample pass over the logits: :func:`_scan`, :func:`single_threaded`), ``metrics``
 (ECE, MCE, AECE, classwise ECE, O-/U-ECE, NLL, Brier, :func:`calibration_report`), ``bootstrap`` (percentile
-intervals), ``temperature`` (temperature scaling), ``compare`` (several Dumps, table rows). The tuning constants
+intervals), ``temperature`` (temperature scaling), ``smooth`` (smooth ECE, debiased L2 ECE), ``posthoc``
+(vector scaling, histogram binning), ``compare`` (several Dumps, table rows). The tuning constants
 (``_CHUNK_ELEMENTS_*`` in ``_fused``, ``BOOT_ELEMENTS`` in ``repanalysis.analyze.resample``) are read from the module that defines
 them: patch them there.
 
@@ -78,9 +79,19 @@ from repanalysis.analyze.calibration.metrics import (ADAPTIVE_RULES, CLASSWISE_R
 from repanalysis.analyze.calibration.results import (SCALARS, BinStats, CalibrationResult, TemperatureResult,
                                                      _nan_to_none)
 from repanalysis.analyze.calibration.temperature import apply_temperature, fit_temperature
+from repanalysis.analyze.calibration.smooth import (debiased_l2_ece, debiased_l2_ece_binary, smooth_ece,
+                                                    smooth_ece_at, smooth_ece_binary)
+from repanalysis.analyze.calibration.posthoc import (POSTHOC_METHODS, HistogramBinning, PosthocResult, VectorScaling,
+                                                     apply_histogram_binning, apply_vector_scaling,
+                                                     fit_histogram_binning, fit_vector_scaling,
+                                                     histogram_binning_confidence, posthoc_calibration, posthoc_dumps)
 
 __all__ = ["ADAPTIVE_RULES", "CLASSWISE_RULES", "SCALARS", "TABLE_HEADERS", "BinStats", "CalibrationResult",
            "TemperatureResult", "adaptive_ece", "adaptive_edges", "apply_temperature", "bin_statistics",
            "brier_score", "calibrate_dumps", "calibration_report", "classwise_ece", "comparison_rows",
            "equal_width_bin", "equal_width_edges", "expected_calibration_error", "fit_temperature",
-           "max_calibration_error", "negative_log_likelihood", "over_under_ece", "single_threaded"]
+           "max_calibration_error", "negative_log_likelihood", "over_under_ece", "single_threaded",
+           "smooth_ece", "smooth_ece_at", "smooth_ece_binary", "debiased_l2_ece", "debiased_l2_ece_binary",
+           "POSTHOC_METHODS", "HistogramBinning", "PosthocResult", "VectorScaling", "apply_histogram_binning",
+           "apply_vector_scaling", "fit_histogram_binning", "fit_vector_scaling", "histogram_binning_confidence",
+           "posthoc_calibration", "posthoc_dumps"]
