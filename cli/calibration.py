@@ -25,11 +25,14 @@ from repanalysis.errors import RepanalysisError
 @click.option("--adaptive-rule", type=click.Choice(["reference", "corrected"]), default="reference",
               show_default=True, help="reference: the lowest-confidence sample is in no adaptive bin (as the "
               "reference code); corrected: it is in the first bin.")
+@click.option("--bands", is_flag=True, help="Draw each reliability bin's accuracy with its bootstrap band "
+              "(needs --bootstrap > 0).")
 @device_option()
 @out_option("repanalysis-out/calibration")
 @json_option
 @quiet_option
-def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_rule, device, out, as_json, quiet):
+def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_rule, bands, device, out, as_json,
+            quiet):
     """ECE, AECE, classwise and O-/U-ECE, NLL, Brier with CIs; reliability diagrams (FedLaS Tables 1, 4)."""
     from repanalysis.outputs import output_set
     from repanalysis.dump.provenance import with_provenance
@@ -39,6 +42,8 @@ def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_r
     from repanalysis.plot.calibration import save_calibration_figures
     from repanalysis.report import format_table, write_json_atomic
 
+    if bands and not n_boot:
+        raise RepanalysisError("--bands draws bootstrap bands per bin; expected --bootstrap > 0")
     dumps = load_inputs(inputs, names)
     val_dumps = None
     if val_paths:
@@ -56,7 +61,7 @@ def command(inputs, names, n_bins, val_paths, n_boot, ci_level, seed, adaptive_r
                "confidence": [c.to_dict() for c in confidence]}
     with output_set():                       # the JSON and the figures replace the last run's together
         write_json_atomic(out / "calibration.json", with_provenance(payload, [*dumps, *(val_dumps or [])]))
-        written = save_calibration_figures(out, calibration=results, misclassification=confidence)
+        written = save_calibration_figures(out, calibration=results, misclassification=confidence, bands=bands)
     if as_json:
         echo_json(payload)
     else:

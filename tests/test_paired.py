@@ -157,3 +157,53 @@ def test_bad_paired_inputs():
         P.paired_differences({"a": {"m": 0}, "b": {"m": 0}}, reps, "a")
     with pytest.raises(DataError, match="different numbers of samples.*a: 5, b: 4"):
         P.check_paired_samples({"a": 5, "b": 4}, "logits")
+
+
+def test_reliability_bin_bands_are_percentiles_of_the_resampled_bin_accuracies():
+    from repanalysis.analyze.calibration import calibration_report, equal_width_bin
+
+    rng = np.random.default_rng(6)
+    z = rng.normal(size=(400, 5)) * 2
+    y = rng.integers(0, 5, 400)
+    res = calibration_report(z, y, n_bins=10, n_boot=60, seed=2, ci_level=0.9)
+    p = np.exp(z - z.max(1, keepdims=True))
+    conf = (p / p.sum(1, keepdims=True)).max(1)
+    correct = (z.argmax(1) == y).astype(float)
+    bins = equal_width_bin(torch.from_numpy(conf), 10, float32_values=False).numpy()
+    per_rep = np.full((60, 10), np.nan)
+    for r, i in enumerate(resample_indices(400, 60, 2)):
+        for b in range(10):                                  # brute force: a loop over bins in the test
+            inside = bins[i] == b
+            if inside.any():
+                per_rep[r, b] = correct[i][inside].mean()
+    drawn = np.isfinite(per_rep).sum(0) >= 30
+    want = np.nanpercentile(per_rep[:, drawn], [5, 95], axis=0)
+    np.testing.assert_allclose(res.bin_band[:, drawn], want, atol=1e-12)
+    assert np.isnan(res.bin_band[:, ~drawn]).all()
+    assert "bin_accuracy" not in res.replicates and set(res.ci) == set(res.replicates)
+    assert res.to_dict()["bins"]["accuracy_band"][0][int(np.flatnonzero(drawn)[0])] == pytest.approx(want[0, 0])
+
+
+def test_reliability_diagram_draws_the_bands_and_refuses_without_them():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.container import ErrorbarContainer
+
+    from repanalysis.analyze.calibration import calibration_report
+    from repanalysis.plot.calibration import plot_reliability
+
+    rng = np.random.default_rng(7)
+    z, y = rng.normal(size=(500, 4)) * 2, rng.integers(0, 4, 500)
+    res = calibration_report(z, y, n_bins=10, n_boot=80, seed=0)
+    ax = plot_reliability(res, bands=True)
+    (bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    segments = bars.lines[2][0].get_segments()               # one vertical whisker per bin shown
+    shown = np.flatnonzero((res.bins.counts > 0) & np.isfinite(res.bin_band).all(0))
+    assert len(segments) == len(shown)
+    for seg, b in zip(segments, shown):
+        lo, hi = sorted(seg[:, 1])
+        assert (lo, hi) == pytest.approx((min(res.bin_band[0, b], res.bins.accuracy[b]),
+                                          max(res.bin_band[1, b], res.bins.accuracy[b])))
+    with pytest.raises(DataError, match="no bootstrap band per bin"):
+        plot_reliability(calibration_report(z, y, n_bins=10), bands=True)

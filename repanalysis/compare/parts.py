@@ -152,10 +152,11 @@ def part_calibration(job: Job) -> Part:
     else:
         part.notes.append("No OOD data was given (--ood-data), so OOD detection is not in this report.")
     written = save_calibration_figures(job.figures / "calibration", calibration=results, misclassification=confidence,
-                                       ood=ood)
+                                       ood=ood, bands=job.n_boot > 0)
     captions = {
         "reliability": ("Reliability diagrams", "Accuracy against confidence per equal-width bin, one panel per "
-                        "model: bars below the diagonal are over-confident bins, above it under-confident."),
+                        "model: bars below the diagonal are over-confident bins, above it under-confident; the "
+                        "whiskers are each bin's bootstrap band (a gap inside its band may be noise)."),
         "reliability_adaptive": ("Reliability diagrams, adaptive bins", "The same with equal-mass bins (each bin "
                                  "holds the same number of samples), so sparse high-confidence regions do not hide."),
         "confidence_hist": ("Confidence histograms", "Distribution of max-softmax confidence per model; the dashed "

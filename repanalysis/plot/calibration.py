@@ -65,7 +65,7 @@ def _height_pt(artist) -> float:
 
 # --- reliability diagram ------------------------------------------------------------------------------
 def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, adaptive: bool = False,
-                     title: bool = True):
+                     title: bool = True, bands: bool = False):
     """Per-bin accuracy bars against the diagonal; the gap to the bin's mean confidence hatched (over-confidence
     above the bar, white with vermillion hatching; under-confidence on the bar's top, hatching over its
     colour); ECE in the legend, above the axes (never on the bars). ``count_ax`` gets the samples per bin.
@@ -74,6 +74,9 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
     side by side on the samples ranked by confidence (each bin as wide as its share of the samples), each
     bin's mean confidence drawn as a black line over its bar (on the diagonal's stead); ``count_ax`` then shows
     the confidence range [lo, hi] that each bin covers.
+
+    ``bands``: each equal-width bin's accuracy with its bootstrap percentile band as a black whisker (the
+    result's ``bin_band``, from ``calibration_report(n_boot > 0)``; DataError without one).
     """
     check_result(result, CalibrationResult, "plot_reliability")
     check_ax(count_ax, "count_ax")
@@ -91,6 +94,18 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
     acc, conf = bins.accuracy, bins.confidence
     ax.bar(left[filled], acc[filled], width=width[filled], align="edge", color=color, edgecolor="black",
            linewidth=0.6, label="accuracy")
+    band_handle = None
+    if bands and not adaptive:
+        if result.bin_band is None:
+            raise DataError(f"{result.name}: no bootstrap band per bin (calibrated with n_boot = 0); expected a "
+                            "result of calibration_report(..., n_boot > 0) for bands=True")
+        low, high = result.bin_band
+        show = filled & np.isfinite(low) & np.isfinite(high)
+        mid = (left + width / 2)[show]
+        band_handle = ax.errorbar(mid, acc[show], yerr=[np.maximum(acc - low, 0)[show],
+                                                        np.maximum(high - acc, 0)[show]],
+                    fmt="none", ecolor="black", elinewidth=0.9, capsize=2.5,
+                    label=f"{100 * result.ci_level:g}% bootstrap band ({result.n_boot} resamples)")
     over = filled & (conf > acc)
     under = filled & (conf < acc)
     ax.bar(left[over], (conf - acc)[over], bottom=acc[over], width=width[over], align="edge", **OVER_STYLE)
@@ -113,8 +128,9 @@ def plot_reliability(result, ax=None, count_ax=None, color: str | None = None, a
         handles[1].set_label("over-confident gap")
         handles[2].set_label("under-confident gap")
     # bars can fill any corner: the legend sits above the axes, between the plot and its title
-    legend = ax.legend(handles=handles + [ax.lines[-1]], loc="lower left", bbox_to_anchor=(0, 1.02),
-                       borderaxespad=0)
+    diagonal = [line for line in ax.lines if line.get_label() in ("perfect calibration", "mean confidence in bin")]
+    legend = ax.legend(handles=handles + diagonal[-1:] + ([band_handle] if band_handle is not None else []),
+                       loc="lower left", bbox_to_anchor=(0, 1.02), borderaxespad=0)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("Accuracy in bin (fraction)")
@@ -149,7 +165,8 @@ def _range_floor(all_bins) -> float:
     return max(0.0, min(lows) - 0.05) if lows else 0.0
 
 
-def reliability_figure(results, adaptive: bool = False, max_cols: int = 3, colors: dict[str, str] | None = None):
+def reliability_figure(results, adaptive: bool = False, max_cols: int = 3, colors: dict[str, str] | None = None,
+                       bands: bool = False):
     """Reliability diagrams, each on top of its bin counts; all diagrams share their axes, all count panels
     theirs. With temperature-scaled results ("<name> +TS") a grid of models (columns) x (before, after TS)
     (rows), each +TS panel under its model's; otherwise one panel per model in rows of at most ``max_cols``."""
@@ -172,7 +189,8 @@ def reliability_figure(results, adaptive: bool = False, max_cols: int = 3, color
     for ax in bottom.ravel()[1:]:
         ax.sharey(bottom[0, 0])
     for r, (i, j) in zip(results, cells):
-        plot_reliability(r, ax=top[i, j], count_ax=bottom[i, j], color=colors[r.name], adaptive=adaptive)
+        plot_reliability(r, ax=top[i, j], count_ax=bottom[i, j], color=colors[r.name], adaptive=adaptive,
+                         bands=bands)
         bottom[i, j].tick_params(labelbottom=True)   # every count panel shows the confidence axis it labels
         if any(c == i and k < j for c, k in cells):  # y labels on the first panel of a row only
             top[i, j].set_ylabel("")
@@ -295,9 +313,10 @@ def roc_figure(results, colors: dict[str, str] | None = None):
 
 
 def save_calibration_figures(out_dir: str | os.PathLike, calibration=None, misclassification=None,
-                             ood=None) -> list[Path]:
+                             ood=None, bands: bool = False) -> list[Path]:
     """Write ``reliability``, ``reliability_adaptive``, ``confidence_hist``, ``nci_scatter``, ``ood_roc``
     (PNG + PDF) for whichever result lists are given (None or [] skips one); returns the written paths.
+    ``bands``: the equal-width reliability diagrams with each bin's bootstrap band (results with n_boot > 0).
     Every list is checked before anything is drawn, and a failure leaves none of this call's files."""
     out = Path(out_dir)
     given = {}
@@ -312,7 +331,7 @@ def save_calibration_figures(out_dir: str | os.PathLike, calibration=None, miscl
     written: list[Path] = []
     with output_set() as outputs:            # all of them or none, with the caller's JSON when it opened a set
         if calibration:
-            written += save_figure(reliability_figure(calibration, colors=colors), out / "reliability")
+            written += save_figure(reliability_figure(calibration, colors=colors, bands=bands), out / "reliability")
             written += save_figure(reliability_figure(calibration, adaptive=True, colors=colors),
                                    out / "reliability_adaptive")
             ax = plot_confidence_histograms(calibration, colors=colors)

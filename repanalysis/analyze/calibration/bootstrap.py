@@ -40,6 +40,7 @@ def _bootstrap(z, sc: _Scan, order, n_bins, n_boot, seed, close_first, *, progre
             warnings.simplefilter("ignore")                                  # torch's sparse-beta notice
             cw_dense, cw_t = None, cw_design.to_sparse_coo().t().coalesce().to_sparse_csr()
     out = {key: [] for key in SCALARS}
+    bin_accuracy = []                    # (b, M) per block: each equal-width bin's accuracy in each replicate
     with progress_bar(n_boot, desc=f"bootstrap {name}", unit="replicate", enabled=progress) as bar:
         for w in bootstrap_weights(n, n_boot, seed, dev):     # (b, N) multiplicities, the stream every analysis draws
             b = w.shape[0]
@@ -50,6 +51,7 @@ def _bootstrap(z, sc: _Scan, order, n_bins, n_boot, seed, close_first, *, progre
             sums = [torch.zeros(b, n_bins + 1, dtype=torch.float64, device=dev).scatter_add_(1, bins, v)
                     for v in (w, w * sc.conf, w * a)]
             ece, oece, uece, mce = _errors_from_sums(*(s[:, :n_bins] for s in sums), n)
+            bin_accuracy.append(sums[2][:, :n_bins] / sums[0][:, :n_bins])       # 0 / 0 = NaN: bin not drawn
             out["ece"].append(ece)
             out["oece"].append(oece)
             out["uece"].append(uece)
@@ -62,12 +64,32 @@ def _bootstrap(z, sc: _Scan, order, n_bins, n_boot, seed, close_first, *, progre
             # classwise ECE (Kull 2019) per replicate: mean_k sum_b |S_hit,kb - S_p,kb| / N
             out["classwise_ece"].append(((cells[:, 1] - cells[:, 0]).abs().sum(-1) / n).mean(-1))
             bar.update(b)                                                    # once per block
-    return {key: torch.cat(parts).cpu().numpy() for key, parts in out.items()}
+    reps = {key: torch.cat(parts).cpu().numpy() for key, parts in out.items()}
+    reps[BIN_ACCURACY] = torch.cat(bin_accuracy).cpu().numpy()
+    return reps
+
+
+BIN_ACCURACY = "bin_accuracy"    # replicates key of the (n_boot, M) per-bin accuracies (not a scalar: no CI entry)
+
+
+def bin_accuracy_band(replicates: np.ndarray, ci_level: float) -> np.ndarray:
+    """(2, M) percentile band of each equal-width bin's accuracy over the bootstrap replicates (n_boot, M): rows
+    low and high at (1 -/+ ci_level) / 2, over the replicates that drew samples into the bin (NaN when fewer
+    than half did)."""
+    lo_q, hi_q = 100 * (1 - ci_level) / 2, 100 * (1 - (1 - ci_level) / 2)
+    reps = np.asarray(replicates, dtype=np.float64)
+    drawn = np.isfinite(reps).sum(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)          # all-NaN columns: empty bins
+        band = np.nanpercentile(reps, [lo_q, hi_q], axis=0) if reps.size else np.full((2, reps.shape[1]), np.nan)
+    band[:, drawn < max(1, reps.shape[0] / 2)] = np.nan
+    return band
 
 
 def _percentile_ci(replicates: dict, ci_level: float) -> dict:
     lo_q, hi_q = 100 * (1 - ci_level) / 2, 100 * (1 - (1 - ci_level) / 2)
-    return {key: (float(np.percentile(v, lo_q)), float(np.percentile(v, hi_q))) for key, v in replicates.items()}
+    return {key: (float(np.percentile(v, lo_q)), float(np.percentile(v, hi_q))) for key, v in replicates.items()
+            if key in SCALARS}
 
 
 def _classwise_design(z, sc: _Scan, n_bins: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from repanalysis.analyze.calibration._fused import _prepare, _scan, single_threaded
 from repanalysis.analyze.calibration.binning import (_adaptive_sums, _bin_stats, _bin_sums, _check_bins,
                                                      _errors_from_sums, _prefix, adaptive_edges, equal_width_edges)
-from repanalysis.analyze.calibration.bootstrap import _bootstrap, _percentile_ci
+from repanalysis.analyze.calibration.bootstrap import BIN_ACCURACY, _bootstrap, _percentile_ci, bin_accuracy_band
 from repanalysis.analyze.calibration.results import CalibrationResult
 from repanalysis.analyze.calibration.temperature import apply_temperature
 from repanalysis.arrays import check_number
@@ -180,4 +180,5 @@ def calibration_report(logits, labels, n_bins: int = 15, *, n_boot: int = 0, see
     if n_boot:
         res.replicates = _bootstrap(z, sc, order, n_bins, n_boot, seed, close_first, progress=progress, name=name)
         res.ci = _percentile_ci(res.replicates, ci_level)
+        res.bin_band = bin_accuracy_band(res.replicates.pop(BIN_ACCURACY), ci_level)
     return res

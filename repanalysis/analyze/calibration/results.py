@@ -48,6 +48,8 @@ class CalibrationResult:
     n_boot = 0). ``bins`` / ``adaptive_bins``: :class:`BinStats`. ``confidence`` (N,) and ``correct`` (N,)
     are the per-sample max-softmax and correctness (finite rows only). ``temperature`` is the T the logits
     were divided by (1.0 when untouched). ``replicates`` maps each scalar to its (n_boot,) bootstrap values.
+    ``bin_band`` (2, M): the bootstrap percentile band (low, high) of each equal-width bin's accuracy (NaN for a bin
+    that fewer than half of the resamples drew into), when n_boot > 0; drawn by ``plot_reliability(bands=True)``.
     ``temperature_fit`` (a "+TS" result of :func:`calibrate_dumps`): the validation Dump's name and the
     :class:`TemperatureResult` fields (T, validation NLL before / after, samples, converged).
     """
@@ -80,6 +82,7 @@ class CalibrationResult:
     seed: int | None = None
     replicates: dict = field(default_factory=dict, repr=False)
     temperature_fit: dict | None = None
+    bin_band: np.ndarray | None = None          # (2, M) bootstrap band of each equal-width bin's accuracy
 
     def scalars(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in SCALARS}
@@ -92,6 +95,8 @@ class CalibrationResult:
                "n_boot": self.n_boot, "ci_level": self.ci_level, "seed": self.seed,
                "bins": self.bins.to_dict(), "adaptive_bins": self.adaptive_bins.to_dict(),
                "classwise_per_class": self.classwise_per_class.tolist()}
+        if self.bin_band is not None:
+            out["bins"]["accuracy_band"] = [_nan_to_none(self.bin_band[0]), _nan_to_none(self.bin_band[1])]
         if self.temperature_fit is not None:
             out["temperature_fit"] = self.temperature_fit
         if per_sample:

@@ -56,5 +56,5 @@ def run(ctx) -> None:
                                                                  "confidence": [c.to_dict() for c in confidence],
                                                                  "ood": [r.to_dict() for r in ood]},
                                                                 [*tests, *ctx.ood_dumps.values()]))
-    written = save_calibration_figures(out, calibration=results, misclassification=confidence, ood=ood)
+    written = save_calibration_figures(out, calibration=results, misclassification=confidence, ood=ood, bands=True)
     ctx.log(f"wrote calibration.json and {len(written)} figure files to {out}")
