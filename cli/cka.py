@@ -13,13 +13,13 @@ pooled per channel; writes cka_layers.json and cka_layers.png/.pdf.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from repanalysis.cli.common import (device_option, echo_json, json_option, load_inputs, names_option, out_option,
-                                    split_names, transform_options, transform_overrides)
+from repanalysis.cli.common import (data_or_configured, default_workers, device_option, echo_json, json_option,
+                                    load_inputs, names_option, out_option, split_names, transform_options,
+                                    transform_overrides)
 from repanalysis.errors import RepanalysisError
 
 
@@ -144,15 +144,9 @@ def _layers_command(checkpoints, names, layers, data, layout, split, class_order
     elif len(name_list) == 1:
         name_list = name_list * 2
     overrides = transform_overrides(transform_flags)
-    if data is None:
-        from repanalysis import config
-
-        d = config.default_data()
-        data, layout = d["spec"], d["layout"] if layout == "auto" else layout
-        split, class_order = split or d["split"], class_order or d["class_order"]
+    data, layout, split, class_order = data_or_configured(data, layout, split, class_order)
     dev = pick_device(device)
-    if workers is None:
-        workers = max(0, min(8, (os.cpu_count() or 1) - 1))
+    workers = default_workers(workers)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     batches = iter_layer_features(checkpoints, data, layers, arch=arch, limit=limit, batch_size=forward_batch,
                                   device=dev, seed=seed if method == "minibatch" else None, workers=workers,

@@ -74,6 +74,23 @@ def check_distinct_names(names: Sequence[str], paths: Sequence, *, from_names: b
         seen[key] = path
 
 
+def data_or_configured(data, layout, split, class_order):
+    """(data, layout, split, class_order): the arguments as given, or, with no --data, the configured data set
+    (`repanalysis config`) filling the ones not given (layout only when it is "auto")."""
+    if data is not None:
+        return data, layout, split, class_order
+    from repanalysis import config
+
+    d = config.default_data()
+    return (d["spec"], d["layout"] if layout == "auto" else layout, split or d["split"],
+            class_order or d["class_order"])
+
+
+def default_workers(workers: int | None) -> int:
+    """DataLoader workers: the value given, else one per core but one (at most 8)."""
+    return workers if workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
 def echo_json(obj) -> None:
     from repanalysis.outputs import json_text
 

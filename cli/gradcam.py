@@ -7,14 +7,14 @@ overlay grid / precision-recall figures to --out.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
-from repanalysis.cli.common import (device_option, echo_json, json_option, names_option, out_option, quiet_option,
-                                    split_names, transform_options, transform_overrides)
+from repanalysis.cli.common import (data_or_configured, default_workers, device_option, echo_json, json_option,
+                                    names_option, out_option, quiet_option, split_names, transform_options,
+                                    transform_overrides)
 from repanalysis.errors import RepanalysisError
 
 METHOD_CHOICES = ["gradcam", "gradcam++", "xgradcam", "eigencam", "layercam", "hirescam", "gradcam-elementwise",
@@ -83,15 +83,9 @@ def command(checkpoints, names, arch, data, layout, split, class_order, boxes, s
                                "one of them (--topk takes the top fraction of pixels, --threshold cuts at tau)")
     check_threshold(threshold, "--threshold")      # before any model is loaded
     overrides = transform_overrides(transform_flags)  # each model's own transform with these fields replaced
-    if data is None:
-        from repanalysis import config
-
-        d = config.default_data()
-        data, layout = d["spec"], d["layout"] if layout == "auto" else layout
-        split, class_order = split or d["split"], class_order or d["class_order"]
+    data, layout, split, class_order = data_or_configured(data, layout, split, class_order)
     dev = pick_device(device)
-    if workers is None:
-        workers = max(0, min(8, (os.cpu_count() or 1) - 1))
+    workers = default_workers(workers)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     results, class_names = localise_checkpoints(
         checkpoints, data, boxes, names=split_names(names), arch=arch, layout=layout, split=split,
