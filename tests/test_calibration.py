@@ -8,7 +8,7 @@ import torch
 
 import repanalysis as ra  # (compat fix before torchmetrics imports torchvision)
 from repanalysis.analyze import calibration as C
-from repanalysis.analyze.calibration import _fused, bootstrap
+from repanalysis.analyze.calibration import _fused
 from repanalysis.errors import DataError
 
 from _bars import record_bars

@@ -2,7 +2,6 @@
 numpy implementation written here, on data whose answer is known; the command on real MNIST Dumps and
 checkpoints."""
 import json
-import warnings
 
 import numpy as np
 import pytest

@@ -115,8 +115,6 @@ def part_calibration(job: Job) -> Part:
                 f"U-ECE (FedLaS) with {job.n_bins} bins on the evaluation data, with NLL.")
     results = calibrate_dumps(job.val, n_bins=job.n_bins, n_boot=job.n_boot, seed=job.seed, ci_level=job.ci_level,
                               device=job.device, progress=job.progress)
-    for r, name in zip(results, job.names):
-        r.name = name
     level = f"{100 * job.ci_level:g}%"
     rows, display = [], []
     for r in results:

@@ -80,7 +80,8 @@ def _check_names(names, count: int, what: str) -> list[str] | None:
     return names
 
 
-def _load_list(items, names, what: str) -> list:
+def _load_list(items, names) -> list:
+    """Dump folders or Dump objects, renamed by ``names`` when given."""
     from repanalysis.dump import Dump, load_dump
 
     out = []
@@ -94,9 +95,10 @@ def _load_list(items, names, what: str) -> list:
 
 def _extract_all(checkpoints, names, data, out: Path, tag: str, opts: dict, log, extracted: list) -> list:
     """One complete Dump per checkpoint on ``data`` under out/dumps/<name>-<tag>: reused when it is a Dump of the
-    same run (same checkpoint, data, transform, ...), extracted (resumably) otherwise."""
+    same run (same checkpoint, data, transform, ...), extracted (resumably) otherwise (:func:`extract_cached`)."""
     import repanalysis as ra
     from repanalysis.data.transforms import override_transform
+    from repanalysis.extract.runner import extract_cached
 
     dumps = []
     for ckpt, name in zip(checkpoints, names):
@@ -105,17 +107,17 @@ def _extract_all(checkpoints, names, data, out: Path, tag: str, opts: dict, log,
         if isinstance(transform, dict):
             transform = override_transform(lm.transform, **transform)
         target = out / "dumps" / f"{_safe(name)}-{tag}"
-        notes: list[str] = []
-        dump = ra.extract(lm, data, target, device=opts.get("device", "auto"), overwrite=True, reuse=True,
-                          batch_size=opts.get("batch_size", 128), workers=opts.get("workers"),
-                          layout=opts.get("layout", "auto"), split=opts.get("split") if tag == "val" else None,
-                          class_order=opts.get("class_order"), transform=transform, name=name,
-                          progress=opts.get("progress", False), log=notes.append)
-        if not any("complete Dump of this same run" in n for n in notes):
+        split = opts.get("split") if tag == "val" else None
+        dump, reused = extract_cached(lm, data, target, device=opts.get("device", "auto"),
+                                      batch_size=opts.get("batch_size", 128), workers=opts.get("workers"),
+                                      layout=opts.get("layout", "auto"), split=split,
+                                      class_order=opts.get("class_order"), transform=transform, name=name,
+                                      progress=opts.get("progress", False), log=log)
+        if reused:
+            log(f"{name}: reusing {target}")
+        else:
             extracted.append(str(target))
             log(f"{name}: extracted {tag} data -> {target}")
-        else:
-            log(f"{name}: reusing {target}")
         dump.name = name
         dumps.append(dump)
     return dumps
@@ -198,11 +200,11 @@ def compare(checkpoints: Sequence | None = None, *, dumps: Sequence | None = Non
         ood = _extract_all(checkpoints, names, ood_data, out, "ood", opts, log, extracted) \
             if ood_data is not None else None
     else:
-        val = _load_list(dumps, names, "Dumps")
+        val = _load_list(dumps, names)
         names = names or [d.name for d in val]
         _check_names(names, len(val), "Dumps")
-        train = _load_list(train_dumps, names, "train Dumps") if train_dumps else None
-        ood = _load_list(ood_dumps, names, "OOD Dumps") if ood_dumps else None
+        train = _load_list(train_dumps, names) if train_dumps else None
+        ood = _load_list(ood_dumps, names) if ood_dumps else None
         for what, group in (("--train-dump", train), ("--ood-dump", ood)):
             if group is not None and len(group) != len(val):
                 raise DataError(f"{what} was given {len(group)} times for {len(val)} models; expected one per model")

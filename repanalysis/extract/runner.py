@@ -67,6 +67,7 @@ def _writing(path):
 
 
 # 2: the data set's fingerprint covers the images' content (earlier Dumps record none and do not resume)
+_REUSED = "a complete Dump of this same run"     # the note of a reused Dump (extract_cached tells it apart)
 FINGERPRINT_SCHEME = 2
 
 
@@ -193,7 +194,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
                                 "layer": feature_layer, "precision": precision, "feature_dtype": feature_dtype})
     if reuse and not seed_pt and is_complete_run(output, fingerprint, n):
         if log:
-            log(f"using {output}: a complete Dump of this same run")
+            log(f"using {output}: {_REUSED}")
         return load_dump(output, name=name)
     # The caller's model goes back to its own device on every way out (one loaded here from a path stays put).
     home = _model_device(lm.model) if in_memory else None
@@ -280,6 +281,22 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             net.to(home)
         for module, training in modes:
             module.training = training
+
+
+def extract_cached(model, data, output: str | os.PathLike, *, log=None, **kwargs) -> tuple[Dump, bool]:
+    """:func:`extract` as a cache (``reuse=True, overwrite=True``): a complete Dump of the same run at ``output`` is
+    returned as it is, an interrupted one resumed, a Dump of another run there replaced. Returns the Dump and
+    whether it was reused; ``log`` gets extract's other notes (resuming, labelling, ...)."""
+    reused = []
+
+    def note(message: str) -> None:
+        if message.endswith(_REUSED):
+            reused.append(message)
+        elif log:
+            log(message)
+
+    dump = extract(model, data, output, reuse=True, overwrite=True, log=note, **kwargs)
+    return dump, bool(reused)
 
 
 def _cause(exc: RuntimeError) -> str:

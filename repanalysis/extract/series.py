@@ -260,7 +260,7 @@ def extract_series(series: CheckpointSeries, data, dumps_dir: str | os.PathLike,
     the same run is reused as it is, an interrupted one resumed, a Dump of another run there replaced. The paths
     of the Dumps this call extracted (not reused) are appended to ``extracted``. ``log``: one line per checkpoint.
     """
-    from repanalysis.extract.runner import extract
+    from repanalysis.extract.runner import extract_cached
     from repanalysis.models.loading import load_model
 
     log = log or (lambda message: None)
@@ -268,11 +268,10 @@ def extract_series(series: CheckpointSeries, data, dumps_dir: str | os.PathLike,
     for epoch, ckpt in series.checkpoints:
         lm = load_model(ckpt, arch, trust=trust)
         target = series_dump_path(dumps_dir, series.name, ckpt, tag)
-        notes: list[str] = []
-        dump = extract(lm, data, target, device=device, overwrite=True, reuse=True, batch_size=batch_size,
-                       workers=workers, layout=layout, split=split, class_order=class_order, transform=transform,
-                       name=series.name, progress=progress, log=notes.append)
-        if any("complete Dump of this same run" in n for n in notes):
+        dump, reused = extract_cached(lm, data, target, device=device, batch_size=batch_size, workers=workers,
+                                      layout=layout, split=split, class_order=class_order, transform=transform,
+                                      name=series.name, progress=progress, log=log)
+        if reused:
             log(f"{series.name} epoch {epoch}: reusing {target}")
         else:
             if extracted is not None:

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from repanalysis.arrays import as_labels, check_number
-from repanalysis.data.transforms import EvalTransform
 from repanalysis.errors import DataError
 from repanalysis.outputs import umask_mode
 from repanalysis.paths import as_path

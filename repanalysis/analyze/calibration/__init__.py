@@ -69,8 +69,8 @@ from repanalysis.analyze.calibration.binning import (_adaptive_sums, _bin_plus_o
                                                      _equal_width_sums, _errors_from_sums, _interp_sorted, _prefix,
                                                      _rank_positions, adaptive_edges, bin_statistics, equal_width_bin,
                                                      equal_width_edges)
-from repanalysis.analyze.calibration.bootstrap import (_BOOT_ELEMENTS, _DENSE_DESIGN_ELEMENTS, _bootstrap,
-                                                       _classwise_design, _percentile_ci)
+from repanalysis.analyze.calibration.bootstrap import (_DENSE_DESIGN_ELEMENTS, _bootstrap, _classwise_design,
+                                                       _percentile_ci)
 from repanalysis.analyze.calibration.compare import _ROW_KEYS, TABLE_HEADERS, calibrate_dumps, comparison_rows
 from repanalysis.analyze.calibration.metrics import (ADAPTIVE_RULES, CLASSWISE_RULES, _check_rule,
                                                      _classwise_from_cells, _warn_small, adaptive_ece, brier_score,

@@ -10,7 +10,7 @@ import torch
 from repanalysis.analyze.calibration._fused import _Scan
 from repanalysis.analyze.calibration.binning import _adaptive_sums, _errors_from_sums, _prefix, equal_width_bin
 from repanalysis.analyze.calibration.results import SCALARS
-from repanalysis.analyze.resample import BOOT_ELEMENTS as _BOOT_ELEMENTS, bootstrap_weights
+from repanalysis.analyze.resample import bootstrap_weights
 _DENSE_DESIGN_ELEMENTS = 1 << 23  # classwise bootstrap: dense (N, 2KM) design up to 64 MiB, else sparse
 
 

@@ -30,6 +30,7 @@ import torch
 
 from repanalysis.analyze.calibration._fused import _prepare
 from repanalysis.analyze.calibration.binning import equal_width_bin
+from repanalysis.analyze.calibration.temperature import _finite_rows, _minimise_nll
 from repanalysis.arrays import as_tensor, check_number, model_names
 from repanalysis.errors import DataError
 
@@ -69,44 +70,19 @@ class HistogramBinning:
         return {"n_bins": self.n_bins, "values": self.values.tolist(), "counts": self.counts.tolist()}
 
 
-def _finite(z, y, what):
-    finite = torch.isfinite(z).all(1)
-    n_bad = int((~finite).sum())
-    if n_bad:
-        if n_bad == z.shape[0]:
-            raise DataError(f"no finite logits rows to fit {what} on")
-        warnings.warn(f"{n_bad} of {z.shape[0]} samples have NaN or inf logits; they are excluded from the {what} "
-                      "fit", RuntimeWarning, stacklevel=3)
-        z, y = z[finite], y[finite]
-    return z, y
-
-
 # --- vector scaling ------------------------------------------------------------------------------------
 def fit_vector_scaling(logits, labels, *, max_iter: int = 200, num_classes: int | None = None,
                        device=None) -> VectorScaling:
     """Fit z -> w * z + b (diagonal W, Guo et al. 2017) by the NLL on held-out logits (N, K), labels (N,)."""
     max_iter = check_number(max_iter, "max_iter", integer=True, minimum=1)
     z, y = _prepare(logits, labels, num_classes, device)
-    z, y = _finite(z, y, "vector scaling")
+    z, y = _finite_rows(z, y, "vector scaling", "vector scaling")
     z = z.to(torch.float64)
     k = z.shape[1]
     w = torch.ones(k, dtype=torch.float64, device=z.device, requires_grad=True)
     b = torch.zeros(k, dtype=torch.float64, device=z.device, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-9, tolerance_change=1e-14)
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z * w + b, y)          # NLL of softmax(W z + b), W diagonal
-        loss.backward()
-        return loss
-
-    with torch.no_grad():
-        before = float(torch.nn.functional.cross_entropy(z, y))
-    opt.step(closure)
-    with torch.no_grad():
-        after = float(torch.nn.functional.cross_entropy(z * w + b, y))
-        grad = max(float(w.grad.abs().max()), float(b.grad.abs().max()))
+    # NLL of softmax(W z + b), W diagonal
+    before, after, grad = _minimise_nll([w, b], lambda v: v * w + b, z, y, max_iter, tolerance_grad=1e-9)
     converged = grad < 1e-5
     if not converged:
         warnings.warn(f"the vector scaling fit stopped after {max_iter} iteration(s) without reaching a minimum of "
@@ -142,7 +118,7 @@ def fit_histogram_binning(logits, labels, n_bins: int = 15, *, num_classes: int 
     2001; M equal-width bins, an empty bin maps to its centre)."""
     n_bins = check_number(n_bins, "n_bins", integer=True, minimum=1)
     z, y = _prepare(logits, labels, num_classes, device)
-    z, y = _finite(z, y, "histogram binning")
+    z, y = _finite_rows(z, y, "histogram binning", "histogram binning")
     _, conf, pred = _confidence(z)
     idx = equal_width_bin(conf, n_bins, close_first=True).clamp(max=n_bins - 1)
     counts = torch.bincount(idx, minlength=n_bins).to(torch.float64)
