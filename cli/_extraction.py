@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from repanalysis.cli.common import TRANSFORM_OPTIONS, device_option, transform_overrides
+from repanalysis.errors import RepanalysisError
 
 OPTIONS = [
     click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
@@ -24,6 +25,9 @@ OPTIONS = [
                  help="LOC_synset_mapping.txt (class index order) for LOC_val_solution.csv labels."),
     click.option("--output", default=None, type=click.Path(path_type=Path), help="Output Dump folder or .pt file."),
     click.option("--overwrite", is_flag=True, help="Replace an existing output."),
+    click.option("--shard", default=None, metavar="I/N", help="Extract only shard I of N (0-based): a contiguous "
+                 "range of whole batches, into a Dump of its own (default output: <output>-shard-I-of-N); join the N "
+                 "shards with `repanalysis merge-dumps`. Under torchrun each rank takes its shard by itself."),
     click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1)),
     device_option(),
     click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True),
@@ -58,18 +62,32 @@ def run(kind: str, opts: dict, features: bool, feature_layer: str | None = None,
         d = config.default_data()
         data, layout = d["spec"], layout or d["layout"]
         split, class_order = split or d["split"], class_order or d["class_order"]
+    from repanalysis.dump.shards import parse_shard
+    from repanalysis.extract.distributed import extract_distributed, launched
+
+    shard = parse_shard(opts["shard"]) if opts["shard"] is not None else None
+    ranks = launched()
+    if shard is not None and ranks is not None:
+        raise RepanalysisError("--shard was given under torchrun, where each rank takes its own shard; expected one "
+                               "of the two")
     output = opts["output"] or config.default_output(opts["checkpoint"], kind + ("-ema" if opts["ema"] else ""))
-    log = (lambda m: None) if opts["quiet"] else (lambda m: click.echo(m, err=True))
+    if shard is not None and opts["output"] is None:
+        output = output.with_name(f"{output.name}-shard-{shard[0]}-of-{shard[1]}")
+    quiet = opts["quiet"] or (ranks is not None and ranks[0] != 0)        # under torchrun, rank 0 speaks
+    log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     overrides = transform_overrides(opts)            # bad values stop here, before the checkpoint is read
     lm = ra.load_model(opts["checkpoint"], opts["arch"], trust=opts["trust_checkpoint"], log=log, ema=opts["ema"])
     transform = override_transform(lm.transform, **overrides)
-    dump = ra.extract(lm, data, output, features=features, feature_layer=feature_layer,
+    extract = extract_distributed if ranks is not None else functools.partial(ra.extract, shard=shard)
+    dump = extract(lm, data, output, features=features, feature_layer=feature_layer,
                       batch_size=opts["batch_size"], device=opts["device"], precision=opts["precision"],
                       workers=opts["workers"], overwrite=opts["overwrite"], skip_bad=opts["skip_bad"],
                       strict=opts["strict"], layout=layout or "auto", split=split, class_order=class_order,
                       transform=transform,
                       labels_file=opts["labels_file"], synsets_file=opts["synsets_file"],
-                      feature_dtype=feature_dtype, progress=not opts["quiet"], log=log)
+                      feature_dtype=feature_dtype, progress=not quiet, log=log)
+    if dump is None:                     # a rank of a torchrun run other than 0: rank 0 reports
+        return None
     click.echo(format_table([summary_row(dump)], headers=HEADERS))
     click.echo(f"wrote {output}")
     return dump

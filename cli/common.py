@@ -87,8 +87,10 @@ def data_or_configured(data, layout, split, class_order):
 
 
 def default_workers(workers: int | None) -> int:
-    """DataLoader workers: the value given, else one per core but one (at most 8)."""
-    return workers if workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
+    """DataLoader workers: the value given, else one per core but one (at most 8; see extract's default)."""
+    from repanalysis.extract.runner import default_workers as default
+
+    return workers if workers is not None else default()
 
 
 def echo_json(obj) -> None:

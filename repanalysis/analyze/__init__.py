@@ -7,7 +7,7 @@ from repanalysis._lazy import submodule_getattr
 
 _MODULES = ("logits", "geometry", "projection", "embed", "collapse", "transfer", "calibration",
             "confidence", "cam", "localisation", "frames", "paired", "resample", "per_class", "dynamics",
-            "cka")
+            "cka", "mergeable")
 
 
 __getattr__ = submodule_getattr(__name__, _MODULES, globals())

@@ -102,7 +102,8 @@ class SeparationAccumulator:
     """Streaming closed form: ``update(features_chunk, labels_chunk)`` any number of times, then ``compute()``.
 
     Keeps, in float64, the per-class sum of unit feature vectors (C, D) and the per-class counts (C,), one row
-    per label value seen (``values``, increasing; all K classes when ``num_classes`` is given).
+    per label value seen (``values``, increasing; all K classes when ``num_classes`` is given). These are sums,
+    so accumulators of parts of the data (shards) combine: :meth:`merge`, :meth:`state` / :meth:`from_state`.
     """
 
     def __init__(self, num_classes: int | None = None, device: str | torch.device | None = None):
@@ -151,6 +152,53 @@ class SeparationAccumulator:
         self.values, (self.sums, self.counts), row = add_classes(self.values, y, self.sums, self.counts)
         self.sums.index_add_(0, row, u)
         self.counts += torch.bincount(row, minlength=self.sums.shape[0])
+
+    def merge(self, other: "SeparationAccumulator") -> "SeparationAccumulator":
+        """Add the sums of ``other`` (another part of the same data, e.g. one shard of an extraction) into this
+        accumulator, in place, and return it: the result then equals one accumulator updated with both parts'
+        rows (the sums are float64 sums, so up to their rounding). Label values either has get a row."""
+        self.n_excluded += int(other.n_excluded)
+        self.n_nonfinite += int(other.n_nonfinite)
+        if other.sums is None:
+            return self
+        sums, counts = other.sums.to(self.device), other.counts.to(self.device)
+        values = other.values.to(self.device)
+        if self.sums is None:
+            self.values, self.sums, self.counts = values.clone(), sums.clone(), counts.clone()
+            return self
+        if sums.shape[1] != self.sums.shape[1]:
+            raise DataError(f"cannot merge separation sums of features of width {sums.shape[1]} into width "
+                            f"{self.sums.shape[1]}; expected parts of one feature set")
+        self.values, (self.sums, self.counts), row = add_classes(self.values, values, self.sums, self.counts)
+        self.sums.index_add_(0, row, sums)
+        self.counts.index_add_(0, row, counts)
+        return self
+
+    def state(self) -> dict:
+        """The accumulator's sufficient statistics as numpy: ``values`` (C,) int64 label values, ``sums`` (C, D)
+        float64 sums of unit vectors, ``counts`` (C,) int64, ``n_excluded`` and ``n_nonfinite`` (ints) and
+        ``num_classes`` (int or None). ``values`` and ``sums`` are (0,) and (0, 0) before any row was added."""
+        empty = self.sums is None
+        return {"values": np.zeros(0, np.int64) if empty else self.values.cpu().numpy().astype(np.int64),
+                "sums": np.zeros((0, 0)) if empty else self.sums.cpu().numpy(),
+                "counts": np.zeros(0, np.int64) if empty else self.counts.cpu().numpy().astype(np.int64),
+                "n_excluded": int(self.n_excluded), "n_nonfinite": int(self.n_nonfinite),
+                "num_classes": self.num_classes}
+
+    @classmethod
+    def from_state(cls, state: dict, device: str | torch.device | None = None) -> "SeparationAccumulator":
+        """An accumulator holding ``state`` (from :meth:`state`), ready to :meth:`merge`, update or compute."""
+        acc = cls(num_classes=state.get("num_classes"), device=device)
+        values, sums, counts = (np.asarray(state[k]) for k in ("values", "sums", "counts"))
+        if sums.ndim != 2 or values.shape != counts.shape or values.shape[0] != sums.shape[0]:
+            raise DataError(f"separation state has values {values.shape}, sums {sums.shape} and counts "
+                            f"{counts.shape}; expected (C,), (C, D) and (C,)")
+        if not (values.size == 0 and sums.size == 0):
+            acc.values = torch.as_tensor(values.astype(np.int64), device=acc.device)
+            acc.sums = torch.as_tensor(sums.astype(np.float64), device=acc.device)
+            acc.counts = torch.as_tensor(counts.astype(np.int64), device=acc.device)
+        acc.n_excluded, acc.n_nonfinite = int(state["n_excluded"]), int(state["n_nonfinite"])
+        return acc
 
     def compute(self, name: str | None = None, split: str | None = None) -> SeparationResult:
         if self.sums is None or int(self.counts.sum()) == 0:

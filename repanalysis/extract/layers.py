@@ -27,6 +27,7 @@ from torch import nn
 from repanalysis.arrays import check_number, pick_device
 from repanalysis.errors import CheckpointError, DataError, RepanalysisError
 from repanalysis.models.features import FeatureTap
+from repanalysis.extract.runner import default_workers
 
 POOLING = ("feature maps [B, C, H, W] averaged over H x W per channel (global average pooling); tokens [B, T, C] "
            "averaged over the T tokens; vectors [B, D] (the classifier's logits) kept as they are")
@@ -154,7 +155,7 @@ def iter_layer_features(checkpoints: Sequence, data, layers="auto", *, arch: str
     if seed is not None:
         seed = check_number(seed, "seed", integer=True, minimum=0)
     if workers is None:
-        workers = min(8, max(0, (os.cpu_count() or 1) - 1))
+        workers = default_workers()
     dev = pick_device(device)
     log = log or (lambda message: None)
     models, datasets, names = [], [], []

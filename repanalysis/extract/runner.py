@@ -24,6 +24,7 @@ import torch
 
 from repanalysis.arrays import check_number, pick_device
 from repanalysis.errors import DataError, DumpError, RepanalysisError
+from repanalysis.dump.shards import parse_shard, shard_rows
 from repanalysis.extract.store import Dump, DumpWriter, check_pt_output, is_complete_run, load_dump, save_seed_pt
 from repanalysis.models.features import FeatureTap
 from repanalysis.paths import as_path
@@ -83,7 +84,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             synsets_file: str | os.PathLike | None = None, transform=None, feature_dtype: str = "float32",
             trust: bool = False, progress: bool = True, name: str | None = None, log=None,
             max_batches: int | None = None, reuse: bool = False, strict: bool = False,
-            classifier: str | None = None) -> Dump:
+            classifier: str | None = None, shard: tuple[int, int] | str | None = None) -> Dump:
     """Extract logits (and penultimate features) of ``model`` on ``data`` into ``output``.
 
     model: a LoadedModel, a checkpoint path (loaded with ``arch``/``trust``; also a folder or ``"hf-hub:..."`` in
@@ -108,6 +109,10 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     the run and handed back on its own device (and memory format) on every way out.
     feature_dtype: "float32" or "float16" (the features' dtype in the Dump).
     max_batches: stop after this many batches, leaving an incomplete, resumable Dump (for tests).
+    shard: ``(i, n)`` or ``"i/n"``: extract only shard i of n, a contiguous range of whole batches of the data
+    set's order (``dump.shards.shard_rows``), into a complete Dump of its own whose meta records the shard and
+    the run it belongs to; :func:`repanalysis.extract.merge.merge_dumps` joins the n shards into the Dump a
+    single run gives. Each shard resumes like any extraction.
     reuse: a complete Dump of this same run (same checkpoint, data, split, transform, precision, ...) already at
     the output folder is returned as it is instead of refused or, with ``overwrite``, extracted again (a cache);
     a Dump of another run there is still replaced only with ``overwrite``.
@@ -136,6 +141,12 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     feature_dtype = _feature_dtype(feature_dtype)
     dev = pick_device(device)
     seed_pt = output.suffix == ".pt"
+    if shard is not None:
+        shard = parse_shard(shard) if isinstance(shard, str) else parse_shard(
+            "/".join(str(v) for v in shard) if isinstance(shard, (tuple, list)) and len(shard) == 2 else repr(shard))
+        if seed_pt:
+            raise DumpError(f"output {output} is a .pt file, but a shard is a Dump folder that merge-dumps joins; "
+                            "give a folder as the output of each shard")
     if seed_pt and features:
         raise DumpError(f"output {output} is a .pt file, which holds only logits and labels, but features were "
                         "asked for; give a Dump folder as the output to keep the features, or use `repanalysis "
@@ -176,6 +187,15 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     n = len(dataset)
     if n == 0:
         raise RepanalysisError(f"data set {data} has no samples")
+    rows = (0, n)
+    if shard is not None:
+        if hasattr(dataset, "batches"):
+            raise DataError("shard= needs a data set or a map-style Dataset; a DataLoader yields its own batches, "
+                            "which cannot be shared out: pass its Dataset instead")
+        rows = shard_rows(*shard, n, batch_size)
+        if rows[0] == rows[1]:
+            raise DataError(f"shard {shard[0]}/{shard[1]} holds no rows: {n} samples make {-(-n // batch_size)} "
+                            f"batches of {batch_size}; expected at most that many shards (or a smaller batch size)")
     if dataset.num_classes and lm.num_classes and dataset.num_classes > lm.num_classes:
         what = (f"the class order ({dataset.num_classes} entries) lists more classes" if class_order is not None
                 else f"the data set has {dataset.num_classes} classes")
@@ -192,7 +212,11 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
                                 "data": dataset.fingerprint(),
                                 "transform": transform.to_dict() if transform else None, "features": want_features,
                                 "layer": feature_layer, "precision": precision, "feature_dtype": feature_dtype})
-    if reuse and not seed_pt and is_complete_run(output, fingerprint, n):
+    run_fingerprint = fingerprint
+    if shard is not None:           # a shard is its own run (resumed on its own), of the whole run ``run``
+        fingerprint = _fingerprint({"run": run_fingerprint, "rows": list(rows)})
+    n_rows = rows[1] - rows[0]
+    if reuse and not seed_pt and is_complete_run(output, fingerprint, n_rows):
         if log:
             log(f"using {output}: {_REUSED}")
         return load_dump(output, name=name)
@@ -246,30 +270,33 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
                 "precision": precision, "device": str(dev), "load_notes": lm.notes, "fingerprint": fingerprint,
                 "fingerprint_scheme": FINGERPRINT_SCHEME,
                 "skipped": list(getattr(dataset, "skipped", []))}
+        if shard is not None:
+            meta["shard"] = {"index": shard[0], "count": shard[1], "start": rows[0], "stop": rows[1], "total": n,
+                             "run": run_fingerprint, "batch_size": batch_size}
         target = output.with_name(output.name + ".partial") if seed_pt else output
         if seed_pt and is_complete_run(target, fingerprint, n):
             # the run finished but its .pt could not be written (a full disk): write it now
             return _finish_seed_pt(target, output, overwrite)
         with _writing(output):
-            writer = DumpWriter(target, n, specs, meta, overwrite=overwrite, static_arrays=static,
+            writer = DumpWriter(target, n_rows, specs, meta, overwrite=overwrite, static_arrays=static,
                                 sample_names=list(dataset.samples), for_file=output if seed_pt else None)
         if writer.done and log:
-            log(f"resuming {output if seed_pt else writer.path} at sample {writer.done} of {n}")
+            log(f"resuming {output if seed_pt else writer.path} at sample {writer.done} of {n_rows}")
         elif writer.path != writer.target and log:
             log(f"building the new Dump in {writer.path}; {target} is replaced once it is complete")
         try:
             _run(net, dataset, writer, dev, precision, batch_size, workers, use_cl,
-                 layer if want_features else None, feature_layer is None, progress, max_batches)
+                 layer if want_features else None, feature_layer is None, progress, max_batches, rows[0])
         except BaseException:
             writer.discard()  # a run that failed before its first row leaves nothing behind
             raise
-        if writer.done < n:
+        if writer.done < n_rows:
             return load_dump(writer.path, allow_incomplete=True)
         bad = _count_nonfinite(writer)
         with _writing(output):
             writer.finalize({"nonfinite_logit_rows": bad})
         if bad:
-            warnings.warn(f"{bad} of {n} samples have NaN or inf logits; analyses will exclude them", RuntimeWarning,
+            warnings.warn(f"{bad} of {n_rows} samples have NaN or inf logits; analyses will exclude them", RuntimeWarning,
                           stacklevel=2)
         if seed_pt:
             return _finish_seed_pt(target, output, overwrite)
@@ -351,19 +378,21 @@ class _autocast:
 
 
 def _run(net, dataset, writer: DumpWriter, dev, precision, batch_size, workers, channels_last, layer,
-         layer_input, progress, max_batches) -> None:
+         layer_input, progress, max_batches, offset: int = 0) -> None:
+    """Rows ``offset + writer.done`` to ``offset + writer.num_samples`` of ``dataset`` into the writer's rows
+    ``writer.done`` on (``offset``: a shard's first row in the data set's order)."""
     from torch.utils.data import DataLoader, Subset
 
-    n = len(dataset)
+    n = writer.num_samples
     start = writer.done
     if start >= n:
         return
     if workers is None:
-        workers = min(8, max(0, (os.cpu_count() or 1) - 1))
+        workers = default_workers()
     if hasattr(dataset, "batches"):     # a caller's DataLoader, iterated as it is
         loader = dataset.batches(start)
     else:
-        loader = DataLoader(Subset(dataset, range(start, n)), batch_size=batch_size, shuffle=False,
+        loader = DataLoader(Subset(dataset, range(offset + start, offset + n)), batch_size=batch_size, shuffle=False,
                             num_workers=workers, pin_memory=dev.type == "cuda", persistent_workers=False,
                             prefetch_factor=4 if workers else None)
     bar = _progress(n, start, progress)
@@ -404,6 +433,14 @@ def _run(net, dataset, writer: DumpWriter, dev, precision, batch_size, workers, 
             tap.__exit__()
         if bar:
             bar.close()
+
+
+def default_workers() -> int:
+    """DataLoader workers when none are asked for: the cores this process may use (its share when torchrun runs
+    several on one machine, LOCAL_WORLD_SIZE) less one for the model, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return min(8, max(0, share - 1))
 
 
 def _progress(total: int, initial: int, enabled: bool):

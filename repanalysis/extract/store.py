@@ -17,6 +17,7 @@ from repanalysis.errors import DumpError
 from repanalysis.dump.dump import (ARRAY_NAMES, FORMAT, VERSION, Dump, _check_names, _check_shapes,  # noqa: F401
                                    _to_numpy, integral_labels, load_dump, release_pages)
 from repanalysis.dump.seed_pt import check_pt_output, save_seed_pt  # noqa: F401
+from repanalysis.dump.shards import run_differences
 from repanalysis.outputs import json_text, umask_mode, write_csv_atomic, write_json_atomic  # noqa: F401
 
 
@@ -252,12 +253,6 @@ def _scheme(meta: dict) -> int:
 
 
 _TMP_META = re.compile(r"^\.meta\.json\..+\.tmp$")     # write_json_atomic's temporary file
-# what each run differs in, by meta field: (field, key inside it or None, how a message names it)
-_RUN_FIELDS = (("checkpoint", "sha256", "checkpoint"), ("dataset", None, "data"), ("split", None, "split"),
-               ("transform", None, "transform"), ("precision", None, "precision"),
-               ("feature_layer", None, "feature layer"), ("arch", None, "architecture"))
-
-
 _OS_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}   # what file browsers leave in any folder (and "._*")
 
 
@@ -288,14 +283,7 @@ def _refuse_foreign(folder: Path, meta: dict | None, names, shown: str) -> None:
 
 def _different_run(existing: dict, meta: dict) -> str:
     """'a Dump of a different run', naming what differs (checkpoint, data, ...) when the metas say."""
-    def value(m, field, key):          # as JSON text: a tuple in ``meta`` equals the list meta.json reads back
-        v = m.get(field)
-        v = (v.get(key) if isinstance(v, dict) else None) if key is not None else v
-        return None if v is None else json.dumps(v, sort_keys=True, default=str)
-
-    differs = [label for field, key, label in _RUN_FIELDS
-               if None not in (value(existing, field, key), value(meta, field, key))
-               and value(existing, field, key) != value(meta, field, key)]
+    differs = run_differences(existing, meta)
     return "a Dump of a different run" + (f": other {', '.join(differs)}" if differs else "")
 
 
