@@ -31,6 +31,10 @@ OPTIONS = [
     click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1)),
     device_option(),
     click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True),
+    click.option("--decode", type=click.Choice(["pil", "device"]), default="pil", show_default=True,
+                 help="device: decode JPEGs in batches on the extraction device (nvJPEG on a GPU) and resize / crop / "
+                 "normalise there, instead of with PIL in the loader workers (a different run: pixels differ by "
+                 "rounding)."),
     click.option("--workers", default=None, type=click.IntRange(0), help="DataLoader workers (default: cores - 1, max 8)."),
     *TRANSFORM_OPTIONS,      # --resolution, --crop-ratio, --interpolation, --mean, --std (shared with gradcam)
     click.option("--skip-bad", is_flag=True, help="Skip unreadable images (recorded in meta.json) instead of failing."),
@@ -85,7 +89,7 @@ def run(kind: str, opts: dict, features: bool, feature_layer: str | None = None,
                       strict=opts["strict"], layout=layout or "auto", split=split, class_order=class_order,
                       transform=transform,
                       labels_file=opts["labels_file"], synsets_file=opts["synsets_file"],
-                      feature_dtype=feature_dtype, progress=not quiet, log=log)
+                      feature_dtype=feature_dtype, decode=opts["decode"], progress=not quiet, log=log)
     if dump is None:                     # a rank of a torchrun run other than 0: rank 0 reports
         return None
     click.echo(format_table([summary_row(dump)], headers=HEADERS))

@@ -84,7 +84,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             synsets_file: str | os.PathLike | None = None, transform=None, feature_dtype: str = "float32",
             trust: bool = False, progress: bool = True, name: str | None = None, log=None,
             max_batches: int | None = None, reuse: bool = False, strict: bool = False,
-            classifier: str | None = None, shard: tuple[int, int] | str | None = None) -> Dump:
+            classifier: str | None = None, shard: tuple[int, int] | str | None = None, decode: str = "pil") -> Dump:
     """Extract logits (and penultimate features) of ``model`` on ``data`` into ``output``.
 
     model: a LoadedModel, a checkpoint path (loaded with ``arch``/``trust``; also a folder or ``"hf-hub:..."`` in
@@ -113,6 +113,11 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     set's order (``dump.shards.shard_rows``), into a complete Dump of its own whose meta records the shard and
     the run it belongs to; :func:`repanalysis.extract.merge.merge_dumps` joins the n shards into the Dump a
     single run gives. Each shard resumes like any extraction.
+    decode: "pil" (default: the loader workers decode and transform with PIL) or "device": the workers only read
+    the files' bytes and JPEGs are decoded in batches on the extraction device (nvJPEG on a GPU) and resized,
+    cropped and normalised there (:mod:`repanalysis.data.device_decode`; image-file data sets with an
+    EvalTransform, where torchvision's decoders load). Its pixels differ from PIL's by rounding, so it is a
+    different run (recorded as ``decode: device``).
     reuse: a complete Dump of this same run (same checkpoint, data, split, transform, precision, ...) already at
     the output folder is returned as it is instead of refused or, with ``overwrite``, extracted again (a cache);
     a Dump of another run there is still replaced only with ``overwrite``.
@@ -124,6 +129,10 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     from repanalysis.models.loading import LoadedModel, from_module, load_model
     from repanalysis.models.hub import is_hub_spec
 
+    from repanalysis.data.device_decode import DECODERS, check_device_decoding
+
+    if decode not in DECODERS:
+        raise DataError(f"unknown decode {decode!r}; expected one of {', '.join(DECODERS)}")
     if not isinstance(precision, str) or precision not in PRECISIONS:
         raise DataError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     # every option is checked before anything is loaded or written
@@ -187,6 +196,8 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     n = len(dataset)
     if n == 0:
         raise RepanalysisError(f"data set {data} has no samples")
+    if decode == "device":
+        check_device_decoding(dataset, getattr(dataset, "transform", None))
     rows = (0, n)
     if shard is not None:
         if hasattr(dataset, "batches"):
@@ -211,7 +222,8 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     fingerprint = _fingerprint({"sha": lm.sha256, **({"ema": True} if lm.ema else {}), "arch": lm.arch,
                                 "data": dataset.fingerprint(),
                                 "transform": transform.to_dict() if transform else None, "features": want_features,
-                                "layer": feature_layer, "precision": precision, "feature_dtype": feature_dtype})
+                                "layer": feature_layer, "precision": precision, "feature_dtype": feature_dtype,
+                                **({"decode": decode} if decode != "pil" else {})})
     run_fingerprint = fingerprint
     if shard is not None:           # a shard is its own run (resumed on its own), of the whole run ``run``
         fingerprint = _fingerprint({"run": run_fingerprint, "rows": list(rows)})
@@ -270,6 +282,8 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
                 "precision": precision, "device": str(dev), "load_notes": lm.notes, "fingerprint": fingerprint,
                 "fingerprint_scheme": FINGERPRINT_SCHEME,
                 "skipped": list(getattr(dataset, "skipped", []))}
+        if decode != "pil":
+            meta["decode"] = decode
         if shard is not None:
             meta["shard"] = {"index": shard[0], "count": shard[1], "start": rows[0], "stop": rows[1], "total": n,
                              "run": run_fingerprint, "batch_size": batch_size}
@@ -286,7 +300,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             log(f"building the new Dump in {writer.path}; {target} is replaced once it is complete")
         try:
             _run(net, dataset, writer, dev, precision, batch_size, workers, use_cl,
-                 layer if want_features else None, feature_layer is None, progress, max_batches, rows[0])
+                 layer if want_features else None, feature_layer is None, progress, max_batches, rows[0], decode)
         except BaseException:
             writer.discard()  # a run that failed before its first row leaves nothing behind
             raise
@@ -378,7 +392,7 @@ class _autocast:
 
 
 def _run(net, dataset, writer: DumpWriter, dev, precision, batch_size, workers, channels_last, layer,
-         layer_input, progress, max_batches, offset: int = 0) -> None:
+         layer_input, progress, max_batches, offset: int = 0, decode: str = "pil") -> None:
     """Rows ``offset + writer.done`` to ``offset + writer.num_samples`` of ``dataset`` into the writer's rows
     ``writer.done`` on (``offset``: a shard's first row in the data set's order)."""
     from torch.utils.data import DataLoader, Subset
@@ -391,6 +405,12 @@ def _run(net, dataset, writer: DumpWriter, dev, precision, batch_size, workers, 
         workers = default_workers()
     if hasattr(dataset, "batches"):     # a caller's DataLoader, iterated as it is
         loader = dataset.batches(start)
+    elif decode == "device":            # workers read bytes; the batch is decoded on the device below
+        from repanalysis.data.device_decode import EncodedImages, collate_encoded
+
+        loader = DataLoader(EncodedImages(dataset, range(offset + start, offset + n)), batch_size=batch_size,
+                            shuffle=False, num_workers=workers, collate_fn=collate_encoded,
+                            persistent_workers=False, prefetch_factor=4 if workers else None)
     else:
         loader = DataLoader(Subset(dataset, range(offset + start, offset + n)), batch_size=batch_size, shuffle=False,
                             num_workers=workers, pin_memory=dev.type == "cuda", persistent_workers=False,
@@ -406,6 +426,10 @@ def _run(net, dataset, writer: DumpWriter, dev, precision, batch_size, workers, 
             for i, (x, y, idx) in enumerate(loader):
                 if max_batches is not None and i >= max_batches:
                     break
+                if decode == "device":
+                    from repanalysis.data.device_decode import decode_batch
+
+                    x = decode_batch(x, dataset.transform, dev)
                 x = x.to(dev, non_blocking=True)
                 if channels_last and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
