@@ -52,6 +52,10 @@ from repanalysis.extract.runner import extract  # noqa: E402
 _LAZY = {
     "load_model": ("repanalysis.models.loading", "load_model"),
     "open_dataset": ("repanalysis.data.datasets", "open_dataset"),
+    "merge_dumps": ("repanalysis.extract.merge", "merge_dumps"),
+    "shard_statistics": ("repanalysis.analyze.mergeable", "shard_statistics"),
+    "merge_statistics": ("repanalysis.analyze.mergeable", "merge_statistics"),
+    "load_statistics": ("repanalysis.analyze.mergeable", "load_statistics"),
     "analyze": ("repanalysis.analyze", None),
     "plot": ("repanalysis.plot", None),
     "report": ("repanalysis.report", None),

@@ -202,3 +202,35 @@ def test_shard_under_torchrun_is_refused(tmp_path, real_checkpoints, real_data):
                       "--output", str(tmp_path / "o"), "--shard", "0/2", "--quiet"])
     assert done.returncode != 0 and "--shard was given under torchrun" in done.stderr
     assert not re.search(r'File ".*repanalysis/', done.stderr) and not (tmp_path / "o").exists()
+
+
+def test_sigterm_from_torchrun_becomes_an_interrupt_that_commits(tmp_path):
+    """torchrun stops the surviving ranks with SIGTERM: inside a rank it is a KeyboardInterrupt (so extract's
+    finally commits the rows done), and the process's own handler is back afterwards."""
+    import signal
+
+    from repanalysis.extract.distributed import _sigterm_interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with _sigterm_interrupts():
+            os.kill(os.getpid(), signal.SIGTERM)
+            import time
+            time.sleep(5)                      # the signal arrives before this ends
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_ranks_that_do_not_share_the_output_folder_are_told_so(tmp_path):
+    from repanalysis.errors import DumpError
+    from repanalysis.extract.distributed import _check_visible, _prepare, shards_folder
+
+    out = tmp_path / "o"
+    token = _prepare(out, shards_folder(out), overwrite=False)
+    assert _check_visible(shards_folder(out), token) == token
+    elsewhere = tmp_path / "another-node" / "o.shards"          # what a rank on a node without the folder sees
+    with pytest.raises(DumpError, match="not visible here.*--shard i/n.*merge-dumps"):
+        _check_visible(elsewhere, token)
+    (out).mkdir()
+    (out / "meta.json").write_text('{"format": "repanalysis-dump", "complete": true}')
+    with pytest.raises(DumpError, match="already exists; pass --overwrite"):
+        _prepare(out, shards_folder(out), overwrite=False)
