@@ -194,13 +194,15 @@ def umask_mode(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~current)
 
 
-def _write_atomic(path: str | os.PathLike, write, newline: str | None = None, *, in_set: bool = True) -> None:
-    """Write a text file through a temporary file in the same folder and a rename: a reader never sees half
-    a file, and an interrupted or failed write (a full disk) leaves the previous file untouched."""
+def _write_atomic(path: str | os.PathLike, write, newline: str | None = None, *, in_set: bool = True,
+                  binary: bool = False) -> None:
+    """Write a text file (``binary``: a binary one) through a temporary file in the same folder and a rename: a
+    reader never sees half a file, and an interrupted or failed write (a full disk) leaves the previous file
+    untouched."""
     path = Path(path)
     fd, tmp = temp_file(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline=newline)) as fh:
             write(fh)
         umask_mode(tmp)
         if in_set:
@@ -221,6 +223,12 @@ def write_json_atomic(path: str | os.PathLike, obj, *, in_set: bool = True) -> N
         fh.write(json_text(obj))
         fh.write("\n")
     _write_atomic(path, write, in_set=in_set)
+
+
+def write_binary_atomic(path: str | os.PathLike, write, *, in_set: bool = True) -> None:
+    """Call ``write(fh)`` on a binary file handle and put the file at ``path`` atomically (see
+    :func:`_write_atomic`): ``np.savez(fh, ...)``, say."""
+    _write_atomic(path, write, in_set=in_set, binary=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, in_set: bool = True) -> None:

@@ -52,8 +52,28 @@ _CHUNK_ELEMENTS = 1 << 22
 # Drop already-read pages of memory-mapped inputs after this many bytes, so RSS stays bounded.
 
 
+class LogitSummary:
+    """The table row and frame scalars of a logit-statistics result, from its ``name``, ``num_samples``,
+    ``accuracy``, ``mean(stat)`` and error-enhancement numbers (shared by :class:`LogitStats` and the mergeable
+    :class:`~repanalysis.analyze.mergeable.MergedLogitStats`)."""
+
+    def row(self) -> dict:
+        """One comparison-table row (the CLI's columns)."""
+        return {"model": self.name, "samples": self.num_samples, "accuracy": self.accuracy,
+                "near_zero": self.mean("near_zero_fraction"), "top1_prob": self.mean("top1_prob"),
+                "logit_range": self.mean("logit_range"), "ee_active": self.ee_active_fraction,
+                "ee_share": self.ee_loss_share}
+
+    def frame_values(self) -> dict[str, float]:
+        """The scalars of ``to_frame``: accuracy, the mean of each PER_SAMPLE_STATS statistic (under its own
+        name), ee_active_fraction, ee_mean_active and ee_loss_share."""
+        return {"accuracy": self.accuracy, **{s: self.mean(s) for s in PER_SAMPLE_STATS},
+                "ee_active_fraction": self.ee_active_fraction, "ee_mean_active": self.ee_mean_active,
+                "ee_loss_share": self.ee_loss_share}
+
+
 @dataclass
-class LogitStats:
+class LogitStats(LogitSummary):
     """Per-sample logit statistics of one model and their summaries.
 
     Arrays (length N = samples kept after excluding non-finite rows; float32 unless noted):
@@ -142,20 +162,6 @@ class LogitStats:
     def logit_penalty(self, beta: float = 2e-3) -> np.ndarray:
         """(N,) Dauphin & Cubuk logit penalty beta * sum_k z_k^2 / 2 per sample (REFERENCE "Logit analyses")."""
         return beta * self.logit_norm.astype(np.float64) ** 2 / 2
-
-    def row(self) -> dict:
-        """One comparison-table row (the CLI's columns)."""
-        return {"model": self.name, "samples": self.num_samples, "accuracy": self.accuracy,
-                "near_zero": self.mean("near_zero_fraction"), "top1_prob": self.mean("top1_prob"),
-                "logit_range": self.mean("logit_range"), "ee_active": self.ee_active_fraction,
-                "ee_share": self.ee_loss_share}
-
-    def frame_values(self) -> dict[str, float]:
-        """The scalars of :meth:`to_frame`: accuracy, the mean of each PER_SAMPLE_STATS statistic (under its own
-        name), ee_active_fraction, ee_mean_active and ee_loss_share."""
-        return {"accuracy": self.accuracy, **{s: self.mean(s) for s in PER_SAMPLE_STATS},
-                "ee_active_fraction": self.ee_active_fraction, "ee_mean_active": self.ee_mean_active,
-                "ee_loss_share": self.ee_loss_share}
 
     def to_frame(self):
         """Tidy pandas DataFrame, one row per metric of :meth:`frame_values` (a per-sample statistic's row holds

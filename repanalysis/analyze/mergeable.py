@@ -64,7 +64,7 @@ from repanalysis.analyze.calibration.binning import (_bin_stats, _check_bins, _e
 from repanalysis.analyze.calibration.metrics import _classwise_from_cells
 from repanalysis.analyze.calibration.results import BinStats, _nan_to_none
 from repanalysis.analyze.geometry import SeparationAccumulator, SeparationResult, check_chunk_size
-from repanalysis.analyze.logits import PER_SAMPLE_STATS, _chunk_stats, _nan_none, _readonly_tensor
+from repanalysis.analyze.logits import PER_SAMPLE_STATS, LogitSummary, _chunk_stats, _nan_none, _readonly_tensor
 from repanalysis.analyze.per_class import top_confusions
 from repanalysis.arrays import check_logits_labels, check_number, pick_device, refuse_probabilities
 from repanalysis.dump.shards import RUN_FIELDS, check_cover, whole_run
@@ -246,7 +246,7 @@ class MergedCalibration:
 
 
 @dataclass
-class MergedLogitStats:
+class MergedLogitStats(LogitSummary):
     """The mergeable logit statistics: ``statistics`` maps each name of PER_SAMPLE_STATS to its mean, std
     (ddof 0), min and max (no quantiles, median or KDE: see the module docstring); accuracy and the
     error-enhancement numbers of :class:`~repanalysis.analyze.logits.LogitStats`."""
@@ -272,19 +272,6 @@ class MergedLogitStats:
         if stat not in self.statistics:
             raise DataError(f"unknown logit statistic {stat!r}; expected one of {', '.join(PER_SAMPLE_STATS)}")
         return dict(self.statistics[stat])
-
-    def row(self) -> dict:
-        """One table row with the columns of LogitStats.row() (``repanalysis.analyze.logits.TABLE_HEADERS``)."""
-        return {"model": self.name, "samples": self.num_samples, "accuracy": self.accuracy,
-                "near_zero": self.mean("near_zero_fraction"), "top1_prob": self.mean("top1_prob"),
-                "logit_range": self.mean("logit_range"), "ee_active": self.ee_active_fraction,
-                "ee_share": self.ee_loss_share}
-
-    def frame_values(self) -> dict[str, float]:
-        """The same scalars as LogitStats.frame_values()."""
-        return {"accuracy": self.accuracy, **{s: self.mean(s) for s in PER_SAMPLE_STATS},
-                "ee_active_fraction": self.ee_active_fraction, "ee_mean_active": self.ee_mean_active,
-                "ee_loss_share": self.ee_loss_share}
 
     def to_dict(self) -> dict:
         """Like LogitStats.to_dict() without quantiles, median and KDE."""
@@ -471,7 +458,7 @@ class ShardStatistics:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the statistics to one ``.npz`` (no pickle: the identity is JSON in a string array), atomically;
         returns the path."""
-        from repanalysis.outputs import temp_file, umask_mode
+        from repanalysis.outputs import write_binary_atomic
 
         path = Path(path)
         c, g = self.calibration, self.logits
@@ -488,16 +475,7 @@ class ShardStatistics:
             st = self.separation.state()
             arrays.update(sep_values=st["values"], sep_sums=st["sums"], sep_counts=st["counts"],
                           sep_excluded=np.array([st["n_excluded"], st["n_nonfinite"]], dtype=np.int64))
-        fd, tmp = temp_file(path, suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            umask_mode(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_binary_atomic(path, lambda fh: np.savez(fh, **arrays))
         return path
 
 
