@@ -26,7 +26,8 @@ def command(inputs, as_json):
                         "dataset": m.get("dataset"), "split": m.get("split"), "transform": m.get("transform"),
                         "created": m.get("created"), "tool_version": m.get("tool_version"),
                         "precision": m.get("precision"), "skipped": m.get("skipped"),
-                        "nonfinite_logit_rows": m.get("nonfinite_logit_rows"),
+                        "nonfinite_logit_rows": m.get("nonfinite_logit_rows"), "shard": m.get("shard"),
+                        "merged_from": m.get("merged_from"), "decode": m.get("decode"),
                         "has_classifier": dump.classifier_weight is not None})
     if as_json:
         echo_json(details)
@@ -46,3 +47,9 @@ def command(inputs, as_json):
         ds = d["dataset"] or {}
         click.echo(f"  data {ds.get('root')} ({ds.get('layout')}), classifier weights: "
                    f"{'yes' if d['has_classifier'] else 'no'}, skipped files: {len(d['skipped'] or [])}")
+        if d["shard"]:
+            sh = d["shard"]
+            click.echo(f"  shard {sh.get('index')}/{sh.get('count')}: rows {sh.get('start')}-{sh.get('stop', 1) - 1} "
+                       f"of {sh.get('total')} (join the shards with `repanalysis merge-dumps`)")
+        if d["merged_from"]:
+            click.echo(f"  merged from {len(d['merged_from'])} shards")

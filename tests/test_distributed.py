@@ -92,6 +92,8 @@ def test_merge_dumps_refuses_gaps_overlaps_other_runs_and_non_shards(tmp_path, c
         assert code != 0 and len(err.strip().splitlines()) == 1, err
         assert re.search(pattern, err), err
         assert not (tmp_path / "m").exists()                       # nothing half-written
+    code, out, _ = run_cli(["info", str(s[1])], capsys)
+    assert code == 0 and f"shard 1/3: rows {lo1}-{hi1 - 1} of {single.num_samples}" in out
     # an unfinished shard is named, with how to finish it
     _extract_shard(ckpt, data, tmp_path / "u2", 2, 3, max_batches=1)
     code, _, err = run_cli(["merge-dumps", str(s[0]), str(s[1]), str(tmp_path / "u2"), "--output",
