@@ -180,7 +180,8 @@ def test_torchrun_two_gloo_processes_equal_the_single_process_dump(tmp_path, rea
     assert_same_dump(ra.load_dump(out), single)
 
 
-def test_torchrun_resumes_the_shard_of_a_rank_that_died(tmp_path, real_checkpoints, real_data, single):
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_torchrun_resumes_the_shard_of_a_rank_that_died(tmp_path, real_checkpoints, real_data, single, overwrite):
     """A rank killed part-way leaves an incomplete shard with its committed rows (what extract leaves when
     interrupted: here stopped after two batches); the same command again resumes that shard, not restarts it."""
     import repanalysis as ra
@@ -192,11 +193,12 @@ def test_torchrun_resumes_the_shard_of_a_rank_that_died(tmp_path, real_checkpoin
     assert not partial.complete and partial.num_samples == 128
     created = json.loads((shard1 / "meta.json").read_text())["created"]
     done = _torchrun(["extract", "--checkpoint", str(real_checkpoints["CE"]), "--data", str(real_data["test"]),
-                      "--output", str(out), "--batch-size", "64", "--workers", "0", "--quiet"])
+                      "--output", str(out), "--batch-size", "64", "--workers", "0", "--quiet", *overwrite])
     assert done.returncode == 0, done.stderr[-2000:]
     merged = ra.load_dump(out)
     assert_same_dump(merged, single)
     assert merged.meta["merged_from"][1]["created"] == created      # the killed rank's shard, continued
+    # (with --overwrite too: it replaces the output, not the rows a rank of this same run already finished)
 
 
 def test_shard_under_torchrun_is_refused(tmp_path, real_checkpoints, real_data):

@@ -293,7 +293,8 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             return _finish_seed_pt(target, output, overwrite)
         with _writing(output):
             writer = DumpWriter(target, n_rows, specs, meta, overwrite=overwrite, static_arrays=static,
-                                sample_names=list(dataset.samples), for_file=output if seed_pt else None)
+                                sample_names=list(dataset.samples), for_file=output if seed_pt else None,
+                                resume=shard is not None)
         if writer.done and log:
             log(f"resuming {output if seed_pt else writer.path} at sample {writer.done} of {n_rows}")
         elif writer.path != writer.target and log:

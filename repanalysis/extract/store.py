@@ -61,17 +61,20 @@ class DumpWriter:
     refused, with ``overwrite`` too. ``for_file``: the ``.pt`` this Dump is the unfinished extraction of;
     messages name that file, and ``overwrite`` replaces this Dump in place (the file itself is replaced only
     once written). ``static_arrays`` (e.g. classifier weights) are written once at creation. ``path`` is where
-    rows are being written, ``target`` where the complete Dump will be.
+    rows are being written, ``target`` where the complete Dump will be. ``resume``: resume an incomplete Dump of
+    this same run with ``overwrite`` too (a shard: its rows are the run's whatever replaced it before).
     """
 
     def __init__(self, path: str | os.PathLike, num_samples: int, specs: Mapping[str, tuple],
                  meta: dict, overwrite: bool = False, static_arrays: Mapping[str, np.ndarray] | None = None,
-                 sample_names: Sequence[str] | None = None, for_file: str | os.PathLike | None = None):
+                 sample_names: Sequence[str] | None = None, for_file: str | os.PathLike | None = None,
+                 resume: bool = False):
         path = Path(path)
         self.path = self.target = path if path.name else path.resolve()     # "." and the like: a named folder
         self.num_samples = int(num_samples)
         self.specs = {k: (tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in specs.items()}
         self.for_file = Path(for_file) if for_file is not None else None
+        self.resume_always = bool(resume)
         self._names = {*self.specs, *(static_arrays or {})}
         self.done = 0
         self.fresh = False  # True when this writer laid the Dump out (rather than resuming one)
@@ -139,7 +142,8 @@ class DumpWriter:
         existing = _read_meta(self.path)
         same_run = _same_run(existing, fingerprint, self.num_samples)
         empty = _holds_no_rows(existing)     # laid out (or being laid out when killed), no row written
-        if same_run and not existing.get("complete") and not empty and (not overwrite or self.for_file):
+        if same_run and not existing.get("complete") and not empty and (not overwrite or self.for_file
+                                                                         or self.resume_always):
             self._resume(existing)
             return True
         _refuse_foreign(self.path, existing, self._names, self._shown())
