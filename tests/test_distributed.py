@@ -238,3 +238,82 @@ def test_ranks_that_do_not_share_the_output_folder_are_told_so(tmp_path):
     (out / "meta.json").write_text('{"format": "repanalysis-dump", "complete": true}')
     with pytest.raises(DumpError, match="already exists; pass --overwrite"):
         _prepare(out, shards_folder(out), overwrite=False)
+
+
+def _rank_pid(launcher_pid: int, rank: int) -> int | None:
+    """The pid of the torchrun worker with RANK=rank among the launcher's descendants (read from /proc)."""
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if f"RANK={rank}".encode() in env and parent == launcher_pid:
+            return int(proc.name)
+    return None
+
+
+@pytest.mark.slow
+def test_a_rank_killed_with_sigkill_leaves_its_shard_to_the_next_run(tmp_path):
+    """A real kill: torchrun on a ResNet-18 over 160 photos (a few seconds a rank), rank 1 SIGKILLed once it has
+    committed rows; torchrun stops rank 0. The same command again resumes rank 1's shard and gives the
+    single-process Dump."""
+    import signal
+    import time
+
+    import repanalysis as ra
+    from repanalysis.extract.distributed import shards_folder
+    from repanalysis.models import registry
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1] / "benchmarks"))
+    from extract_speed import make_imagefolder
+
+    make_imagefolder(tmp_path / "data", 160)
+    torch = __import__("torch")
+    torch.manual_seed(0)
+    torch.save(registry.create_model("resnet18", 10).state_dict(), tmp_path / "r18.pth")
+    out = tmp_path / "tr"
+    args = ["extract", "--checkpoint", str(tmp_path / "r18.pth"), "--arch", "resnet18", "--data",
+            str(tmp_path / "data"), "--output", str(out), "--batch-size", "4", "--workers", "0", "--quiet"]
+    env = {**os.environ}
+    env.pop("WORLD_SIZE", None)
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                 "--nproc_per_node=2", "-m", "repanalysis", *args], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    meta = shards_folder(out) / "rank-1-of-2" / "meta.json"
+    killed_at = None
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and launcher.poll() is None:
+            try:
+                done = json.loads(meta.read_text())["progress"]["done"]
+            except (OSError, ValueError, KeyError):
+                done = 0
+            if done > 0:
+                pid = _rank_pid(launcher.pid, 1)
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
+                    killed_at = done
+                    break
+            time.sleep(0.02)
+        _, err = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert killed_at is not None and launcher.returncode != 0
+    left = json.loads(meta.read_text())
+    assert not left["complete"] and killed_at <= left["progress"]["done"] < left["num_samples"]
+    assert not out.exists()                                          # nothing merged from a half-done run
+    created = left["created"]
+    again = _torchrun(args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    merged = ra.load_dump(out)
+    assert merged.meta["merged_from"][1]["created"] == created       # the killed rank's shard, continued
+    single = ra.extract(tmp_path / "r18.pth", tmp_path / "data", tmp_path / "single", arch="resnet18",
+                        batch_size=4, workers=0, progress=False)
+    assert_same_dump(merged, single)
