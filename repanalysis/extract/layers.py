@@ -17,7 +17,6 @@ The CKA arithmetic lives in :mod:`repanalysis.analyze.cka`; this module only run
 """
 from __future__ import annotations
 
-import os
 from typing import Iterator, Sequence
 
 import numpy as np

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 import warnings
 from pathlib import Path
