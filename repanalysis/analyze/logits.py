@@ -52,10 +52,31 @@ _CHUNK_ELEMENTS = 1 << 22
 # Drop already-read pages of memory-mapped inputs after this many bytes, so RSS stays bounded.
 
 
+LOGIT_PENALTY_BETA = 2e-3     # Dauphin & Cubuk's logit penalty beta, as the JSON reports it
+
+
 class LogitSummary:
-    """The table row and frame scalars of a logit-statistics result, from its ``name``, ``num_samples``,
-    ``accuracy``, ``mean(stat)`` and error-enhancement numbers (shared by :class:`LogitStats` and the mergeable
+    """The table row, frame scalars and JSON summary of a logit-statistics result, from its ``name``,
+    ``num_samples``, ``accuracy``, ``mean(stat)``, ``summary(stat)``, error-enhancement numbers and
+    ``logit_penalty_mean`` (shared by :class:`LogitStats` and the mergeable
     :class:`~repanalysis.analyze.mergeable.MergedLogitStats`)."""
+
+    def summary_dict(self) -> dict:
+        """The JSON fields both results write: identity, accuracy, the error-enhancement split, the logit
+        penalty and each statistic's summary."""
+        return {
+            "name": self.name, "threshold": self.threshold, "alpha": self.alpha,
+            "num_classes": self.num_classes, "num_samples": self.num_samples,
+            "num_excluded_nonfinite": self.num_excluded, "accuracy": self.accuracy,
+            "error_enhancement": {
+                "active_fraction": self.ee_active_fraction, "mean_when_active": _nan_none(self.ee_mean_active),
+                "loss_share": _nan_none(self.ee_loss_share),
+                "mean_regularization": self.mean("ls_regularization"),
+                "mean_error_enhancement": self.mean("ls_error_enhancement"),
+            },
+            "logit_penalty": {"beta": LOGIT_PENALTY_BETA, "mean": self.logit_penalty_mean},
+            "statistics": {s: self.summary(s) for s in PER_SAMPLE_STATS},
+        }
 
     def row(self) -> dict:
         """One comparison-table row (the CLI's columns)."""
@@ -159,7 +180,12 @@ class LogitStats(LogitSummary):
         out["max"] = float(values.max())
         return out
 
-    def logit_penalty(self, beta: float = 2e-3) -> np.ndarray:
+    @property
+    def logit_penalty_mean(self) -> float:
+        """Mean of :meth:`logit_penalty` at the reported beta (LOGIT_PENALTY_BETA)."""
+        return float(self.logit_penalty(LOGIT_PENALTY_BETA).mean())
+
+    def logit_penalty(self, beta: float = LOGIT_PENALTY_BETA) -> np.ndarray:
         """(N,) Dauphin & Cubuk logit penalty beta * sum_k z_k^2 / 2 per sample (REFERENCE "Logit analyses")."""
         return beta * self.logit_norm.astype(np.float64) ** 2 / 2
 
@@ -173,17 +199,7 @@ class LogitStats(LogitSummary):
     def to_dict(self, include_arrays: bool = False) -> dict:
         """JSON-ready summary; ``include_arrays`` adds every per-sample array as a list."""
         out = {
-            "name": self.name, "threshold": self.threshold, "alpha": self.alpha,
-            "num_classes": self.num_classes, "num_samples": self.num_samples,
-            "num_excluded_nonfinite": self.num_excluded, "accuracy": self.accuracy,
-            "error_enhancement": {
-                "active_fraction": self.ee_active_fraction, "mean_when_active": _nan_none(self.ee_mean_active),
-                "loss_share": _nan_none(self.ee_loss_share),
-                "mean_regularization": self.mean("ls_regularization"),
-                "mean_error_enhancement": self.mean("ls_error_enhancement"),
-            },
-            "logit_penalty": {"beta": 2e-3, "mean": float(self.logit_penalty(2e-3).mean())},
-            "statistics": {s: self.summary(s) for s in PER_SAMPLE_STATS},
+            **self.summary_dict(),
             "kde": {"samples": self.kde_samples, "bandwidth": _nan_none(self.kde_bandwidth),
                     "range": list(self.kde_range), "x": self.kde_x.tolist(), "density": self.kde_density.tolist()},
         }

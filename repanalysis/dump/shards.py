@@ -36,8 +36,10 @@ def run_differences(a: Mapping, b: Mapping) -> list[str]:
             if None not in (value(a, field, key), value(b, field, key)) and value(a, field, key) != value(b, field, key)]
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """'i/n' (0 <= i < n) -> (i, n); DataError naming the form expected otherwise."""
+def parse_shard(text) -> tuple[int, int]:
+    """'i/n' or (i, n), with 0 <= i < n, -> (i, n); DataError naming the form expected otherwise."""
+    if isinstance(text, (tuple, list)) and len(text) == 2:
+        text = f"{text[0]}/{text[1]}"           # the check below then applies to both forms
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
     if m is None or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
         raise DataError(f"shard {text!r} is not of the form i/n with 0 <= i < n (e.g. 0/4 for the first of four)")

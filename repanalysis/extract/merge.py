@@ -147,13 +147,12 @@ def _copy_rows(dumps: Sequence[Dump], infos: Sequence[dict], writer: DumpWriter,
 
 def _nonfinite_rows(dump: Dump) -> int:
     """The shard's count of rows with NaN or inf logits (recorded by extract; counted when it is not)."""
+    from repanalysis.extract.runner import count_nonfinite
+
     value = dump.meta.get("nonfinite_logit_rows")
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    bad = 0
-    for _, chunk in dump.iter_chunks(("logits",)):
-        bad += int((~np.isfinite(chunk["logits"])).any(axis=1).sum())
-    return bad
+    return count_nonfinite(dump.logits)
 
 
 def shard_paths(folder: str | os.PathLike) -> list[Path]:

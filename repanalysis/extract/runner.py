@@ -150,8 +150,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
     dev = pick_device(device)
     seed_pt = output.suffix == ".pt"
     if shard is not None:
-        shard = parse_shard(shard) if isinstance(shard, str) else parse_shard(
-            "/".join(str(v) for v in shard) if isinstance(shard, (tuple, list)) and len(shard) == 2 else repr(shard))
+        shard = parse_shard(shard)
         if seed_pt:
             raise DumpError(f"output {output} is a .pt file, but a shard is a Dump folder that merge-dumps joins; "
                             "give a folder as the output of each shard")
@@ -306,7 +305,7 @@ def extract(model, data, output: str | os.PathLike, *, arch: str | None = None, 
             raise
         if writer.done < n_rows:
             return load_dump(writer.path, allow_incomplete=True)
-        bad = _count_nonfinite(writer)
+        bad = count_nonfinite(writer._arrays["logits"])
         with _writing(output):
             writer.finalize({"nonfinite_logit_rows": bad})
         if bad:
@@ -475,8 +474,8 @@ def _progress(total: int, initial: int, enabled: bool):
     return progress_bar(total, initial=initial, unit="img", unit_scale=True, desc="extract")
 
 
-def _count_nonfinite(writer: DumpWriter) -> int:
-    logits = writer._arrays["logits"]
+def count_nonfinite(logits) -> int:
+    """Rows of ``logits`` (an (N, K) array or memory map, read in chunks) holding a NaN or inf."""
     bad = 0
     for s in range(0, len(logits), 65536):
         bad += int((~np.isfinite(logits[s:s + 65536])).any(axis=1).sum())

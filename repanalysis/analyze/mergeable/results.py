@@ -3,20 +3,19 @@ from __future__ import annotations
 
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from repanalysis.analyze.calibration.results import BinStats, _nan_to_none
 from repanalysis.analyze.geometry import SeparationResult
-from repanalysis.analyze.logits import PER_SAMPLE_STATS, LogitSummary, _nan_none
+from repanalysis.analyze.logits import PER_SAMPLE_STATS, LogitSummary
 from repanalysis.analyze.per_class import top_confusions
 from repanalysis.errors import DataError
 
 # the scalars of MergedCalibration (those of calibration's SCALARS that are mergeable: no adaptive ECE)
 CALIBRATION_SCALARS = ("accuracy", "mean_confidence", "ece", "mce", "classwise_ece", "oece", "uece", "nll",
                        "brier")
-_LOGIT_BETA = 2e-3           # Dauphin & Cubuk's logit penalty beta, as LogitStats.to_dict reports it
 
 
 # --- results ---------------------------------------------------------------------------------------------
@@ -84,16 +83,7 @@ class MergedLogitStats(LogitSummary):
 
     def to_dict(self) -> dict:
         """Like LogitStats.to_dict() without quantiles, median and KDE."""
-        return {"name": self.name, "threshold": self.threshold, "alpha": self.alpha,
-                "num_classes": self.num_classes, "num_samples": self.num_samples,
-                "num_excluded_nonfinite": self.num_excluded, "accuracy": self.accuracy,
-                "error_enhancement": {
-                    "active_fraction": self.ee_active_fraction, "mean_when_active": _nan_none(self.ee_mean_active),
-                    "loss_share": _nan_none(self.ee_loss_share),
-                    "mean_regularization": self.mean("ls_regularization"),
-                    "mean_error_enhancement": self.mean("ls_error_enhancement")},
-                "logit_penalty": {"beta": _LOGIT_BETA, "mean": self.logit_penalty_mean},
-                "statistics": {s: self.summary(s) for s in PER_SAMPLE_STATS}}
+        return self.summary_dict()
 
 
 @dataclass
@@ -129,9 +119,7 @@ class MergedConfusion:
         return {"name": self.name, "num_samples": self.num_samples, "accuracy": self.accuracy,
                 "per_class_accuracy": _nan_to_none(self.per_class_accuracy), "class_names": list(self.class_names),
                 "counts": self.counts.tolist(),
-                "top_confusions": [[{"predicted": c.predicted, "predicted_name": c.predicted_name, "count": c.count,
-                                     "share": c.share, "error_share": c.error_share} for c in row]
-                                   for row in self.top_confusions(top_k)]}
+                "top_confusions": [[asdict(c) for c in row] for row in self.top_confusions(top_k)]}
 
 
 @dataclass

@@ -10,9 +10,9 @@ import torch
 
 from repanalysis.analyze.calibration.binning import _bin_stats, _errors_from_sums, equal_width_edges
 from repanalysis.analyze.calibration.metrics import _classwise_from_cells
-from repanalysis.analyze.logits import PER_SAMPLE_STATS
+from repanalysis.analyze.logits import LOGIT_PENALTY_BETA, PER_SAMPLE_STATS
 from repanalysis.errors import DataError
-from repanalysis.analyze.mergeable.results import _LOGIT_BETA, MergedCalibration, MergedLogitStats
+from repanalysis.analyze.mergeable.results import MergedCalibration, MergedLogitStats
 
 # --- the parts: sums of one shard -----------------------------------------------------------------------
 @dataclass
@@ -140,6 +140,6 @@ class LogitSums:
             ee_active_fraction=self.n_active / n,
             ee_mean_active=self.ee_active_sum / self.n_active if self.n_active else math.nan,
             ee_loss_share=ee / (ee + reg) if ee + reg > 0 else math.nan,
-            logit_penalty_mean=float(_LOGIT_BETA * mean_sq_norm / 2))
+            logit_penalty_mean=float(LOGIT_PENALTY_BETA * mean_sq_norm / 2))
 
 
