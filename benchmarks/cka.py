@@ -39,19 +39,13 @@ from pathlib import Path
 
 import numpy as np
 from _agree import agree  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _memory import peak_rss_mib  # noqa: E402
 
 # the colab way runs in the features' float32 over N rows; ours in float64: they agree to float32 rounding
 FEATURE_TOL = 1e-5
 GRAM_TOL = 1e-10          # both float64 on the same subsample
 
 
-def _peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def make_dumps(folder: Path, n: int, d: int, seed: int = 0, chunk: int = 8192) -> list[Path]:
@@ -87,21 +81,21 @@ def worker(side: str, a: str, b: str, rows: int | None) -> dict:
         import repanalysis  # noqa: F401
         from repanalysis.analyze.cka import cka_matrix
         from repanalysis.extract.store import load_dump
-    rss_start = _peak_rss_mib()        # after the imports, before any data is read
+    rss_start = peak_rss_mib()        # after the imports, before any data is read
     if side.startswith("ours"):
         dumps = [load_dump(a), load_dump(b)]
         if rows is not None:
             dumps = [dump.subset(np.arange(rows)) for dump in dumps]
-        rss0, t0 = _peak_rss_mib(), time.perf_counter()
+        rss0, t0 = peak_rss_mib(), time.perf_counter()
         value = float(cka_matrix(dumps, precision="float32" if side == "ours32" else "float64").matrix[0, 1])
     elif side.startswith("minibatch"):
         dumps = [load_dump(a), load_dump(b)]
-        rss0, t0 = _peak_rss_mib(), time.perf_counter()
+        rss0, t0 = peak_rss_mib(), time.perf_counter()
         value = float(cka_matrix(dumps, method="minibatch", batch_size=int(side.split(":")[1]), seed=0).matrix[0, 1])
     elif side == "colab":
         x = np.load(Path(a) / "features.npy")
         y = np.load(Path(b) / "features.npy")
-        rss0, t0 = _peak_rss_mib(), time.perf_counter()
+        rss0, t0 = peak_rss_mib(), time.perf_counter()
         # Kornblith et al. colab, feature_space_linear_cka (debiased=False)
         x = x - np.mean(x, 0, keepdims=True)
         y = y - np.mean(y, 0, keepdims=True)
@@ -110,7 +104,7 @@ def worker(side: str, a: str, b: str, rows: int | None) -> dict:
     elif side == "gram":
         x = np.load(Path(a) / "features.npy", mmap_mode="r")[:rows].astype(np.float64)
         y = np.load(Path(b) / "features.npy", mmap_mode="r")[:rows].astype(np.float64)
-        rss0, t0 = _peak_rss_mib(), time.perf_counter()
+        rss0, t0 = peak_rss_mib(), time.perf_counter()
 
         def center_gram(g):             # Kornblith et al. colab, center_gram (unbiased=False)
             g = g.copy()
@@ -125,8 +119,8 @@ def worker(side: str, a: str, b: str, rows: int | None) -> dict:
     else:
         raise SystemExit(f"unknown side {side}")
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "value": value, "peak_rss_mib": _peak_rss_mib(), "rss_before_mib": rss0,
-            "rss_start_mib": rss_start, "work_mib": _peak_rss_mib() - rss_start,
+    return {"seconds": seconds, "value": value, "peak_rss_mib": peak_rss_mib(), "rss_before_mib": rss0,
+            "rss_start_mib": rss_start, "work_mib": peak_rss_mib() - rss_start,
             "setup_seconds": t0 - t_import}
 
 

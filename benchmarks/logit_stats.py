@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from _agree import agree  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _memory import peak_rss_mib  # noqa: E402
 
 THRESHOLD, ALPHA = 0.01, 0.1
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -43,14 +44,6 @@ STATS = ("near_zero_fraction", "top1_prob", "logit_range", "logit_norm", "ls_los
          "ls_error_enhancement", "maxsup_penalty")
 
 
-def _peak_rss_mib() -> float:
-    """This process's peak resident set size (VmHWM) in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _mem_available_mib() -> float:
@@ -70,19 +63,19 @@ def worker_ours(path: str, kde: bool, threads: int) -> dict:
 
     if threads > 0:
         torch.set_num_threads(threads)
-    rss_import = _peak_rss_mib()
+    rss_import = peak_rss_mib()
     t0, c0 = time.perf_counter(), time.process_time()
     r = logit_stats_dump(load_dump(path), threshold=THRESHOLD, alpha=ALPHA, kde_samples=10_000 if kde else 0)
     summary = {s: r.summary(s) for s in STATS}
     means = {s: summary[s]["mean"] for s in STATS}
     means["accuracy"] = r.accuracy
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": _peak_rss_mib(), "rss_after_import_mib": rss_import,
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": peak_rss_mib(), "rss_after_import_mib": rss_import,
             "means": means}
 
 
 def worker_numpy(path: str) -> dict:
-    rss_import = _peak_rss_mib()
+    rss_import = peak_rss_mib()
     t0, c0 = time.perf_counter(), time.process_time()
     z = np.load(Path(path) / "logits.npy").astype(np.float32)  # the whole array in memory, as the seed does
     y = np.load(Path(path) / "labels.npy")
@@ -106,7 +99,7 @@ def worker_numpy(path: str) -> dict:
         means[s] = float(v.mean())
     means["accuracy"] = accuracy
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": _peak_rss_mib(), "rss_after_import_mib": rss_import,
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": peak_rss_mib(), "rss_after_import_mib": rss_import,
             "means": means}
 
 

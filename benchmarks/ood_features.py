@@ -25,16 +25,9 @@ from pathlib import Path
 
 import numpy as np
 from _agree import agree  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _memory import rss_mib  # noqa: E402
 
 
-def _rss_mib() -> tuple[float, float]:
-    cur = peak = float("nan")
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            cur = int(line.split()[1]) / 1024
-        elif line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) / 1024
-    return cur, peak
 
 
 def make_data(n, n_test, d, k, seed=0):
@@ -91,7 +84,7 @@ def worker(args):
     import repanalysis  # noqa: F401  (imports outside the timing and before the data)
 
     h, y, x = make_data(args.train, args.test, args.dim, args.classes)
-    rss0, _ = _rss_mib()
+    rss0, _ = rss_mib()
     fn = {"ours_mahalanobis": ours_mahalanobis, "numpy_mahalanobis": numpy_mahalanobis,
           "ours_knn": lambda *a: ours_knn(*a, args.k), "sklearn_knn": lambda *a: sklearn_knn(*a, args.k)}[args.worker]
     t0 = time.perf_counter()
@@ -99,7 +92,7 @@ def worker(args):
     sec = time.perf_counter() - t0
     out = Path(args.scores)
     np.save(out, s)
-    print(json.dumps({"seconds": sec, "peak_mib": _rss_mib()[1], "data_mib": rss0}))
+    print(json.dumps({"seconds": sec, "peak_mib": rss_mib()[1], "data_mib": rss0}))
 
 
 def run(side, args, tmp):

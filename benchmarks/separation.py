@@ -31,15 +31,9 @@ from pathlib import Path
 
 import numpy as np
 from _agree import agree  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _memory import peak_rss_mib  # noqa: E402
 
 
-def _peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def make_features(n: int, d: int, k: int, seed: int = 0, dtype=np.float32):
@@ -127,15 +121,15 @@ def part_speed(n, d, k, sub, repeats):
 
 
 def worker(path: str) -> dict:
-    rss0 = _peak_rss_mib()
+    rss0 = peak_rss_mib()
     import repanalysis  # noqa: F401
     from repanalysis.analyze.geometry import class_separation
     from repanalysis.extract.store import load_dump
 
-    rss_import = _peak_rss_mib()
+    rss_import = peak_rss_mib()
     t0 = time.perf_counter()
     r = class_separation(load_dump(path))
-    return {"seconds": time.perf_counter() - t0, "peak_rss_mib": _peak_rss_mib(), "rss_before_import_mib": rss0,
+    return {"seconds": time.perf_counter() - t0, "peak_rss_mib": peak_rss_mib(), "rss_before_import_mib": rss0,
             "rss_after_import_mib": rss_import, "d_within": r.d_within, "d_total": r.d_total, "r2": r.r2,
             "n": r.n_samples}
 

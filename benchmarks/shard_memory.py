@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 from _agree import agree  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _memory import rss_mib  # noqa: E402
 
 SHARDS = 8
 BATCH = 256          # shards are whole batches of the (notional) extraction
@@ -50,15 +51,6 @@ METRICS = (("separation", "d_within"), ("separation", "d_total"), ("separation",
            ("calibration", "ece"), ("calibration", "nll"), ("calibration", "accuracy"))
 
 
-def _rss_mib() -> tuple[float, float]:
-    """(VmRSS, VmHWM) of this process in MiB."""
-    cur = peak = float("nan")
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            cur = int(line.split()[1]) / 1024
-        elif line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) / 1024
-    return cur, peak
 
 
 def data_bytes(n: int, k: int, d: int) -> int:
@@ -152,19 +144,19 @@ def side_merged(folder: Path) -> dict:
 
 
 def worker(side: str, folder: Path) -> dict:
-    rss_start, _ = _rss_mib()
+    rss_start, _ = rss_mib()
     # both sides import the same modules, so the RSS after the imports is comparable
     import repanalysis.analyze.calibration  # noqa: F401
     import repanalysis.analyze.geometry  # noqa: F401
     import repanalysis.analyze.mergeable  # noqa: F401
     import repanalysis.dump  # noqa: F401
 
-    rss_import, _ = _rss_mib()
+    rss_import, _ = rss_mib()
     t0 = time.perf_counter()
     out = (side_shards if side == "shards" else side_merged)(folder)
     sec = time.perf_counter() - t0
     return {"side": side, "seconds": sec, "rss_start_mib": rss_start, "rss_import_mib": rss_import,
-            "peak_rss_mib": _rss_mib()[1], **out}
+            "peak_rss_mib": rss_mib()[1], **out}
 
 
 def run_side(side: str, folder: Path) -> dict:
